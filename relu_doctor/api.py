@@ -1,0 +1,156 @@
+"""The Python API: `scan()` loads, samples, captures and returns a Report. The CLI calls it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import gates as gating
+from .errors import UserError
+from .inputs import (
+    DEFAULT_BATCH_SIZE,
+    Sample,
+    array_sample,
+    as_arrays,
+    check_batch_size,
+    load_data_file,
+    parse_range,
+    resolve_specs,
+    synthetic_sample,
+)
+from .loading import ONNX, LoadedModel, load_model
+from .report import Report, Site
+from .stats import DEFAULT_TAU, detection_floor
+
+NEURON_AXES = ("auto", "channel", "last")
+Progress = Callable[[int, int], None]  # (samples done so far, total)
+
+
+def scan(
+    model: Any,
+    data: Any = None,
+    *,
+    input_shape: Sequence[str] | dict | tuple | str | None = None,
+    samples: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    device: str = "auto",
+    tau: float = DEFAULT_TAU,
+    neuron_axis: str = "auto",
+    include_smooth: bool = False,
+    input_range: str | tuple[float, float] | None = None,
+    arch: str | None = None,
+    arch_kwargs: dict | str | None = None,
+    trust_pickle: bool = False,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    fail_dead_ratio: float | None = None,
+    fail_total_dead_ratio: float | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Scan `model` (a path, nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto)."""
+    _check_settings(samples, batch_size, tau, neuron_axis)
+    loaded = _load(model, arch, arch_kwargs, trust_pickle)
+    runner = _runner(loaded, device)
+    sample = _sample(data, runner.specs, input_shape, samples, seed,
+                     input_range if not isinstance(input_range, str) else parse_range(input_range))
+    check_batch_size(runner.fixed_batch or batch_size, sample.specs)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, sample.count)
+
+    result = runner.capture(sample, batch_size, neuron_axis, include_smooth, advance)
+    sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
+             for i, s in enumerate(result.sites)]
+    warnings = sample.warnings + result.warnings
+    if not sites:
+        warnings.append("no ReLU-family activation ran in this model")
+    floor = detection_floor(sample.count)
+    if floor > 0.01:
+        warnings.append(f"{sample.count} samples: a neuron firing on fewer than {floor:.1%} of inputs can look "
+                        "dead by chance (5% risk); scan about 300 or more for a 1% floor")
+    report = Report(
+        model=loaded.describe(),
+        sample={
+            "source": sample.source, "samples": sample.count,
+            "batch_size": runner.fixed_batch or batch_size,
+            "seed": seed if sample.source == "synthetic" else None,
+            "inputs": sample.describe_inputs(),
+        },
+        settings={"tau": tau, "neuron_axis": neuron_axis, "include_smooth": include_smooth,
+                  "select": list(select), "ignore": list(ignore)},
+        sites=sites,
+        warnings=warnings,
+    )
+    report.gates = gating.evaluate(gating.selected(sites, select, ignore), fail_dead_ratio, fail_total_dead_ratio)
+    return report
+
+
+def _check_settings(samples: int | None, batch_size: int, tau: float, neuron_axis: str) -> None:
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples must be at least 1 (got {samples})")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
+    if not 0 < tau < 1:
+        raise UserError(f"--tau must be between 0 and 1 (got {tau})", "The ReDo paper uses 0.025 (default) to 0.1.")
+    if neuron_axis not in NEURON_AXES:
+        raise UserError(f"--neuron-axis must be one of {', '.join(NEURON_AXES)} (got {neuron_axis!r})")
+
+
+def _load(model: Any, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:
+    if isinstance(model, (str, Path)):
+        return load_model(model, arch, arch_kwargs, trust_pickle)
+    if type(model).__name__ == "ModelProto":
+        return LoadedModel(ONNX, model)
+    return LoadedModel(_torch_format_of(model), model)
+
+
+def _torch_format_of(obj: Any) -> str:
+    import torch
+
+    if isinstance(obj, torch.export.ExportedProgram):
+        return "pt2"
+    if isinstance(obj, torch.jit.ScriptModule):
+        return "torchscript"
+    if isinstance(obj, torch.nn.Module):
+        return "module"
+    raise UserError(f"cannot scan a {type(obj).__name__}",
+                    "Pass a path, an nn.Module, a ScriptModule, an ExportedProgram or an onnx.ModelProto.")
+
+
+class _Runner:
+    """The backend for a loaded model, behind one small interface."""
+
+    def __init__(self, loaded: LoadedModel, device: str) -> None:
+        self.is_onnx = loaded.format == ONNX
+        if self.is_onnx:
+            from .backends import onnx as backend
+        else:
+            from .backends import torch as backend  # type: ignore[no-redef]
+        self.backend = backend
+        self.model = backend.prepare(loaded.obj, backend.resolve_device(device))
+        self.specs = self.model.specs
+        self.fixed_batch = self.model.fixed_batch
+
+    def capture(self, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
+                progress: Callable[[int], None]) -> Any:
+        return self.backend.capture(self.model, sample, batch_size, neuron_axis, include_smooth, progress)
+
+
+def _runner(loaded: LoadedModel, device: str) -> _Runner:
+    return _Runner(loaded, device)
+
+
+def _sample(data: Any, specs: list, input_shape: Any, samples: int | None, seed: int,
+            input_range: tuple[float, float] | None) -> Sample:
+    specs = resolve_specs(specs, input_shape)
+    if data is None:
+        return synthetic_sample(specs, samples, seed, input_range)
+    if isinstance(data, (str, Path)):
+        return array_sample(load_data_file(Path(data)), specs, str(data), samples)
+    return array_sample(as_arrays(data), specs, "array", samples)

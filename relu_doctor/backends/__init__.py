@@ -1,0 +1,26 @@
+"""Backends run a model on the sample and return per-site counters; they never format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..stats import SiteCounters
+
+
+@dataclass
+class CapturedSite:
+    """What a backend reports for one site, in execution order."""
+
+    name: str
+    kind: str
+    op: str
+    params: dict[str, float]
+    shape: list[int]  # per-sample output shape
+    axis: int  # neuron axis in the batched output
+    counters: SiteCounters
+
+
+@dataclass
+class CaptureResult:
+    sites: list[CapturedSite]
+    warnings: list[str] = field(default_factory=list)

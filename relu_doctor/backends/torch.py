@@ -1,0 +1,290 @@
+"""Capture in eager modules, TorchScript and torch.export programs with one TorchDispatchMode.
+
+Every aten call of the forward pass reaches `_CaptureMode`; the ReLU-family ones are
+classified by kinds.py and reduced on the spot into device counters (torch_reduce.py).
+The mode also follows which layer produced each tensor, for the neuron-axis rule.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakTensorKeyDictionary
+
+from ..errors import UserError
+from ..inputs import InputSpec, Sample
+from ..kinds import KINDS, classify_aten, is_runtime_candidate
+from . import CapturedSite, CaptureResult
+from .torch_naming import UNKNOWN, CallOrigin, EagerModuleTracker, GraphOrigins, export_origins, torchscript_origins
+from .torch_reduce import TorchSiteAccumulator
+
+# Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...)
+_CHANNEL_PRODUCERS = ("convolution", "conv1d", "conv2d", "conv3d", "conv_transpose", "mkldnn_convolution",
+                      "cudnn_convolution", "_convolution")
+_LAST_AXIS_PRODUCERS = frozenset({"addmm", "mm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"})
+# Ops after which the old axis no longer means the same thing
+_AXIS_RESETTERS = frozenset({"permute", "transpose", "t", "movedim", "swapaxes", "swapdims", "flatten"})
+CHANNEL, LAST = "channel", "last"
+
+
+@dataclass
+class TorchModel:
+    """A runnable torch model with what it says about its inputs and how to name its sites."""
+
+    forward: Callable[..., Any]
+    specs: list[InputSpec]
+    make_origins: Callable[[], Any]  # -> EagerModuleTracker | GraphOrigins
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    fixed_batch: int | None = None
+    restore: Callable[[], None] = lambda: None
+
+
+@dataclass
+class _SiteState:
+    name: str
+    kind: str
+    op: str
+    params: dict[str, float]
+    shape: list[int]
+    axis: int
+    acc: TorchSiteAccumulator
+
+
+class _CaptureMode(TorchDispatchMode):
+    def __init__(self, origins: Any, neuron_axis: str, include_smooth: bool) -> None:
+        super().__init__()
+        self.origins = origins
+        self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
+        self.include_smooth = include_smooth
+        self.sites: dict[str, _SiteState] = {}  # in first-execution order
+        self.last_site: str | None = None
+        self.candidates = 0  # candidate calls seen in this batch (graph formats align on it)
+        self.start_batch(0)
+
+    def start_batch(self, valid_rows: int) -> None:
+        self.valid_rows = valid_rows
+        self.candidates = 0
+        self._name_counts = {}
+        self._producer = WeakTensorKeyDictionary()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        op = func._overloadpacket.__name__
+        self._follow_producer(op, args, out)
+        if is_runtime_candidate(op):
+            index = self.candidates
+            self.candidates += 1
+            activation = classify_aten(op, args, kwargs, self.include_smooth)
+            if activation is not None and isinstance(out, torch.Tensor) and out.is_floating_point():
+                self._record(index, op, activation.kind, dict(activation.params), out)
+        return out
+
+    def _follow_producer(self, op: str, args: tuple, out: Any) -> None:
+        if op.startswith(_CHANNEL_PRODUCERS):
+            tag: str | None = CHANNEL
+        elif op in _LAST_AXIS_PRODUCERS:
+            tag = LAST
+        elif op in _AXIS_RESETTERS:
+            return
+        else:
+            tag = next((self._producer[a] for a in tree_flatten(args)[0]
+                        if isinstance(a, torch.Tensor) and a in self._producer), None)
+        if tag is not None:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self._producer[t] = tag
+
+    def _axis(self, y: torch.Tensor) -> int:
+        if y.dim() <= 2:
+            return min(1, y.dim() - 1)
+        rule = self.neuron_axis if self.neuron_axis != "auto" else self._producer.get(y, CHANNEL)
+        return y.dim() - 1 if rule == LAST else 1
+
+    def _record(self, index: int, op: str, kind: str, params: dict[str, float], y: torch.Tensor) -> None:
+        origin = self.origins.origin(index)
+        name = self._name(origin, kind)
+        self.last_site = name
+        y = y[: self.valid_rows] if y.dim() and y.shape[0] > self.valid_rows else y
+        axis = self._axis(y)
+        state = self.sites.get(name)
+        if state is None:
+            module_site = origin is not None and origin.is_activation_module
+            neurons = y.shape[axis] if y.dim() > 1 else 1
+            state = self.sites[name] = _SiteState(
+                name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else f"aten.{op}",
+                params=params, shape=list(y.shape[1:]), axis=axis,
+                acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=_bounded(kind)),
+            )
+        elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
+            raise UserError(f"site {name} changed its number of neurons between batches "
+                            f"({state.acc.neurons} -> {y.shape[axis]})")
+        state.acc.update(y.detach(), axis)
+
+    def _name(self, origin: CallOrigin | None, kind: str) -> str:
+        origin = origin or UNKNOWN
+        base = origin.path if origin.is_activation_module else f"{origin.path}/{kind}"
+        n = self._name_counts[base] = self._name_counts.get(base, 0) + 1
+        return base if n == 1 else f"{base}#{n}"
+
+
+def _bounded(kind: str) -> bool:
+    return kind in ("relu6", "clip")
+
+
+def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
+            include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
+    """Run the sample through the model and return the counters of every site."""
+    origins = model.make_origins()
+    mode = _CaptureMode(origins, neuron_axis, include_smooth)
+    warnings: list[str] = []
+    try:
+        with torch.inference_mode():
+            for batch in sample.batches(batch_size, model.fixed_batch):
+                tensors = [_to_tensor(a, model) for a in batch.arrays]
+                mode.start_batch(batch.valid)
+                try:
+                    with mode:
+                        model.forward(*tensors)
+                except UserError:
+                    raise
+                except Exception as e:
+                    raise _forward_error(e, mode.last_site, tensors) from e
+                if isinstance(origins, GraphOrigins):
+                    problem = origins.check_count(mode.candidates)
+                    if problem:
+                        warnings.append(problem)
+                if progress:
+                    progress(batch.valid)
+    finally:
+        origins.close()
+        model.restore()
+    if isinstance(origins, GraphOrigins) and origins.warning:
+        warnings.append(origins.warning)
+    sites = [CapturedSite(s.name, s.kind, s.op, s.params, s.shape, s.axis, s.acc.counters())
+             for s in mode.sites.values()]
+    return CaptureResult(sites, warnings)
+
+
+def _to_tensor(a: Any, model: TorchModel) -> torch.Tensor:
+    t = torch.from_numpy(a) if not isinstance(a, torch.Tensor) else a
+    if t.is_floating_point():
+        t = t.to(model.dtype)
+    return t.to(model.device)
+
+
+def _forward_error(e: Exception, last_site: str | None, tensors: list[torch.Tensor]) -> UserError:
+    shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+    where = f" (last site reached: {last_site})" if last_site else ""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return UserError(f"the model failed on inputs of shape {shapes}{where}: {first}",
+                     "Check --input-shape / --data against what the model expects.")
+
+
+# ---- turning loaded objects into TorchModel ----------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but torch sees no CUDA device", "Use --device cpu or auto.")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"unknown --device {device!r}", "Use cpu, cuda or auto.")
+    return torch.device(device)
+
+
+def prepare(obj: Any, device: torch.device) -> TorchModel:
+    if isinstance(obj, torch.export.ExportedProgram):
+        return _prepare_exported(obj, device)
+    if isinstance(obj, torch.jit.ScriptModule):
+        return _prepare_script(obj, device)
+    if isinstance(obj, torch.nn.Module):
+        return _prepare_eager(obj, device)
+    raise UserError(f"cannot scan a {type(obj).__name__}", "Pass an nn.Module, a ScriptModule or an ExportedProgram.")
+
+
+def _prepare_eager(module: torch.nn.Module, device: torch.device) -> TorchModel:
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+
+    def restore() -> None:
+        for m, training in modes.items():
+            m.train(training)
+
+    module = _on_device(module, device)
+    return TorchModel(forward=module, specs=_signature_specs(module.forward), device=device,
+                      dtype=_param_dtype(module), make_origins=lambda: EagerModuleTracker(module), restore=restore)
+
+
+def _prepare_script(module: torch.jit.ScriptModule, device: torch.device) -> TorchModel:
+    module.eval()
+    module = _on_device(module, device)
+    args = module.forward.schema.arguments[1:]  # skip self
+    specs = [InputSpec(a.name) for a in args]
+    return TorchModel(forward=module, specs=specs, device=device, dtype=_param_dtype(module),
+                      make_origins=lambda: torchscript_origins(module))
+
+
+def _prepare_exported(program: torch.export.ExportedProgram, device: torch.device) -> TorchModel:
+    module = program.module()
+    if device.type != "cpu":
+        module = module.to(device)
+    specs, fixed_batch = _exported_specs(program)
+    return TorchModel(forward=module, specs=specs, device=device, dtype=_param_dtype(module),
+                      fixed_batch=fixed_batch, make_origins=lambda: export_origins(program.graph))
+
+
+def _exported_specs(program: torch.export.ExportedProgram) -> tuple[list[InputSpec], int | None]:
+    """Per-sample shapes from the program's input placeholders; a static dim 0 fixes the batch."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    specs, fixed = [], None
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        dims = [d if isinstance(d, int) else None for d in val.shape]
+        if dims and dims[0] is not None:
+            fixed = dims[0]
+        dtype = str(val.dtype).removeprefix("torch.")
+        specs.append(InputSpec(node.name, tuple(dims[1:]), dtype if dtype != "bfloat16" else "float32"))
+    return specs, fixed
+
+
+def _signature_specs(forward: Callable[..., Any]) -> list[InputSpec]:
+    try:
+        params = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [InputSpec(p.name) for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def _on_device(module: Any, device: torch.device) -> Any:
+    current = next(iter(_tensors(module)), None)
+    if current is None or current.device == device:
+        return module
+    import copy
+
+    return copy.deepcopy(module).to(device)  # never move the caller's module under their feet
+
+
+def _tensors(module: Any) -> Iterable[torch.Tensor]:
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def _param_dtype(module: Any) -> torch.dtype:
+    for t in _tensors(module):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32

@@ -1,0 +1,139 @@
+"""Where each activation call comes from: the module path that names a site.
+
+Capture runs at the aten level (a TorchDispatchMode), which sees eager modules,
+TorchScript and torch.export programs alike but knows nothing of modules. Names come
+from the side: live forward hooks for eager modules, and for graph formats the graph
+itself, whose candidate nodes run in order, one runtime call each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..kinds import ACTIVATION_MODULES, GRAPH_CANDIDATE_OPS
+
+
+@dataclass(frozen=True)
+class CallOrigin:
+    path: str  # the innermost enclosing module's path ("" for the top module)
+    module_type: str | None  # its class name, e.g. "ReLU"
+
+    @property
+    def is_activation_module(self) -> bool:
+        return self.module_type in ACTIVATION_MODULES
+
+
+UNKNOWN = CallOrigin("", None)
+
+
+class EagerModuleTracker:
+    """Tracks the stack of running modules with forward hooks (removed by `close`)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._stack: list[CallOrigin] = []
+        self._handles: list[Any] = []
+        for path, module in model.named_modules():
+            origin = CallOrigin(path, type(module).__name__)
+            self._handles.append(module.register_forward_pre_hook(self._enter(origin)))
+            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+
+    def _enter(self, origin: CallOrigin) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            self._stack.append(origin)
+
+        return hook
+
+    def _leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._stack:
+            self._stack.pop()
+
+    def origin(self, candidate_index: int) -> CallOrigin:
+        return self._stack[-1] if self._stack else UNKNOWN
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+class GraphOrigins:
+    """Origins of a graph's candidate nodes, in the order they run."""
+
+    def __init__(self, origins: list[CallOrigin] | None, warning: str | None = None) -> None:
+        self._origins = origins
+        self.warning = warning
+
+    def origin(self, candidate_index: int) -> CallOrigin | None:
+        """None when the graph cannot tell (control flow, or more calls than nodes)."""
+        if self._origins is None or candidate_index >= len(self._origins):
+            return None
+        return self._origins[candidate_index]
+
+    def check_count(self, calls: int) -> str | None:
+        if self._origins is not None and calls != len(self._origins):
+            self._origins = None
+            return (f"the graph lists a different number of activation calls than ran ({calls}); "
+                    "site names fall back to generic ones")
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+_HIERARCHY_PART = re.compile(r"([^.()]+)\(([^()]*)\)")
+
+
+def torchscript_origins(module: torch.jit.ScriptModule) -> GraphOrigins:
+    """From the inlined graph: each node's module hierarchy, 'a(Seq).0(Block).relu(ReLU)'."""
+    graph = module.inlined_graph
+    origins: list[CallOrigin] = []
+    nested = False
+    for node in graph.nodes():
+        if any(_has_candidate(block) for block in node.blocks()):
+            nested = True
+        if _is_candidate_kind(node.kind()):
+            origins.append(_origin_from_hierarchy(node.getModuleHierarchy()))
+    if nested:
+        return GraphOrigins(None, "TorchScript control flow holds activations: site names are generic")
+    return GraphOrigins(origins)
+
+
+def _has_candidate(block: Any) -> bool:
+    return any(_is_candidate_kind(n.kind()) or any(_has_candidate(b) for b in n.blocks()) for n in block.nodes())
+
+
+def _is_candidate_kind(kind: str) -> bool:
+    return kind.startswith("aten::") and kind[len("aten::"):] in GRAPH_CANDIDATE_OPS
+
+
+def _origin_from_hierarchy(hierarchy: str) -> CallOrigin:
+    path, module_type = [], None
+    for name, type_name in _HIERARCHY_PART.findall(hierarchy):
+        if name == "UNKNOWN_INSTANCE":  # a function call inside the module: stop there
+            break
+        path.append(name)
+        module_type = type_name
+    return CallOrigin(".".join(path), module_type)
+
+
+def export_origins(graph: torch.fx.Graph) -> GraphOrigins:
+    """From torch.export node metadata: nn_module_stack, outermost first."""
+    origins = []
+    for node in graph.nodes:
+        if node.op != "call_function" or not hasattr(node.target, "_overloadpacket"):
+            continue
+        if node.target._overloadpacket.__name__ not in GRAPH_CANDIDATE_OPS:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            origins.append(UNKNOWN)
+            continue
+        path, type_name = list(stack.values())[-1]
+        type_str = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+        origins.append(CallOrigin(path, type_str.rsplit(".", 1)[-1]))
+    return GraphOrigins(origins)

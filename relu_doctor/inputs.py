@@ -1,0 +1,276 @@
+"""Sample inputs: data files, in-memory arrays or seeded synthetic data, served in batches.
+
+Arrays stay numpy here (an ONNX scan never needs torch); backends convert a batch when
+they run it. A sample is a list of per-input arrays whose first axis is the sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+DEFAULT_SYNTHETIC_SAMPLES = 256
+DEFAULT_BATCH_SIZE = 32
+# Refuse a single batch beyond this before allocating it (the machine would swap or die).
+MAX_BATCH_BYTES = 8 * 2**30
+
+
+@dataclass
+class InputSpec:
+    """What the model says about one input: per-sample shape (None for an unknown dim)."""
+
+    name: str
+    shape: tuple[int | None, ...] | None = None
+    dtype: str = "float32"
+
+
+@dataclass
+class Batch:
+    arrays: list[np.ndarray]  # one per model input, first axis = rows in this batch
+    valid: int  # rows that belong to the sample (the rest pad a fixed-size batch)
+
+
+@dataclass
+class Sample:
+    """The inputs a scan runs: real arrays or a seeded synthetic stream."""
+
+    source: str  # "synthetic", "array" or the data path
+    specs: list[InputSpec]  # resolved: every shape fully known
+    count: int
+    seed: int | None = None
+    input_range: tuple[float, float] | None = None
+    arrays: list[np.ndarray] | None = None  # None for synthetic
+    warnings: list[str] = field(default_factory=list)
+
+    def batches(self, batch_size: int, fixed_batch: int | None = None) -> Iterator[Batch]:
+        """Batches of `batch_size` rows; with `fixed_batch` every batch has exactly that many
+        rows, the last padded with copies of its first row and marked by `valid`."""
+        size = fixed_batch or batch_size
+        for start in range(0, self.count, size):
+            stop = min(start + size, self.count)
+            arrays = [self._rows(i, start, stop) for i in range(len(self.specs))]
+            valid = stop - start
+            if fixed_batch and valid < fixed_batch:
+                arrays = [np.concatenate([a, np.repeat(a[:1], fixed_batch - valid, 0)]) for a in arrays]
+            yield Batch(arrays, valid)
+
+    def _rows(self, input_index: int, start: int, stop: int) -> np.ndarray:
+        if self.arrays is not None:
+            return np.ascontiguousarray(self.arrays[input_index][start:stop])
+        spec = self.specs[input_index]
+        return np.stack([self._synthetic(spec, input_index, i) for i in range(start, stop)])
+
+    def _synthetic(self, spec: InputSpec, input_index: int, sample_index: int) -> np.ndarray:
+        # One generator per (seed, sample, input): sample i is the same whatever the batch
+        # size or shard, so partial scans of a synthetic sample merge exactly.
+        rng = np.random.default_rng([self.seed or 0, sample_index, input_index])
+        shape = tuple(int(d) for d in spec.shape or ())
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind in "iub":
+            lo, hi = self.input_range or (0, 2)
+            return rng.integers(int(lo), int(hi), size=shape).astype(dtype)
+        if self.input_range is None:
+            return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        lo, hi = self.input_range
+        return rng.uniform(lo, hi, size=shape).astype(dtype)
+
+    def describe_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": s.name, "shape": list(s.shape or ()), "dtype": s.dtype} for s in self.specs]
+
+
+def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """'3,224,224' or 'name=3,224,224' -> (name or None, shape)."""
+    name, _, dims = text.rpartition("=") if "=" in text else ("", "", text)
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise UserError(f"--input-shape {text!r} is not a shape", "Write it like 3,224,224 or input=3,224,224.") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise UserError(f"--input-shape {text!r} has a zero or negative dimension", "Every dimension must be >= 1.")
+    return (name or None), shape
+
+
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--input-range {text!r} is not LO,HI", "Write it like 0,1.") from None
+    if not lo < hi:
+        raise UserError(f"--input-range {text!r}: LO must be below HI")
+    return lo, hi
+
+
+def resolve_specs(
+    model_specs: Sequence[InputSpec], input_shapes: Sequence[str] | dict | tuple | None
+) -> list[InputSpec]:
+    """Fill the model's input specs with --input-shape values (positional or by name)."""
+    overrides = _shape_overrides(input_shapes)
+    specs = list(model_specs)
+    if not specs:  # an eager module says nothing about its inputs: one per given shape
+        specs = [InputSpec(name or f"input{i}") for i, (name, _) in enumerate(overrides)]
+    by_name = {s.name: s for s in specs}
+    for i, (name, shape) in enumerate(overrides):
+        if name is not None:
+            if name not in by_name:
+                raise UserError(f"--input-shape names {name!r}, but the model's inputs are "
+                                f"{', '.join(by_name)}")
+            by_name[name].shape = shape
+        elif i < len(specs):
+            specs[i].shape = shape
+        else:
+            raise UserError(f"--input-shape given {len(overrides)} times, but the model has {len(specs)} inputs")
+    return specs
+
+
+def _shape_overrides(input_shapes: Sequence[str] | dict | tuple | None) -> list[tuple[str | None, tuple[int, ...]]]:
+    if input_shapes is None:
+        return []
+    if isinstance(input_shapes, dict):
+        return [(name, tuple(int(d) for d in shape)) for name, shape in input_shapes.items()]
+    if isinstance(input_shapes, tuple) and all(isinstance(d, int) for d in input_shapes):
+        return [(None, input_shapes)]
+    if isinstance(input_shapes, str):
+        return [parse_shape(input_shapes)]
+    return [parse_shape(s) if isinstance(s, str) else (None, tuple(s)) for s in input_shapes]
+
+
+def synthetic_sample(specs: list[InputSpec], samples: int | None, seed: int,
+                     input_range: tuple[float, float] | None) -> Sample:
+    for s in specs:
+        if s.shape is None or any(d is None for d in s.shape):
+            known = "x".join("?" if d is None else str(d) for d in s.shape or ())
+            raise UserError(
+                f"the shape of input {s.name!r} is unknown" + (f" ({known})" if known else ""),
+                "Give it with --input-shape (per sample, no batch dimension), e.g. --input-shape 3,224,224, "
+                "or pass real data with --data.",
+            )
+    return Sample(
+        source="synthetic", specs=specs,
+        count=DEFAULT_SYNTHETIC_SAMPLES if samples is None else samples,
+        seed=seed, input_range=input_range,
+        warnings=["synthetic inputs: real inputs give the numbers that matter (pass --data)"],
+    )
+
+
+def array_sample(arrays: dict[str, np.ndarray] | list[np.ndarray], specs: list[InputSpec],
+                 source: str, samples: int | None) -> Sample:
+    """Match data arrays to the model's inputs (by name or position) and check them."""
+    if isinstance(arrays, dict):
+        names = [s.name for s in specs] if specs else list(arrays)
+        if len(arrays) == 1 and len(names) == 1:
+            ordered = list(arrays.values())
+        else:
+            missing = [n for n in names if n not in arrays]
+            if missing:
+                raise UserError(f"the data has no array for input {missing[0]!r} (it has {', '.join(arrays)})",
+                                "Key the .npz / dict by the model's input names.")
+            ordered = [arrays[n] for n in names]
+    else:
+        ordered = list(arrays)
+    if specs and len(ordered) != len(specs):
+        raise UserError(f"the data has {len(ordered)} arrays but the model takes {len(specs)} inputs")
+    if not specs:
+        specs = [InputSpec(f"input{i}") for i in range(len(ordered))]
+    counts = {len(a) if a.ndim else 0 for a in ordered}
+    if len(counts) != 1:
+        raise UserError(f"the data's arrays have different numbers of samples: {sorted(counts)}")
+    count = counts.pop()
+    if count == 0:
+        raise UserError(f"the data in {source} holds no samples", "Pass an array whose first axis has samples.")
+    resolved = []
+    for spec, a in zip(specs, ordered):
+        _check_fits(spec, a, source)
+        dtype = spec.dtype if a.dtype.kind == np.dtype(spec.dtype).kind else str(a.dtype)
+        resolved.append(InputSpec(spec.name, tuple(a.shape[1:]), dtype))
+    if samples is not None:
+        count = min(count, samples)
+    return Sample(source=source, specs=resolved, count=count, arrays=ordered)
+
+
+def _check_fits(spec: InputSpec, a: np.ndarray, source: str) -> None:
+    if a.dtype.kind not in "fiub":
+        raise UserError(f"the data for input {spec.name!r} in {source} has dtype {a.dtype}, not a number")
+    if spec.shape is None:
+        return
+    if len(a.shape) != len(spec.shape) + 1 or any(
+        want is not None and want != got for want, got in zip(spec.shape, a.shape[1:])
+    ):
+        want = "x".join("?" if d is None else str(d) for d in spec.shape)
+        raise UserError(
+            f"the data for input {spec.name!r} has shape {tuple(a.shape)}, but the model expects "
+            f"(samples, {want.replace('x', ', ')})",
+            "The first axis of the data is the sample; the rest must match the model's input.",
+        )
+
+
+def check_batch_size(batch_size: int, specs: list[InputSpec]) -> None:
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
+    per_sample = sum(int(np.prod(s.shape or ())) * np.dtype(s.dtype).itemsize for s in specs)
+    need = per_sample * batch_size
+    if need > MAX_BATCH_BYTES:
+        raise UserError(
+            f"one batch of {batch_size} inputs would need {need / 2**30:.1f} GiB before the model even runs",
+            "Lower --batch-size or --input-shape.",
+        )
+
+
+def load_data_file(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
+    """Read --data: .npy, .npz or .pt (tensors loaded with weights_only=True)."""
+    if not path.exists():
+        raise UserError(f"data file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"--data {path} is a folder", "Image folders need the images extra; pass a .npy, .npz or .pt file.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return [np.load(path, mmap_mode="r", allow_pickle=False)]
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if suffix == ".pt":
+            return _load_torch_data(path)
+    except UserError:
+        raise
+    except Exception as e:  # numpy and zipfile raise many types for a corrupt file
+        raise UserError(f"cannot read data file {path}: {e}", "Pass a valid .npy, .npz or .pt file.") from None
+    raise UserError(f"unknown data format {suffix or '(no extension)'}: {path}", "Use .npy, .npz or .pt.")
+
+
+def _load_torch_data(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, torch.Tensor):
+        return [obj.numpy()]
+    if isinstance(obj, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in obj):
+        return [t.numpy() for t in obj]
+    if isinstance(obj, dict) and all(isinstance(t, torch.Tensor) for t in obj.values()):
+        return {str(k): t.numpy() for k, t in obj.items()}
+    raise UserError(f"{path} holds a {type(obj).__name__}, not a tensor, a list of tensors or a dict of tensors")
+
+
+def as_arrays(data: Any) -> dict[str, np.ndarray] | list[np.ndarray]:
+    """The API's `data=`: an array, a tensor, a list of batches or a dict by input name."""
+    if isinstance(data, dict):
+        return {str(k): _to_numpy(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        batches = [_to_numpy(b) if not isinstance(b, (list, tuple)) else [_to_numpy(t) for t in b] for b in data]
+        if all(isinstance(b, np.ndarray) for b in batches):
+            return [np.concatenate(batches)]  # type: ignore[arg-type]
+        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
+    return [_to_numpy(data)]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -1,0 +1,233 @@
+"""Format detection (from the file's content) and the loaders. Safe by default: nothing
+is unpickled with code execution unless the user passed --trust-pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+# Formats as they appear in the report's model.format
+ONNX, TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS = (
+    "onnx", "torchscript", "pt2", "pickle", "state_dict", "safetensors")
+TORCH_FORMATS = (TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS)
+
+_PICKLE_HINT = ("Unpickling runs code from the file: pass --trust-pickle only if you trust its source, "
+                "or save the model as TorchScript, .pt2 or ONNX, or as a state dict used with --arch.")
+
+
+@dataclass
+class LoadedModel:
+    format: str
+    obj: Any  # nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto
+    path: Path | None = None
+    sha256: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None, "format": self.format, "sha256": self.sha256}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detect_format(path: Path) -> str:
+    """The model format, from the bytes of the file (the extension only breaks ties)."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        raise UserError(f"{path} is empty", "Pass a saved model file.")
+    if zipfile.is_zipfile(path):
+        return _zip_format(path)
+    if _looks_like_safetensors(path, head):
+        return SAFETENSORS
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+        return STATE_DICT
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ONNX: field 1 (ir_version), varint
+        return ONNX
+    raise UserError(f"cannot tell the format of {path}",
+                    "relu-doctor reads ONNX, TorchScript, torch.export .pt2, torch.save and safetensors files.")
+
+
+def _zip_format(path: Path) -> str:
+    try:
+        names = zipfile.ZipFile(path).namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path} is a damaged archive: {e}", "Save the model again.") from None
+    inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if "archive_format" in inner or any(n.startswith("models/") for n in inner):
+        return PT2
+    if any(n.startswith("code/") for n in inner) or "constants.pkl" in inner:
+        return TORCHSCRIPT
+    if "data.pkl" in inner:
+        return STATE_DICT  # torch.save: a state dict, a checkpoint or a pickled module
+    raise UserError(f"{path} is a zip archive but not a PyTorch one")
+
+
+def _looks_like_safetensors(path: Path, head: bytes) -> bool:
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len <= path.stat().st_size - 8
+
+
+def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | str | None = None,
+               trust_pickle: bool = False) -> LoadedModel:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a model file")
+    fmt = detect_format(path)
+    sha = sha256_of(path)
+    if fmt == ONNX:
+        from .backends.onnx_loading import load_onnx
+
+        return LoadedModel(ONNX, load_onnx(path), path, sha)
+    if fmt == TORCHSCRIPT:
+        return LoadedModel(TORCHSCRIPT, _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path), path, sha)
+    if fmt == PT2:
+        return LoadedModel(PT2, _guard_torch(lambda t: t.export.load(str(path)), path), path, sha)
+    if fmt == SAFETENSORS:
+        return LoadedModel(SAFETENSORS, _with_arch(_load_safetensors(path), arch, arch_kwargs, path), path, sha)
+    return _load_torch_save(path, sha, arch, arch_kwargs, trust_pickle)
+
+
+def _guard_torch(load: Any, path: Path) -> Any:
+    import torch
+
+    try:
+        return load(torch)
+    except Exception as e:  # corrupt archives raise RuntimeError, KeyError, ValueError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load {path}: {first[:300]}", "The file may be truncated or corrupt; save it again.") from None
+
+
+def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise UserError(f"cannot load {path}: {str(e).splitlines()[0][:300]}", "The file may be corrupt.") from None
+        if not trust_pickle:
+            raise UserError(f"{path} holds pickled Python objects (probably a whole nn.Module), not only weights",
+                            _PICKLE_HINT) from None
+        obj = _guard_torch(lambda t: t.load(path, map_location="cpu", weights_only=False), path)
+    except Exception as e:
+        raise UserError(f"cannot load {path}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
+                        "The file may be truncated or corrupt; save it again.") from None
+    if isinstance(obj, torch.nn.Module):
+        return LoadedModel(PICKLE, obj.eval(), path, sha)
+    state = _find_state_dict(obj, path)
+    return LoadedModel(STATE_DICT, _with_arch(state, arch, arch_kwargs, path), path, sha)
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, Any]:
+    import torch
+
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+    keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+    raise UserError(f"{path} holds no state dict (found: {keys})",
+                    "Expected a state dict or a checkpoint with 'state_dict', 'model_state_dict' or 'model'.")
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError("reading safetensors needs the safetensors package", "pip install safetensors") from None
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise UserError(f"cannot load {path}: {e}", "The file may be truncated or corrupt.") from None
+
+
+def build_arch(arch: str, arch_kwargs: dict | str | None = None) -> Any:
+    """Import MODULE:CALLABLE (the current directory is importable) and call it."""
+    module_name, _, attr = arch.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"--arch {arch!r} is not MODULE:CALLABLE", "For example --arch torchvision.models:resnet18.")
+    kwargs = _parse_kwargs(arch_kwargs)
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"cannot import --arch {arch}: {e}", "Run from the folder that holds the module, or install it.") from None
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise UserError(f"--arch {arch} could not be called with {kwargs or 'no arguments'}: {e}",
+                        "Pass its arguments with --arch-kwargs '{\"name\": value}'.") from None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise UserError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _parse_kwargs(arch_kwargs: dict | str | None) -> dict[str, Any]:
+    if arch_kwargs is None or isinstance(arch_kwargs, dict):
+        return dict(arch_kwargs or {})
+    try:
+        parsed = json.loads(arch_kwargs)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--arch-kwargs is not JSON: {e}", "Write it like '{\"num_classes\": 10}'.") from None
+    if not isinstance(parsed, dict):
+        raise UserError("--arch-kwargs must be a JSON object", "Write it like '{\"num_classes\": 10}'.")
+    return parsed
+
+
+def _with_arch(state: dict[str, Any], arch: str | None, arch_kwargs: Any, path: Path) -> Any:
+    if arch is None:
+        raise UserError(f"{path} holds weights only (a state dict)",
+                        "Name the architecture: --arch MODULE:CALLABLE (e.g. --arch torchvision.models:resnet18).")
+    model = build_arch(arch, arch_kwargs)
+    state = _strip_prefix(state, model.state_dict().keys())
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing {len(result.missing_keys)} ({_few(result.missing_keys)})")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {len(result.unexpected_keys)} ({_few(result.unexpected_keys)})")
+        raise UserError(f"the weights in {path} do not fit --arch {arch}: keys " + "; ".join(parts),
+                        "Check --arch and --arch-kwargs.")
+    return model.eval()
+
+
+def _strip_prefix(state: dict[str, Any], wanted: Any) -> dict[str, Any]:
+    """Lightning and DDP save keys as 'model.x' or 'module.x': strip when that makes them fit."""
+    wanted = set(wanted)
+    if set(state) & wanted:
+        return state
+    for prefix in ("model.", "module.", "net."):
+        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if set(stripped) & wanted:
+            return stripped
+    return state
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")

@@ -4,15 +4,27 @@
     report = rd.scan("model.onnx", data="batch.npy")
     report.sites[0].dead_ratio
 
-Importing this package does not import torch or onnx: each backend loads on first use.
+Importing this package is cheap: numpy, torch and onnx load on first use, so
+`relu-doctor --help` starts fast and an ONNX scan never imports torch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .api import scan  # noqa: E402
-from .errors import UserError, VerificationError  # noqa: E402
-from .report import Report, Site  # noqa: E402
+__all__ = ["Report", "Site", "UserError", "VerificationError", "__version__", "patch", "scan"]
 
-__all__ = ["Report", "Site", "UserError", "VerificationError", "__version__", "scan"]
+_LAZY = {
+    "scan": "api", "patch": "patching", "Report": "report", "Site": "report",
+    "UserError": "errors", "VerificationError": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'relu_doctor' has no attribute {name!r}")

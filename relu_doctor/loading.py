@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, summarize_exception
 
 # Formats as they appear in the report's model.format
 ONNX, TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS = (
     "onnx", "torchscript", "pt2", "pickle", "state_dict", "safetensors")
 TORCH_FORMATS = (TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS)
 
+_CORRUPT_HINT = "The file may be truncated or corrupt; save it again."
 _PICKLE_HINT = ("Unpickling runs code from the file: pass --trust-pickle only if you trust its source, "
                 "or save the model as TorchScript, .pt2 or ONNX, or as a state dict used with --arch.")
 
@@ -96,7 +97,8 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
 
         return LoadedModel(ONNX, load_onnx(path), path, sha)
     if fmt == TORCHSCRIPT:
-        return LoadedModel(TORCHSCRIPT, _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path), path, sha)
+        module = _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path)
+        return LoadedModel(TORCHSCRIPT, module, path, sha)
     if fmt == PT2:
         return LoadedModel(PT2, _guard_torch(lambda t: t.export.load(str(path)), path), path, sha)
     if fmt == SAFETENSORS:
@@ -110,8 +112,7 @@ def _guard_torch(load: Any, path: Path) -> Any:
     try:
         return load(torch)
     except Exception as e:  # corrupt archives raise RuntimeError, KeyError, ValueError, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {path}: {first[:300]}", "The file may be truncated or corrupt; save it again.") from None
+        raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
 
 
 def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:
@@ -123,14 +124,13 @@ def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, t
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only load failed" not in str(e).lower():
-            raise UserError(f"cannot load {path}: {str(e).splitlines()[0][:300]}", "The file may be corrupt.") from None
+            raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
         if not trust_pickle:
             raise UserError(f"{path} holds pickled Python objects (probably a whole nn.Module), not only weights",
                             _PICKLE_HINT) from None
         obj = _guard_torch(lambda t: t.load(path, map_location="cpu", weights_only=False), path)
     except Exception as e:
-        raise UserError(f"cannot load {path}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
-                        "The file may be truncated or corrupt; save it again.") from None
+        raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
     if isinstance(obj, torch.nn.Module):
         return LoadedModel(PICKLE, obj.eval(), path, sha)
     state = _find_state_dict(obj, path)
@@ -160,7 +160,7 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     try:
         return load_file(str(path))
     except Exception as e:
-        raise UserError(f"cannot load {path}: {e}", "The file may be truncated or corrupt.") from None
+        raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
 
 
 def build_arch(arch: str, arch_kwargs: dict | str | None = None) -> Any:
@@ -174,7 +174,8 @@ def build_arch(arch: str, arch_kwargs: dict | str | None = None) -> Any:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise UserError(f"cannot import --arch {arch}: {e}", "Run from the folder that holds the module, or install it.") from None
+        raise UserError(f"cannot import --arch {arch}: {e}",
+                        "Run from the folder that holds the module, or install it.") from None
     try:
         model = factory(**kwargs)
     except TypeError as e:
@@ -205,7 +206,11 @@ def _with_arch(state: dict[str, Any], arch: str | None, arch_kwargs: Any, path: 
                         "Name the architecture: --arch MODULE:CALLABLE (e.g. --arch torchvision.models:resnet18).")
     model = build_arch(arch, arch_kwargs)
     state = _strip_prefix(state, model.state_dict().keys())
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit: "size mismatch for fc.weight ..."
+        raise UserError(f"the weights in {path} do not fit --arch {arch}: {summarize_exception(e)}",
+                        "Check --arch and --arch-kwargs.") from None
     if result.missing_keys or result.unexpected_keys:
         parts = []
         if result.missing_keys:

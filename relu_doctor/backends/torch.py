@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from ..errors import UserError
+from ..errors import UserError, summarize_exception
 from ..inputs import InputSpec, Sample
 from ..kinds import KINDS, classify_aten, is_runtime_candidate
 from . import CapturedSite, CaptureResult
@@ -156,7 +156,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
                 except UserError:
                     raise
                 except Exception as e:
-                    raise _forward_error(e, mode.last_site, tensors) from e
+                    _blame(e, model, tensors, mode.last_site)
                 if isinstance(origins, GraphOrigins):
                     problem = origins.check_count(mode.candidates)
                     if problem:
@@ -180,12 +180,20 @@ def _to_tensor(a: Any, model: TorchModel) -> torch.Tensor:
     return t.to(model.device)
 
 
-def _forward_error(e: Exception, last_site: str | None, tensors: list[torch.Tensor]) -> UserError:
-    shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-    where = f" (last site reached: {last_site})" if last_site else ""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    return UserError(f"the model failed on inputs of shape {shapes}{where}: {first}",
-                     "Check --input-shape / --data against what the model expects.")
+def _blame(e: Exception, model: TorchModel, tensors: list[torch.Tensor], last_site: str | None) -> None:
+    """Tell the model's own failure (a user error) from a failure of the capture (a bug).
+
+    Rerunning the batch without the capture mode answers it, and gives the model's real
+    message: TorchScript loses it when an error crosses a Python dispatch mode.
+    """
+    try:
+        model.forward(*tensors)
+    except Exception as plain:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        where = f" (last site reached: {last_site})" if last_site else ""
+        raise UserError(f"the model failed on inputs of shape {shapes}{where}: {summarize_exception(plain)}",
+                        "Check --input-shape / --data against what the model expects.") from None
+    raise e  # the model runs fine on its own: the capture broke, which is our bug
 
 
 # ---- turning loaded objects into TorchModel ----------------------------------------------

@@ -90,7 +90,10 @@ _HIERARCHY_PART = re.compile(r"([^.()]+)\(([^()]*)\)")
 
 def torchscript_origins(module: torch.jit.ScriptModule) -> GraphOrigins:
     """From the inlined graph: each node's module hierarchy, 'a(Seq).0(Block).relu(ReLU)'."""
-    graph = module.inlined_graph
+    graph = module.inlined_graph  # a copy: the passes below do not touch the module
+    # Scripted F.relu(x, inplace=False) compiles to If(False): relu_ / relu. Constant
+    # propagation keeps the branch that runs, so the graph lists what executes.
+    torch._C._jit_pass_constant_propagation(graph)
     origins: list[CallOrigin] = []
     nested = False
     for node in graph.nodes():
@@ -116,6 +119,8 @@ def _origin_from_hierarchy(hierarchy: str) -> CallOrigin:
     for name, type_name in _HIERARCHY_PART.findall(hierarchy):
         if name == "UNKNOWN_INSTANCE":  # a function call inside the module: stop there
             break
+        if name == "SELF":  # a method of the same module
+            continue
         path.append(name)
         module_type = type_name
     return CallOrigin(".".join(path), module_type)

@@ -1,0 +1,234 @@
+"""The relu-doctor command: parse, call the API, render, map errors to exit codes.
+
+Heavy modules (numpy, torch, onnx) are imported inside the commands, so `--help` and
+`--version` start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+
+app = typer.Typer(
+    name="relu-doctor",
+    help="How many of your ReLUs are dead, and where. Scans PyTorch and ONNX models on a sample batch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_OK, EXIT_GATE, EXIT_USER, EXIT_BUG = 0, 1, 2, 3
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    csv = "csv"
+
+
+class NeuronAxis(str, Enum):
+    auto = "auto"
+    channel = "channel"
+    last = "last"
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _say(label: str, message: str, style: str) -> None:
+    """One stderr line: a styled label, then the message as plain text (never Rich markup)."""
+    from rich.text import Text
+
+    _stderr().print(Text.assemble((label, style), " ", message))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"relu-doctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """How many of your ReLUs are dead, and where."""
+
+
+def run_guarded(debug: bool, body: Callable[[], int]) -> None:
+    """Run a command body; user errors become two lines and exit 2, bugs exit 3."""
+    from .errors import UserError, VerificationError, summarize_exception
+
+    try:
+        code = body()
+    except UserError as e:
+        _say("error:", e.message, "bold red")
+        if e.hint:
+            _stderr().print(e.hint, highlight=False, markup=False)
+        if debug:
+            raise
+        raise typer.Exit(EXIT_USER) from None
+    except VerificationError as e:
+        _say("verification failed:", str(e), "bold red")
+        if debug:
+            raise
+        raise typer.Exit(EXIT_BUG) from None
+    except KeyboardInterrupt:
+        _stderr().print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as e:  # a bug in relu-doctor: say so, keep the traceback for --debug
+        if debug:
+            raise
+        _say("internal error:", f"{type(e).__name__}: {summarize_exception(e)}", "bold red")
+        _stderr().print("This is a bug in relu-doctor; rerun with --debug for the traceback and report it.")
+        raise typer.Exit(EXIT_BUG) from None
+    raise typer.Exit(code)
+
+
+def emit(text_or_render: Any, output: Optional[Path], protected: list[Path]) -> None:
+    """Write data to -o FILE (atomically) or to stdout."""
+    from .files import atomic_write_text, check_output_path
+
+    if output is None:
+        sys.stdout.write(text_or_render)
+        sys.stdout.flush()
+        return
+    check_output_path(output, protected)
+    atomic_write_text(output, text_or_render)
+
+
+def render(report: Any, fmt: Format) -> str:
+    if fmt is Format.json:
+        return report.to_json()
+    if fmt is Format.markdown:
+        from .render.markdown import render_markdown
+
+        return render_markdown(report)
+    if fmt is Format.csv:
+        from .render.csv import render_csv
+
+        return render_csv(report)
+    from .render.table import render_table
+
+    buffer = Console(record=True, width=80, file=open(_devnull(), "w"), force_terminal=False)
+    render_table(report, buffer)
+    return buffer.export_text(styles=False)
+
+
+def _devnull() -> str:
+    import os
+
+    return os.devnull
+
+
+def print_table(report: Any) -> None:
+    """Straight to the terminal, in colour when stdout is one (Rich honours NO_COLOR)."""
+    from .render.table import render_table
+
+    render_table(report, Console(highlight=False))
+
+
+class _ProgressBar:
+    """A Rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self.progress = Progress("scanning", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     console=_stderr(), transient=True)
+            self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("scan", total=total)
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+def scan(
+    model: Path = typer.Argument(..., help="Model file: .onnx, TorchScript, .pt2, state dict, safetensors."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Sample inputs: .npy, .npz (by input name) or .pt."),
+    input_shape: Optional[List[str]] = typer.Option(
+        None, "--input-shape", help="Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples to scan (synthetic default 256)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic inputs."),
+    input_range: Optional[str] = typer.Option(
+        None, "--input-range", help="Synthetic inputs uniform in LO,HI instead of standard normal."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="MODULE:CALLABLE building the model for a state dict."),
+    arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON keyword arguments for --arch."),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow loading a pickled nn.Module. Unpickling runs code from the file."),
+    tau: float = typer.Option(0.025, "--tau", help="ReDo dormancy threshold."),
+    neuron_axis: NeuronAxis = typer.Option(NeuronAxis.auto, "--neuron-axis", help="auto, channel or last."),
+    include_smooth: bool = typer.Option(False, "--include-smooth", help="Also report GELU, SiLU, ELU, ... sites."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown or csv."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
+    fail_dead_ratio: Optional[float] = typer.Option(
+        None, "--fail-dead-ratio", help="Exit 1 if any ReLU-type site has a dead ratio above R."),
+    fail_total_dead_ratio: Optional[float] = typer.Option(
+        None, "--fail-total-dead-ratio", help="Exit 1 if the model's dead ratio is above R."),
+    select: Optional[List[str]] = typer.Option(None, "--select", help="Glob of site names the gates count."),
+    ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Glob of site names the gates skip."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no warnings."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Scan MODEL on a sample and report dead ReLUs per activation site."""
+
+    def body() -> int:
+        from .api import scan as api_scan
+
+        bar = _ProgressBar(enabled=not quiet)
+        try:
+            report = api_scan(
+                model, data, input_shape=input_shape, samples=samples, batch_size=batch_size, seed=seed,
+                device=device, tau=tau, neuron_axis=neuron_axis.value, include_smooth=include_smooth,
+                input_range=input_range, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+                select=select or (), ignore=ignore or (), fail_dead_ratio=fail_dead_ratio,
+                fail_total_dead_ratio=fail_total_dead_ratio, progress=bar,
+            )
+        finally:
+            bar.close()
+        if not quiet:
+            for w in report.warnings:
+                _say("warning:", w, "yellow")
+        if fmt is Format.table and output is None:
+            print_table(report)
+        else:
+            emit(render(report, fmt), output, protected=[model] + ([data] if data else []))
+        if not report.gates.passed:
+            _say("gate failed:", f"{len(report.gates.violations)} violation(s)", "bold red")
+            for v in report.gates.violations:
+                _stderr().print(f"  {v.describe()}", highlight=False, markup=False)
+            return EXIT_GATE
+        return EXIT_OK
+
+    run_guarded(debug, body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Small text helpers shared by the renderers."""
+
+from __future__ import annotations
+
+
+def shorten_middle(name: str, width: int) -> str:
+    """'layer4.1.downsample.relu' -> 'layer4…sample.relu': keep both ends, which say the most."""
+    if len(name) <= width:
+        return name
+    if width <= 1:
+        return name[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return f"{name[:head]}…{name[len(name) - tail:]}"
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.1f}%"

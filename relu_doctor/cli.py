@@ -226,6 +226,10 @@ def scan(
     run_guarded(debug, body)
 
 
+# The other commands live in their own modules and register themselves on `app`.
+from . import cli_compare, cli_patch  # noqa: E402,F401
+
+
 def main() -> None:
     app()
 

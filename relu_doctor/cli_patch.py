@@ -1,0 +1,3 @@
+"""relu-doctor patch: rewrite dead ReLUs to leak (SPEC 7)."""
+
+from __future__ import annotations

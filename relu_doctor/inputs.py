@@ -62,7 +62,8 @@ class Sample:
 
     def _rows(self, input_index: int, start: int, stop: int) -> np.ndarray:
         if self.arrays is not None:
-            return np.ascontiguousarray(self.arrays[input_index][start:stop])
+            # A copy: data may be a read-only memory map, and in-place ReLUs write their input
+            return np.array(self.arrays[input_index][start:stop], order="C", copy=True)
         spec = self.specs[input_index]
         return np.stack([self._synthetic(spec, input_index, i) for i in range(start, stop)])
 

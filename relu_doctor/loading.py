@@ -107,10 +107,14 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
 
 
 def _guard_torch(load: Any, path: Path) -> Any:
+    import warnings
+
     import torch
 
     try:
-        return load(torch)
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not the user's concern
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return load(torch)
     except Exception as e:  # corrupt archives raise RuntimeError, KeyError, ValueError, ...
         raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
 

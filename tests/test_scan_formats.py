@@ -1,0 +1,75 @@
+"""Every catalogue case, saved in every PyTorch format, reports the planted answer through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from relu_doctor.cli import app
+from tests.models import CASES, Case, sample_data, save_all_formats
+
+TORCH_FORMATS = ["module", "state_dict", "checkpoint", "safetensors", "script", "trace", "pt2"]
+REPORTED_FORMAT = {"module": "pickle", "state_dict": "state_dict", "checkpoint": "state_dict",
+                   "safetensors": "safetensors", "script": "torchscript", "trace": "torchscript", "pt2": "pt2"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Path], Path]]:
+    """Each case in every format, with its --data file."""
+    out = {}
+    for case in CASES:
+        folder = tmp_path_factory.mktemp(case.name)
+        data = folder / "data.npy"
+        np.save(data, sample_data(case, n=48, seed=1))
+        out[case.name] = (save_all_formats(case, folder), data)
+    return out
+
+
+def scan_json(args: list[str]) -> dict:
+    result = CliRunner().invoke(app, ["scan", *args, "--format", "json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("fmt", TORCH_FORMATS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_format_reports_the_planted_sites(case: Case, fmt: str, saved: dict) -> None:
+    paths, data = saved[case.name]
+    args = [str(paths[fmt]), "--data", str(data)]
+    if fmt in ("state_dict", "checkpoint", "safetensors"):
+        args += ["--arch", case.factory]
+    if fmt == "module":
+        args += ["--trust-pickle"]
+    report = scan_json(args)
+    assert report["model"]["format"] == REPORTED_FORMAT[fmt]
+    got = [(s["name"], s["kind"], s["neurons"], s["axis"], s["dead_indices"], s["saturated"]) for s in report["sites"]]
+    want = [(s.name, s.kind, s.neurons, s.axis, list(s.dead), len(s.saturated)) for s in case.sites]
+    assert got == want
+    assert report["summary"]["sites"] == len(case.sites)
+    assert report["sample"]["samples"] == 48
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_formats_agree_on_every_metric(case: Case, saved: dict) -> None:
+    """Not only the planted answer: sparsity, dormant and means agree across formats too."""
+    paths, data = saved[case.name]
+    reports = [scan_json([str(paths[f]), "--data", str(data)]) for f in ("script", "trace", "pt2")]
+    for other in reports[1:]:
+        for a, b in zip(reports[0]["sites"], other["sites"], strict=True):
+            assert a["name"] == b["name"]
+            assert a["dormant"] == b["dormant"]
+            assert a["sparsity"] == pytest.approx(b["sparsity"], abs=1e-9)
+            assert a["mean"] == pytest.approx(b["mean"], rel=1e-5, abs=1e-7)
+
+
+def test_module_sites_name_the_module_and_functional_sites_the_op(saved: dict) -> None:
+    paths, data = saved["functional"]
+    report = scan_json([str(paths["script"]), "--data", str(data)])
+    ops = {s["name"]: s["op"] for s in report["sites"]}
+    assert ops["block/relu#4"] == "aten.clamp"
+    reused = scan_json([str(saved["reused_relu"][0]["pt2"]), "--data", str(saved["reused_relu"][1])])
+    assert [s["op"] for s in reused["sites"]] == ["nn.ReLU"] * 3

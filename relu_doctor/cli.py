@@ -16,8 +16,36 @@ from rich.console import Console
 
 from . import __version__
 
+class _Group(typer.core.TyperGroup):
+    """Click's usage errors in our two-line shape: what is wrong, then where to look."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:  # typer >= 0.25 vendors click
+            from typer._click import ClickException
+        except ImportError:
+            from click import ClickException
+
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        except ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `relu-doctor`: the help is the answer
+                _stderr().print(e.format_message(), highlight=False, markup=False)
+                sys.exit(EXIT_USER)
+            command = e.ctx.command_path if getattr(e, "ctx", None) else "relu-doctor"
+            _say("error:", e.format_message(), "bold red")
+            _stderr().print(f"See '{command} --help'.", highlight=False, markup=False)
+            sys.exit(EXIT_USER)
+        # without standalone mode click returns a command's exit code instead of exiting
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
 app = typer.Typer(
     name="relu-doctor",
+    cls=_Group,
     help="How many of your ReLUs are dead, and where. Scans PyTorch and ONNX models on a sample batch.",
     no_args_is_help=True,
     add_completion=False,
@@ -231,7 +259,7 @@ from . import cli_compare, cli_patch  # noqa: E402,F401
 
 
 def main() -> None:
-    app()
+    sys.exit(app())
 
 
 if __name__ == "__main__":

@@ -212,8 +212,10 @@ def _with_arch(state: dict[str, Any], arch: str | None, arch_kwargs: Any, path: 
     state = _strip_prefix(state, model.state_dict().keys())
     try:
         result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes that do not fit: "size mismatch for fc.weight ..."
-        raise UserError(f"the weights in {path} do not fit --arch {arch}: {summarize_exception(e)}",
+    except RuntimeError as e:  # shapes that do not fit: "size mismatch for fc.weight: ..."
+        mismatches = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        detail = f"{len(mismatches)} size mismatches, e.g. {mismatches[0]}" if mismatches else summarize_exception(e)
+        raise UserError(f"the weights in {path} do not fit --arch {arch}: {detail}",
                         "Check --arch and --arch-kwargs.") from None
     if result.missing_keys or result.unexpected_keys:
         parts = []

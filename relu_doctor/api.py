@@ -68,6 +68,9 @@ def scan(
     sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
              for i, s in enumerate(result.sites)]
     warnings = sample.warnings + result.warnings
+    if sample.nonfinite_inputs:
+        warnings.append(f"the inputs hold {sample.nonfinite_inputs} NaN or infinite values: "
+                        "activations that depend on them are counted in each site's nonfinite")
     if not sites:
         warnings.append("no ReLU-family activation ran in this model")
     floor = detection_floor(sample.count)

@@ -218,6 +218,11 @@ def scan(
         None, "--fail-total-dead-ratio", help="Exit 1 if the model's dead ratio is above R."),
     select: Optional[List[str]] = typer.Option(None, "--select", help="Glob of site names the gates count."),
     ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Glob of site names the gates skip."),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="BASE.json", help="Also compare with this earlier JSON report (as `diff`)."),
+    fail_increase: Optional[float] = typer.Option(
+        None, "--fail-increase", metavar="PP",
+        help="With --baseline: exit 1 if a site's dead ratio grew by more than PP percentage points."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no warnings."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -225,7 +230,13 @@ def scan(
 
     def body() -> int:
         from .api import scan as api_scan
+        from .cli_compare import emit_with_baseline, load_baseline
+        from .gates import check_threshold
 
+        # Wrong flags and a missing baseline fail now, not after a long scan.
+        check_threshold("fail_dead_ratio", fail_dead_ratio)
+        check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
+        base = load_baseline(baseline, fail_increase)
         bar = _ProgressBar(enabled=not quiet)
         try:
             report = api_scan(
@@ -240,16 +251,21 @@ def scan(
         if not quiet:
             for w in report.warnings:
                 _say("warning:", w, "yellow")
-        if fmt is Format.table and output is None:
+        protected = [model] + ([data] if data else [])
+        diff_passed = True
+        if base is not None and baseline is not None:
+            diff_passed = emit_with_baseline(report, base, baseline, fmt, output, protected, fail_increase,
+                                             select or (), ignore or (), quiet)
+        elif fmt is Format.table and output is None:
             print_table(report)
         else:
-            emit(render(report, fmt), output, protected=[model] + ([data] if data else []))
+            emit(render(report, fmt), output, protected=protected)
         if not report.gates.passed:
             _say("gate failed:", f"{len(report.gates.violations)} violation(s)", "bold red")
             for v in report.gates.violations:
                 _stderr().print(f"  {v.describe()}", highlight=False, markup=False)
             return EXIT_GATE
-        return EXIT_OK
+        return EXIT_OK if diff_passed else EXIT_GATE
 
     run_guarded(debug, body)
 

@@ -35,6 +35,9 @@ def atomic_path(out: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600; the output gets the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, out)
@@ -46,5 +49,5 @@ def atomic_write_text(out: Path, text: str) -> None:
     try:
         with atomic_path(out) as tmp:
             tmp.write_text(text, encoding="utf-8")
-    except PermissionError as e:
-        raise UserError(f"cannot write {out}: {e.strerror}", "Choose a writable -o path.") from None
+    except OSError as e:  # permissions, a full disk, a path like /proc/x
+        raise UserError(f"cannot write {out}: {e.strerror or e}", "Choose a writable -o path.") from None

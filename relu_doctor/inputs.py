@@ -47,6 +47,7 @@ class Sample:
     input_range: tuple[float, float] | None = None
     arrays: list[np.ndarray] | None = None  # None for synthetic
     warnings: list[str] = field(default_factory=list)
+    nonfinite_inputs: int = 0  # NaN / inf values met in the batches served so far
 
     def batches(self, batch_size: int, fixed_batch: int | None = None) -> Iterator[Batch]:
         """Batches of `batch_size` rows; with `fixed_batch` every batch has exactly that many
@@ -55,6 +56,7 @@ class Sample:
         for start in range(0, self.count, size):
             stop = min(start + size, self.count)
             arrays = [self._rows(i, start, stop) for i in range(len(self.specs))]
+            self.nonfinite_inputs += sum(int((~np.isfinite(a)).sum()) for a in arrays if a.dtype.kind == "f")
             valid = stop - start
             if fixed_batch and valid < fixed_batch:
                 arrays = [np.concatenate([a, np.repeat(a[:1], fixed_batch - valid, 0)]) for a in arrays]

@@ -51,6 +51,8 @@ def detect_format(path: Path) -> str:
         raise UserError(f"{path} is empty", "Pass a saved model file.")
     if zipfile.is_zipfile(path):
         return _zip_format(path)
+    if head.startswith(b"PK\x03\x04"):  # a zip's local header, but no readable directory
+        raise UserError(f"{path} is a damaged zip archive (truncated?)", _CORRUPT_HINT)
     if _looks_like_safetensors(path, head):
         return SAFETENSORS
     if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle

@@ -57,6 +57,7 @@ class TorchSiteAccumulator:
             positives = (y3 > 0).sum(red)
             sums = torch.where(finite, y3, 0).sum(red, dtype=torch.float64)
             abs_sums = sums if self.nonnegative else torch.where(finite, y3.abs(), 0).sum(red, dtype=torch.float64)
+            y3 = torch.where(torch.isnan(y3), 0, y3)  # extremes below ignore NaN (inf stays a real extreme)
         elif self.nonnegative:
             positives = torch.count_nonzero(y3, dim=red)  # y >= 0 and finite: nonzero == positive
         else:

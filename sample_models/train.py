@@ -1,13 +1,15 @@
 """Train the bundled sample model of relu-doctor.
 
 A small CNN is trained on a procedural "shapes" dataset generated in code (no
-downloads).  The training recipe is deliberately a little careless -- Adam with
-a learning rate well above the usual 1e-3, plus coupled L2 weight decay -- which
-is a well-known way for ReLU channels to die *during training*: a few large
-early updates push some channels' pre-activations (BN shift / bias) below zero
-for every input, after which they get no gradient except the weight decay,
-which only drives them further towards zero. Nothing is zeroed or planted by
-hand; the dead channels below are whatever training produced.
+downloads).  The recipe is deliberately a little careless: Adam with a learning
+rate of 3e-2 (30x the usual 1e-3) for five epochs, then one epoch at 3e-3, with
+coupled L2 weight decay on the conv/linear weights.  The large early updates
+push some units' pre-activations (BN shift / linear bias) below zero for every
+input; from then on those units get no gradient from the loss, and weight decay
+shrinks their incoming weights, so they stay dead.  Nothing is zeroed or
+planted by hand: the dead units are whatever training produced.  Biases and BN
+parameters are not decayed (common practice), which keeps a dead unit's
+pre-activation clearly negative rather than drifting towards -0.0.
 
 Regenerate every artefact with::
 
@@ -43,8 +45,8 @@ N_SAMPLE = 512  # the first N_SAMPLE test images become sample_batch.npy
 
 EPOCHS = 6
 BATCH_SIZE = 64
-LR = 2e-2  # deliberately high for Adam (20x the usual 1e-3)
-LR_MILESTONES = [4]  # x0.1 for the last epochs, so the final weights settle
+LR = 3e-2  # deliberately high for Adam (30x the usual 1e-3)
+LR_MILESTONES = [5]  # x0.1 for the last epoch, so the final weights settle
 WEIGHT_DECAY = 5e-4  # coupled L2 (torch.optim.Adam), not AdamW
 
 
@@ -154,20 +156,23 @@ def build() -> SampleCNN:
 # --------------------------------------------------------------------------- #
 # Dead-ReLU check (plain forward hooks)
 # --------------------------------------------------------------------------- #
-def dead_report(model: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int]]:
-    """Per ReLU/ReLU6 module: (name, dead units, total units) over batch ``x``.
+def dead_report(model: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int, float, float]]:
+    """Per ReLU/ReLU6 module: (name, dead, total, dead_margin, alive_margin) over batch ``x``.
 
-    A unit (conv channel or linear feature) is dead if its activation is never
-    > 0 for any sample and any spatial position.
+    A unit (conv channel or linear feature) is dead if its output is never > 0
+    for any sample and any spatial position.  The margins show how far from the
+    0 threshold the verdicts are: ``dead_margin`` is the highest pre-activation
+    reached by any dead unit (<= 0), ``alive_margin`` the smallest per-unit peak
+    pre-activation among live units (> 0); nan where there is no such unit.
     """
-    ever_pos: dict[str, torch.Tensor] = {}
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = []
     for name, mod in model.named_modules():
         if isinstance(mod, (nn.ReLU, nn.ReLU6)):
 
-            def hook(_m, _inp, out, name=name):
+            def hook(_m, inp, out, name=name):
                 reduce_dims = [d for d in range(out.dim()) if d != 1]
-                ever_pos[name] = (out > 0).amax(dim=reduce_dims)
+                stats[name] = ((out > 0).amax(dim=reduce_dims), inp[0].amax(dim=reduce_dims))
 
             hooks.append(mod.register_forward_hook(hook))
     model.eval()
@@ -175,7 +180,13 @@ def dead_report(model: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int]]
         model(x)
     for hk in hooks:
         hk.remove()
-    return [(n, int((~p).sum()), p.numel()) for n, p in ever_pos.items()]
+    report = []
+    for name, (ever_pos, peak) in stats.items():
+        dead = ~ever_pos
+        dead_margin = float(peak[dead].max()) if dead.any() else float("nan")
+        alive_margin = float(peak[ever_pos].min()) if ever_pos.any() else float("nan")
+        report.append((name, int(dead.sum()), dead.numel(), dead_margin, alive_margin))
+    return report
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -189,8 +200,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- #
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor) -> None:
     # Common practice: L2 on conv/linear weights only, not on biases or BN affine params.
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.Adam(
         [
             {"params": decay, "weight_decay": WEIGHT_DECAY},
@@ -291,7 +302,9 @@ def main() -> None:
     xt, yt = torch.from_numpy(xt_np), torch.from_numpy(yt_np)
 
     model = build()
+    t_train = time.perf_counter()
     train(model, x, y, xt, yt)
+    t_train = time.perf_counter() - t_train
     model.eval()
 
     sample_x, sample_y = xt_np[:N_SAMPLE], yt_np[:N_SAMPLE]
@@ -307,11 +320,13 @@ def main() -> None:
     print(f"test accuracy   : {test_acc:.4f} ({N_TEST} held-out images)")
     print(f"sample accuracy : {sample_acc:.4f} (sample_batch.npy, {N_SAMPLE} images)")
     print("dead units on sample_batch.npy (never > 0):")
-    for name, dead, total in dead_report(model, sample):
-        print(f"  {name:<12} {dead:>3} / {total:<3} ({100.0 * dead / total:5.1f}%)")
+    print(f"  {'site':<12} {'dead / total':<18}  {'max pre-act (dead)':>18}  {'min peak (alive)':>16}")
+    for name, dead, total, dead_margin, alive_margin in dead_report(model, sample):
+        frac = f"({100.0 * dead / total:.1f}%)"
+        print(f"  {name:<12} {dead:>3} / {total:<3} {frac:<8}  {dead_margin:>18.3g}  {alive_margin:>16.3g}")
     digest = hashlib.sha256((OUT_DIR / "sample_batch.npy").read_bytes()).hexdigest()
     print(f"sample_batch.npy sha256 {digest}")
-    print(f"total time {time.perf_counter() - t0:.1f} s")
+    print(f"time: training {t_train:.1f} s, total {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ from .inputs import (
     check_batch_size,
     load_data_file,
     parse_range,
+    parse_shard,
     resolve_specs,
     synthetic_sample,
 )
+from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .loading import ONNX, LoadedModel, load_model
 from .report import Report, Site
 from .stats import DEFAULT_TAU, detection_floor
@@ -33,7 +36,9 @@ def scan(
     *,
     input_shape: Sequence[str] | dict | tuple | str | None = None,
     samples: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
+    max_batches: int | None = None,
+    shard: str | tuple[int, int] | None = None,
     seed: int = 0,
     device: str = "auto",
     tau: float = DEFAULT_TAU,
@@ -49,13 +54,30 @@ def scan(
     fail_total_dead_ratio: float | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    """Scan `model` (a path, nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto)."""
-    _check_settings(samples, batch_size, tau, neuron_axis)
+    """Scan `model` (a path, nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto).
+
+    Under torchrun every rank scans its part of the sample and all get the whole report.
+    """
+    auto_batch = batch_size == "auto"
+    _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
     runner = _runner(loaded, device)
     sample = _sample(data, runner.specs, input_shape, samples, seed,
                      input_range if not isinstance(input_range, str) else parse_range(input_range))
-    check_batch_size(runner.fixed_batch or batch_size, sample.specs)
+    whole = sample.count
+    shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    if shard is not None:
+        sample = sample.shard(*shard)
+    world = current_world()
+    if world.size > 1:
+        sample = sample.shard(world.rank, world.size)
+    if auto_batch:
+        batch_size = runner.auto_batch_size(sample)
+    assert isinstance(batch_size, int)
+    batch_size = runner.fixed_batch or batch_size
+    check_batch_size(batch_size, sample.specs)
+    if max_batches is not None:
+        sample = replace(sample, count=min(sample.count, max_batches * batch_size))
     done = 0
 
     def advance(n: int) -> None:
@@ -65,26 +87,31 @@ def scan(
             progress(done, sample.count)
 
     result = runner.capture(sample, batch_size, neuron_axis, include_smooth, advance)
+    captured = all_reduce_sites(result.sites, world)
+    count = all_reduce_count(sample.count, world)
+    nonfinite_inputs = all_reduce_count(sample.nonfinite_inputs, world)
     sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
-             for i, s in enumerate(result.sites)]
+             for i, s in enumerate(captured)]
     warnings = sample.warnings + result.warnings
-    if sample.nonfinite_inputs:
-        warnings.append(f"the inputs hold {sample.nonfinite_inputs} NaN or infinite values: "
+    if nonfinite_inputs:
+        warnings.append(f"the inputs hold {nonfinite_inputs} NaN or infinite values: "
                         "activations that depend on them are counted in each site's nonfinite")
     if not sites:
         warnings.append("no ReLU-family activation ran in this model")
-    floor = detection_floor(sample.count)
+    floor = detection_floor(count)
     if floor > 0.01:
-        warnings.append(f"{sample.count} samples: a neuron firing on fewer than {floor:.1%} of inputs can look "
+        warnings.append(f"{count} samples: a neuron firing on fewer than {floor:.1%} of inputs can look "
                         "dead by chance (5% risk); scan about 300 or more for a 1% floor")
+    sample_info = {
+        "source": sample.source, "samples": count, "batch_size": batch_size,
+        "seed": seed if sample.source == "synthetic" else None, "inputs": sample.describe_inputs(),
+    }
+    if shard is not None:
+        sample_info["shard"] = f"{shard[0]}/{shard[1]}"
+        sample_info["of_samples"] = whole
     report = Report(
         model=loaded.describe(),
-        sample={
-            "source": sample.source, "samples": sample.count,
-            "batch_size": runner.fixed_batch or batch_size,
-            "seed": seed if sample.source == "synthetic" else None,
-            "inputs": sample.describe_inputs(),
-        },
+        sample=sample_info,
         settings={"tau": tau, "neuron_axis": neuron_axis, "include_smooth": include_smooth,
                   "select": list(select), "ignore": list(ignore)},
         sites=sites,
@@ -94,11 +121,14 @@ def scan(
     return report
 
 
-def _check_settings(samples: int | None, batch_size: int, tau: float, neuron_axis: str) -> None:
+def _check_settings(samples: int | None, batch_size: Any, tau: float, neuron_axis: str,
+                    max_batches: int | None) -> None:
     if samples is not None and samples < 1:
         raise UserError(f"--samples must be at least 1 (got {samples})")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, or auto (got {batch_size})")
+    if max_batches is not None and max_batches < 1:
+        raise UserError(f"--max-batches must be at least 1 (got {max_batches})")
     if not 0 < tau < 1:
         raise UserError(f"--tau must be between 0 and 1 (got {tau})", "The ReDo paper uses 0.025 (default) to 0.1.")
     if neuron_axis not in NEURON_AXES:
@@ -139,6 +169,13 @@ class _Runner:
         self.model = backend.prepare(loaded.obj, backend.resolve_device(device))
         self.specs = self.model.specs
         self.fixed_batch = self.model.fixed_batch
+
+    def auto_batch_size(self, sample: Sample) -> int:
+        if self.is_onnx:  # onnxruntime plans its own memory; the default batch is a safe choice
+            return DEFAULT_BATCH_SIZE
+        from .backends.torch_memory import auto_batch_size
+
+        return auto_batch_size(self.model, sample)
 
     def capture(self, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
                 progress: Callable[[int], None]) -> Any:

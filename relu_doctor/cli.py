@@ -159,6 +159,17 @@ def _devnull() -> str:
     return os.devnull
 
 
+def _batch_size(text: str) -> int | str:
+    from .errors import UserError
+
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--batch-size {text!r} is not a number", "Give a positive integer or auto.") from None
+
+
 def print_table(report: Any) -> None:
     """Straight to the terminal, in colour when stdout is one (Rich honours NO_COLOR)."""
     from .render.table import render_table
@@ -198,7 +209,10 @@ def scan(
     input_shape: Optional[List[str]] = typer.Option(
         None, "--input-shape", help="Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Samples to scan (synthetic default 256)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
+    batch_size: str = typer.Option("32", "--batch-size", help="Samples per forward pass, or auto."),
+    max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Stop after this many batches."),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", help="Scan only shard I of N of the sample (I/N, from 0); combine with `merge`."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic inputs."),
     input_range: Optional[str] = typer.Option(
         None, "--input-range", help="Synthetic inputs uniform in LO,HI instead of standard normal."),
@@ -231,16 +245,21 @@ def scan(
     def body() -> int:
         from .api import scan as api_scan
         from .cli_compare import emit_with_baseline, load_baseline
+        from .files import check_output_path
         from .gates import check_threshold
 
         # Wrong flags and a missing baseline fail now, not after a long scan.
         check_threshold("fail_dead_ratio", fail_dead_ratio)
         check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
         base = load_baseline(baseline, fail_increase)
+        protected = [model] + ([data] if data else [])
+        if output is not None:
+            check_output_path(output, protected)
         bar = _ProgressBar(enabled=not quiet)
         try:
             report = api_scan(
-                model, data, input_shape=input_shape, samples=samples, batch_size=batch_size, seed=seed,
+                model, data, input_shape=input_shape, samples=samples, batch_size=_batch_size(batch_size),
+                max_batches=max_batches, shard=shard, seed=seed,
                 device=device, tau=tau, neuron_axis=neuron_axis.value, include_smooth=include_smooth,
                 input_range=input_range, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
                 select=select or (), ignore=ignore or (), fail_dead_ratio=fail_dead_ratio,
@@ -248,10 +267,13 @@ def scan(
             )
         finally:
             bar.close()
+        from .distributed import current_world
+
+        if not current_world().is_writer:  # under torchrun, rank 0 alone speaks and writes
+            return EXIT_OK if report.gates.passed else EXIT_GATE
         if not quiet:
             for w in report.warnings:
                 _say("warning:", w, "yellow")
-        protected = [model] + ([data] if data else [])
         diff_passed = True
         if base is not None and baseline is not None:
             diff_passed = emit_with_baseline(report, base, baseline, fmt, output, protected, fail_increase,

@@ -7,7 +7,7 @@ they run it. A sample is a list of per-input arrays whose first axis is the samp
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,21 @@ class Sample:
     arrays: list[np.ndarray] | None = None  # None for synthetic
     warnings: list[str] = field(default_factory=list)
     nonfinite_inputs: int = 0  # NaN / inf values met in the batches served so far
+    offset: int = 0  # index of this sample's first row in the whole sample (shards)
+
+    def shard(self, index: int, count: int) -> Sample:
+        """Rows [index*N/count, (index+1)*N/count) of this sample: contiguous, so shards of a
+        file read disjoint blocks, and together they are exactly the whole."""
+        start = self.count * index // count
+        stop = self.count * (index + 1) // count
+        return replace(self, offset=self.offset + start, count=stop - start, warnings=list(self.warnings))
 
     def batches(self, batch_size: int, fixed_batch: int | None = None) -> Iterator[Batch]:
         """Batches of `batch_size` rows; with `fixed_batch` every batch has exactly that many
         rows, the last padded with copies of its first row and marked by `valid`."""
         size = fixed_batch or batch_size
-        for start in range(0, self.count, size):
-            stop = min(start + size, self.count)
+        for start in range(self.offset, self.offset + self.count, size):
+            stop = min(start + size, self.offset + self.count)
             arrays = [self._rows(i, start, stop) for i in range(len(self.specs))]
             self.nonfinite_inputs += sum(int((~np.isfinite(a)).sum()) for a in arrays if a.dtype.kind == "f")
             valid = stop - start
@@ -97,6 +105,19 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     if not shape or any(d <= 0 for d in shape):
         raise UserError(f"--input-shape {text!r} has a zero or negative dimension", "Every dimension must be >= 1.")
     return (name or None), shape
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'2/3' -> (2, 3): shard 2 of 3, counted from 0."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r} is not I/N", "Write it like 0/4 (shard 0 of 4, counted from 0).") from None
+    if not 0 <= index < count:
+        raise UserError(f"--shard {text!r}: I must be in 0..N-1", "Shards are counted from 0: 0/4 ... 3/4.")
+    return index, count
 
 
 def parse_range(text: str | None) -> tuple[float, float] | None:

@@ -1,0 +1,90 @@
+"""Scans spread over torchrun ranks: each rank scans its shard, counters are all-reduced.
+
+Launched with `torchrun --nproc-per-node N -m relu_doctor scan ...`: torchrun sets
+WORLD_SIZE / RANK, every rank scans rows [rank*S/N, (rank+1)*S/N) of the sample, the
+counters are summed over torch.distributed (gloo on CPU, nccl on CUDA), and rank 0
+alone writes the report. Counts are exact; float sums agree to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import CapturedSite
+from .errors import UserError
+from .stats import SiteCounters
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = World(0, 1)
+
+
+def current_world() -> World:
+    """The torchrun world, or a single process when not launched by torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return SINGLE
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if os.environ.get("RELU_DOCTOR_DIST_BACKEND") == "nccl" else "gloo"
+        dist.init_process_group(backend=backend)
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def all_reduce_sites(sites: list[CapturedSite], world: World) -> list[CapturedSite]:
+    """Sum every rank's counters; all ranks must have met the same sites in the same order."""
+    if world.size == 1:
+        return sites
+    import torch
+    import torch.distributed as dist
+
+    signatures: list[object] = [None] * world.size
+    dist.all_gather_object(signatures, [(s.name, s.kind, s.counters.neurons) for s in sites])
+    if any(sig != signatures[0] for sig in signatures):
+        raise UserError("the ranks met different activation sites (data-dependent control flow?)",
+                        "Scan without torchrun, or with --shard per job and `relu-doctor merge`.")
+    reduced = []
+    for site in sites:
+        c = site.counters
+        counts = torch.from_numpy(np.concatenate([[c.rows, c.samples, c.nonfinite], c.fires, c.sample_fires]))
+        sums = torch.from_numpy(np.concatenate([[c.total], c.abs_sum]))
+        high = torch.tensor([c.max], dtype=torch.float64)
+        low = torch.from_numpy(c.min.copy()) if c.min is not None else None
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if low is not None:
+            dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        n = c.neurons
+        counts_np, sums_np = counts.numpy(), sums.numpy()
+        merged = SiteCounters(
+            neurons=n, rows=int(counts_np[0]), samples=int(counts_np[1]), nonfinite=int(counts_np[2]),
+            fires=counts_np[3:3 + n], sample_fires=counts_np[3 + n:], total=float(sums_np[0]),
+            abs_sum=sums_np[1:], max=float(high[0]), min=None if low is None else low.numpy(),
+        )
+        reduced.append(CapturedSite(site.name, site.kind, site.op, site.params, site.shape, site.axis, merged))
+    return reduced
+
+
+def all_reduce_count(value: int, world: World) -> int:
+    if world.size == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t)
+    return int(t[0])

@@ -9,8 +9,8 @@ from rich.text import Text
 from ..report import Report, Site
 from .text import percent, shorten_middle
 
-BAR_WIDTH = 8
-NAME_WIDTH = 24
+BAR_WIDTH = 6
+NAME_WIDTH = 22
 
 
 def _severity(site: Site) -> str:
@@ -35,11 +35,11 @@ def sites_table(report: Report) -> Table:
     table.add_column("#", justify="right", style="dim")
     table.add_column("site", no_wrap=True, max_width=NAME_WIDTH)
     table.add_column("kind", no_wrap=True)
-    table.add_column("neur", justify="right")
+    table.add_column("neurons", justify="right")
     table.add_column("dead", justify="right")
     table.add_column("dead %", justify="right", no_wrap=True)
-    table.add_column("sparse", justify="right")
-    table.add_column("dorm", justify="right")
+    table.add_column("sparsity", justify="right")
+    table.add_column("dormant", justify="right")
     for s in report.sites:
         style = _severity(s)
         kind = s.kind if s.grad_blocked else f"{s.kind}*"
@@ -68,6 +68,8 @@ def summary_text(report: Report) -> Text:
     if worst:
         out.append("Worst: ", style="bold").append(
             ", ".join(f"{shorten_middle(x.name, 30)} {percent(x.dead_ratio)}" for x in worst) + "\n")
+    out.append(f"dead: never > 0 on any input. dormant: ReDo score <= {report.settings.get('tau', 0.025):g}. "
+               "sparsity: outputs <= 0.\n", style="dim")
     if any(not x.grad_blocked for x in report.sites):
         out.append("* leaky kind: dead neurons still pass gradient; not counted as dying ReLUs.\n", style="dim")
     out.append(_gates_text(report))

@@ -21,7 +21,7 @@ from ..errors import UserError, summarize_exception
 from ..inputs import InputSpec, Sample
 from ..kinds import KINDS, classify_aten, is_runtime_candidate
 from . import CapturedSite, CaptureResult
-from .torch_naming import UNKNOWN, CallOrigin, EagerModuleTracker, GraphOrigins, export_origins, torchscript_origins
+from .torch_naming import CallOrigin, EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
 from .torch_reduce import TorchSiteAccumulator
 
 # Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...)
@@ -129,10 +129,7 @@ class _CaptureMode(TorchDispatchMode):
         state.acc.update(y.detach(), axis)
 
     def _name(self, origin: CallOrigin | None, kind: str) -> str:
-        origin = origin or UNKNOWN
-        base = origin.path if origin.is_activation_module else f"{origin.path}/{kind}"
-        n = self._name_counts[base] = self._name_counts.get(base, 0) + 1
-        return base if n == 1 else f"{base}#{n}"
+        return site_name(origin, kind, self._name_counts)
 
 
 def _bounded(kind: str) -> bool:
@@ -189,11 +186,20 @@ def _blame(e: Exception, model: TorchModel, tensors: list[torch.Tensor], last_si
     try:
         model.forward(*tensors)
     except Exception as plain:
+        if _out_of_memory(plain):
+            raise UserError(f"a batch of {tensors[0].shape[0] if tensors else '?'} samples does not fit in "
+                            f"{model.device.type} memory: {summarize_exception(plain)}",
+                            "Lower --batch-size, or let relu-doctor choose: --batch-size auto.") from None
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
         where = f" (last site reached: {last_site})" if last_site else ""
         raise UserError(f"the model failed on inputs of shape {shapes}{where}: {summarize_exception(plain)}",
                         "Check --input-shape / --data against what the model expects.") from None
     raise e  # the model runs fine on its own: the capture broke, which is our bug
+
+
+def _out_of_memory(e: Exception) -> bool:
+    text = str(e)
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
 
 
 # ---- turning loaded objects into TorchModel ----------------------------------------------

@@ -232,9 +232,9 @@ def scan(
         None, "--fail-total-dead-ratio", help="Exit 1 if the model's dead ratio is above R."),
     select: Optional[List[str]] = typer.Option(None, "--select", help="Glob of site names the gates count."),
     ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Glob of site names the gates skip."),
-    baseline: Optional[Path] = typer.Option(
+    baseline: Path | None = typer.Option(
         None, "--baseline", metavar="BASE.json", help="Also compare with this earlier JSON report (as `diff`)."),
-    fail_increase: Optional[float] = typer.Option(
+    fail_increase: float | None = typer.Option(
         None, "--fail-increase", metavar="PP",
         help="With --baseline: exit 1 if a site's dead ratio grew by more than PP percentage points."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no warnings."),

@@ -1,11 +1,29 @@
-"""CI gates: which sites count (--select / --ignore) and whether the report breaches a limit."""
+"""CI gates: which sites count (--select / --ignore) and whether the report breaches a limit.
+
+A gate fails when a value is strictly *above* its threshold: `--fail-dead-ratio 0.25`
+passes a site with exactly 25% dead neurons. Only grad-blocked sites count: dead
+neurons of leaky kinds still pass gradient, so they are reported but never fail a gate.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
+from .errors import UserError
 from .report import Gates, Site, Violation
+
+RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio")
+
+
+def check_threshold(flag: str, value: float | None) -> None:
+    """Refuse a ratio outside [0, 1]: `--fail-dead-ratio 25` (meant as 25%) would never trip."""
+    if value is None:
+        return
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        hint = f"For {value:g}% pass {value / 100:g}." if 1 < value <= 100 else None
+        raise UserError(f"--{flag.replace('_', '-')} is a fraction between 0 and 1 (got {value:g})", hint)
 
 
 def selected(sites: Iterable[Site], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[Site]:
@@ -17,9 +35,16 @@ def selected(sites: Iterable[Site], select: Sequence[str] = (), ignore: Sequence
     ]
 
 
+def unmatched(sites: Sequence[Site], globs: Sequence[str]) -> list[str]:
+    """The globs that match no site name: usually a typo that makes a gate count nothing."""
+    return [g for g in globs if not any(fnmatchcase(s.name, g) for s in sites)]
+
+
 def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
              fail_total_dead_ratio: float | None = None) -> Gates:
-    """Only grad-blocked sites count: dead leaky neurons still pass gradient."""
+    """Gate the given (already selected) sites; only grad-blocked ones count."""
+    check_threshold("fail_dead_ratio", fail_dead_ratio)
+    check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
     gates = Gates()
     blocked = [s for s in sites if s.grad_blocked]
     if fail_dead_ratio is not None:
@@ -35,3 +60,26 @@ def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
             gates.violations.append(Violation("fail_total_dead_ratio", fail_total_dead_ratio, total))
     gates.passed = not gates.violations
     return gates
+
+
+def gate(sites: list[Site], select: Sequence[str] = (), ignore: Sequence[str] = (),
+         fail_dead_ratio: float | None = None, fail_total_dead_ratio: float | None = None) -> Gates:
+    """Pick the sites with --select / --ignore, then evaluate the thresholds on them.
+
+    A --select that matches no site is refused when a gate is set: the gate would count
+    nothing and pass silently (a typo in a CI job would never fail it).
+    """
+    gated = fail_dead_ratio is not None or fail_total_dead_ratio is not None
+    if gated and select and len(unmatched(sites, select)) == len(select):
+        raise UserError(f"--select {' '.join(select)} matches none of the {len(sites)} sites, so the gates "
+                        "would count nothing", "Check the globs against the site names in the report.")
+    return evaluate(selected(sites, select, ignore), fail_dead_ratio, fail_total_dead_ratio)
+
+
+def regate(sites: list[Site], select: Sequence[str], ignore: Sequence[str], checked: dict[str, float]) -> Gates:
+    """Evaluate the thresholds a report recorded (`gates.checked`) again, e.g. on a merged report."""
+    unknown = set(checked) - set(RATIO_GATES)
+    if unknown:
+        raise UserError(f"unknown gate(s) recorded in the report: {', '.join(sorted(unknown))}",
+                        "Rescan with this version of relu-doctor.")
+    return gate(sites, select, ignore, checked.get("fail_dead_ratio"), checked.get("fail_total_dead_ratio"))

@@ -1,45 +1,73 @@
-"""Markdown for PR comments and $GITHUB_STEP_SUMMARY: worst sites first, all of them folded."""
+"""Markdown for PR comments and $GITHUB_STEP_SUMMARY: worst sites first, all of them folded.
+
+GitHub-flavoured: pipes in cells are escaped, site names are code spans, and the full
+list sits in a collapsed <details> so a big model's summary stays one screen long.
+"""
 
 from __future__ import annotations
 
 from ..report import Report, Site
 from .text import percent
 
-TOP = 10
+TOP = 10  # sites listed in the open before the folded full list
+MAX_ROWS = 500  # a huge model's summary stays well under GitHub's 1 MiB step-summary limit
+
+
+def code(text: object) -> str:
+    """`text` as an inline code span that is safe in a table cell."""
+    s = str(text).replace("|", "\\|").replace("\n", " ")
+    fence = "``" if "`" in s else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def _row(s: Site) -> str:
     kind = s.kind if s.grad_blocked else f"{s.kind} (leaky)"
-    return (f"| {s.index} | `{s.name}` | {kind} | {s.neurons} | {s.dead} | {percent(s.dead_ratio)} | "
+    return (f"| {s.index} | {code(s.name)} | {kind} | {s.neurons} | {s.dead} | {percent(s.dead_ratio)} | "
             f"{percent(s.sparsity)} | {s.dormant} |")
 
 
 _HEADER = "| # | site | kind | neurons | dead | dead % | sparsity | dormant |\n|---:|---|---|---:|---:|---:|---:|---:|"
 
 
-def render_markdown(report: Report) -> str:
+def _table(sites: list[Site]) -> list[str]:
+    rows = [_row(s) for s in sites[:MAX_ROWS]]
+    more = ["", f"… {len(sites) - MAX_ROWS} more sites: see the JSON report."] if len(sites) > MAX_ROWS else []
+    return [_HEADER, *rows, *more]
+
+
+def _worst(report: Report) -> list[Site]:
+    """Grad-blocked sites with dead neurons, highest dead ratio first (ties: execution order)."""
+    dying = [s for s in report.sites if s.grad_blocked and s.dead]
+    return sorted(dying, key=lambda s: (-s.dead_ratio, s.index))
+
+
+def render_markdown(report: Report, heading: str = "###") -> str:
     s = report.summary
     status = "✅ passed" if report.gates.passed else "❌ failed"
+    path = report.model.get("path")
     lines = [
-        f"### relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})",
+        f"{heading} relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})",
         "",
-        f"Model `{report.model.get('path')}` ({report.model.get('format')}), {report.sample['samples']} inputs "
-        f"({report.sample['source']}), {s.sites} sites, sparsity {percent(s.sparsity)}, dormant {s.dormant}. "
-        f"Detection floor {percent(s.detection_floor)}. Gates: {status if report.gates.checked else 'none set'}.",
+        f"Model {code(path) if path else '(in memory)'} ({report.model.get('format')}), "
+        f"{report.sample['samples']} inputs ({report.sample['source']}), {s.sites} sites, "
+        f"sparsity {percent(s.sparsity)}, dormant {s.dormant}. Detection floor {percent(s.detection_floor)}. "
+        f"Gates: {status if report.gates.checked else 'none set'}.",
         "",
     ]
-    for v in report.gates.violations:
-        lines.append(f"- ❌ {v.describe()}")
-    if report.gates.violations:
-        lines.append("")
+    lines += [f"- ❌ {v.describe()}" for v in report.gates.violations] + ([""] if report.gates.violations else [])
     if not report.sites:
         lines.append("No ReLU-family activation ran in this model.")
         return "\n".join(lines) + "\n"
-    worst = sorted(report.sites, key=lambda x: (-x.grad_blocked, -x.dead_ratio, x.index))[:TOP]
-    if len(report.sites) > TOP:
-        lines += [f"**Worst {TOP} sites**", "", _HEADER, *map(_row, worst), "",
-                  f"<details><summary>All {len(report.sites)} sites</summary>", "", _HEADER,
-                  *map(_row, report.sites), "", "</details>"]
+    if len(report.sites) <= TOP:
+        lines += _table(report.sites)
+        return "\n".join(lines) + "\n"
+    worst = _worst(report)
+    if worst:
+        shown = f"worst {TOP} of {len(worst)}" if len(worst) > TOP else f"{len(worst)}"
+        lines += [f"**Sites with dead neurons** ({shown}, highest dead ratio first)", "", *_table(worst[:TOP]), ""]
     else:
-        lines += [_HEADER, *map(_row, report.sites)]
+        lines += ["No dead neurons in ReLU-type sites.", ""]
+    lines += [f"<details><summary>All {len(report.sites)} sites</summary>", "", *_table(report.sites), "",
+              "</details>"]
     return "\n".join(lines) + "\n"

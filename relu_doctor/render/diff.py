@@ -1,0 +1,164 @@
+"""A `Diff` as a Rich table (80 columns) or Markdown; the JSON is `Diff.to_json()`."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..compare import Diff, SiteChange, SiteOnly
+from ..report import Report
+from .markdown import code, render_markdown
+from .text import percent, shorten_middle
+
+NAME_WIDTH = 24
+TOP = 10  # changed sites shown in Markdown before the folded full list
+MAX_ROWS = 500  # keeps a huge model's summary well under GitHub's 1 MiB step-summary limit
+
+
+def _pp(x: float) -> str:
+    return f"{x:+.1f}" if round(x, 1) else "0.0"
+
+
+def _arrow(a: object, b: object) -> str:
+    return f"{a}" if a == b else f"{a}→{b}"
+
+
+def _ratio_arrow(a: float, b: float) -> str:
+    return percent(b) if round(a, 3) == round(b, 3) else f"{100 * a:.1f}→{percent(b)}"
+
+
+def _style(c: SiteChange, d: Diff) -> str:
+    if any(v.site == c.name for v in d.violations):
+        return "bold red"
+    if c.dead_pp > 0 and c.grad_blocked:
+        return "red"
+    if c.dead_pp < 0:
+        return "green"
+    return "" if c.changed else "dim"
+
+
+def _kind(kind: str, grad_blocked: bool) -> str:
+    return kind if grad_blocked else f"{kind} (leaky)"
+
+
+def _site(name: str, grad_blocked: bool, prefix: str = "") -> str:
+    """The name in NAME_WIDTH columns; `*` marks a leaky kind (no kind column: it rarely changes)."""
+    mark = "" if grad_blocked else "*"
+    return shorten_middle(f"{prefix}{name}", NAME_WIDTH - len(mark)) + mark
+
+
+def diff_table(d: Diff) -> Table:
+    """site, dead count, dead ratio, their change, sparsity change, dormant: 78 columns at most."""
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table.add_column("site", no_wrap=True, max_width=NAME_WIDTH)
+    for header in ("dead", "dead %", "Δ pp", "Δ sparse", "dormant"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for c in d.sites:
+        table.add_row(_site(c.name, c.grad_blocked), _arrow(c.dead_base, c.dead),
+                      _ratio_arrow(c.dead_ratio_base, c.dead_ratio), _pp(c.dead_pp), _pp(c.sparsity_pp),
+                      _arrow(c.dormant_base, c.dormant), style=_style(c, d))
+    for s, mark in [(s, "+ ") for s in d.added] + [(s, "- ") for s in d.removed]:
+        table.add_row(_site(s.name, s.grad_blocked, mark), str(s.dead), percent(s.dead_ratio),
+                      "new" if mark == "+ " else "gone", "", "", style="yellow")
+    return table
+
+
+def summary_text(d: Diff) -> Text:
+    s = d.summary
+    out = Text()
+    out.append("\nDead: ", style="bold").append(
+        f"{_arrow(s['dead_base'], s['dead'])} neurons in ReLU-type sites "
+        f"({_ratio_arrow(s['dead_ratio_base'], s['dead_ratio'])}, {_pp(s['dead_pp'])} pp); sparsity "
+        f"{_ratio_arrow(s['sparsity_base'], s['sparsity'])}; dormant {_arrow(s['dormant_base'], s['dormant'])}.\n")
+    out.append("Sites: ", style="bold").append(
+        f"{s['sites_matched']} matched by name ({s['sites_changed']} changed), {len(d.added)} added, "
+        f"{len(d.removed)} removed.\n")
+    for c in (c for c in d.sites if c.kind_base is not None):
+        out.append("Kind: ", style="bold").append(f"{shorten_middle(c.name, 40)} {c.kind_base} → {c.kind}.\n")
+    if any(not c.grad_blocked for c in [*d.sites, *d.added, *d.removed]):
+        out.append("* leaky kind: dead neurons still pass gradient; never fail --fail-increase.\n", style="dim")
+    out.append(_gate_text(d))
+    return out
+
+
+def _gate_text(d: Diff) -> Text:
+    if d.fail_increase is None:
+        return Text("Gate: none set (--fail-increase PP).", style="dim")
+    if d.passed:
+        return Text(f"Gate: passed (no site's dead ratio grew by more than {d.fail_increase:g} pp).", style="green")
+    text = Text(f"Gate: FAILED, {len(d.violations)} site(s) grew by more than {d.fail_increase:g} pp:",
+                style="bold red")
+    for v in d.violations[:10]:
+        text.append(f"\n  {v.describe()}", style="red")
+    return text
+
+
+def render_diff_table(d: Diff, console: Console) -> None:
+    if d.sites or d.added or d.removed:
+        console.print(Group(diff_table(d), summary_text(d)))
+    else:
+        console.print(Text("Neither report has a ReLU-family site: nothing to compare."), summary_text(d))
+
+
+# -- Markdown ------------------------------------------------------------------------------------------------------
+
+_HEADER = ("| site | kind | dead | dead % | Δ pp | sparsity Δ pp | dormant |\n"
+           "|---|---|---:|---:|---:|---:|---:|")
+
+
+def _md_row(c: SiteChange, d: Diff) -> str:
+    flag = " ❌" if any(v.site == c.name for v in d.violations) else ""
+    kind = _kind(c.kind, c.grad_blocked) if c.kind_base is None else f"{c.kind_base} → {c.kind}"
+    return (f"| {code(c.name)} | {kind} | {_arrow(c.dead_base, c.dead)} | "
+            f"{_ratio_arrow(c.dead_ratio_base, c.dead_ratio)} | {_pp(c.dead_pp)}{flag} | {_pp(c.sparsity_pp)} | "
+            f"{_arrow(c.dormant_base, c.dormant)} |")
+
+
+def _md_only(title: str, sites: list[SiteOnly]) -> list[str]:
+    if not sites:
+        return []
+    items = ", ".join(f"{code(s.name)} ({_kind(s.kind, s.grad_blocked)}, {s.dead}/{s.neurons} dead)"
+                      for s in sites[:MAX_ROWS])
+    more = f" and {len(sites) - MAX_ROWS} more" if len(sites) > MAX_ROWS else ""
+    return [f"**{title}:** {items}{more}", ""]
+
+
+def render_diff_markdown(d: Diff, new: Report | None = None) -> str:
+    """Compact Markdown for a PR comment or $GITHUB_STEP_SUMMARY; `new`'s full report folded at the end."""
+    s = d.summary
+    gate = ("" if d.fail_increase is None else
+            f" Gate --fail-increase {d.fail_increase:g} pp: " + ("✅ passed." if d.passed else "❌ failed."))
+    if new is not None and new.gates.checked:
+        gate += " Gates of the new scan: " + ("✅ passed." if new.gates.passed else "❌ failed.")
+    lines = [
+        f"### relu-doctor diff: {_arrow(s['dead_base'], s['dead'])} dead ReLU neurons "
+        f"({_ratio_arrow(s['dead_ratio_base'], s['dead_ratio'])}, {_pp(s['dead_pp'])} pp)",
+        "",
+        f"{s['sites_matched']} sites matched by name, {s['sites_changed']} changed, {len(d.added)} added, "
+        f"{len(d.removed)} removed. Sparsity {_ratio_arrow(s['sparsity_base'], s['sparsity'])}, dormant "
+        f"{_arrow(s['dormant_base'], s['dormant'])}.{gate}",
+        "",
+    ]
+    # The new scan's own gates (--fail-dead-ratio ...) too: the summary is read when either fails.
+    failed = [*d.violations, *(new.gates.violations if new is not None else [])]
+    lines += [f"- ❌ {v.describe()}" for v in failed] + ([""] if failed else [])
+    lines += [f"> Note: {w}." for w in d.warnings] + ([""] if d.warnings else [])
+    changed = sorted((c for c in d.sites if c.changed), key=lambda c: (-c.dead_pp, c.name))
+    if changed:
+        title = f"**Changed sites** (largest increase first{', top ' + str(TOP) if len(changed) > TOP else ''})"
+        lines += [title, "", _HEADER, *(_md_row(c, d) for c in changed[:TOP]), ""]
+    elif d.sites:
+        lines += ["No matched site changed.", ""]
+    lines += _md_only("Added sites", d.added) + _md_only("Removed sites", d.removed)
+    if len(d.sites) > len(changed[:TOP]):
+        lines += [f"<details><summary>All {len(d.sites)} matched sites</summary>", "", _HEADER,
+                  *(_md_row(c, d) for c in d.sites[:MAX_ROWS]), *_more(len(d.sites)), "", "</details>", ""]
+    if new is not None:
+        lines += ["<details><summary>New report</summary>", "", render_markdown(new, heading="####").rstrip(), "",
+                  "</details>", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _more(n: int) -> list[str]:
+    return [] if n <= MAX_ROWS else ["", f"… {n - MAX_ROWS} more sites: see the JSON diff (--format json)."]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gates as gating
+from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
 from .inputs import (
     DEFAULT_BATCH_SIZE,
@@ -21,10 +22,9 @@ from .inputs import (
     resolve_specs,
     synthetic_sample,
 )
-from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .loading import ONNX, LoadedModel, load_model
 from .report import Report, Site
-from .stats import DEFAULT_TAU, detection_floor
+from .stats import DEFAULT_TAU, small_sample_warning
 
 NEURON_AXES = ("auto", "channel", "last")
 Progress = Callable[[int, int], None]  # (samples done so far, total)
@@ -98,10 +98,9 @@ def scan(
                         "activations that depend on them are counted in each site's nonfinite")
     if not sites:
         warnings.append("no ReLU-family activation ran in this model")
-    floor = detection_floor(count)
-    if floor > 0.01:
-        warnings.append(f"{count} samples: a neuron firing on fewer than {floor:.1%} of inputs can look "
-                        "dead by chance (5% risk); scan about 300 or more for a 1% floor")
+    small = small_sample_warning(count)
+    if small:
+        warnings.append(small)
     sample_info = {
         "source": sample.source, "samples": count, "batch_size": batch_size,
         "seed": seed if sample.source == "synthetic" else None, "inputs": sample.describe_inputs(),
@@ -117,7 +116,7 @@ def scan(
         sites=sites,
         warnings=warnings,
     )
-    report.gates = gating.evaluate(gating.selected(sites, select, ignore), fail_dead_ratio, fail_total_dead_ratio)
+    report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio)
     return report
 
 

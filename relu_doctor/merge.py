@@ -17,20 +17,12 @@ from typing import Any
 from .errors import UserError
 from .gates import regate
 from .report import Report, Site
-from .stats import detection_floor
+from .stats import small_sample_warning
 
 # Settings whose difference would make the sum meaningless (sites counted differently).
 _SAME_SETTINGS = ("tau", "neuron_axis", "include_smooth", "select", "ignore")
 # The warning api.scan adds for small samples; recomputed for the merged sample size.
 _FLOOR_WARNING = re.compile(r"^\d+ samples: a neuron firing on fewer than ")
-
-
-def floor_warning(samples: int) -> str | None:
-    floor = detection_floor(samples)
-    if floor <= 0.01:
-        return None
-    return (f"{samples} samples: a neuron firing on fewer than {floor:.1%} of inputs can look "
-            "dead by chance (5% risk); scan about 300 or more for a 1% floor")
 
 
 def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None) -> Report:
@@ -163,7 +155,7 @@ def _merged_warnings(reports: Sequence[Report], labels: Sequence[str], samples: 
     for i, j in _same_sample_pairs(reports):
         out.append(f"{labels[i]} and {labels[j]} have identical counters: probably the same sample scanned "
                    "twice, which the merge counts twice")
-    floor = floor_warning(samples)
+    floor = small_sample_warning(samples)
     if floor:
         out.append(floor)
     return out

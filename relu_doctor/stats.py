@@ -164,5 +164,14 @@ def detection_floor(samples: int) -> float:
     return 1.0 - 0.05 ** (1.0 / samples) if samples > 0 else 1.0
 
 
+def small_sample_warning(samples: int) -> str | None:
+    """The warning for a sample too small to call a neuron dead with a 1% floor, or None."""
+    floor = detection_floor(samples)
+    if floor <= 0.01:
+        return None
+    return (f"{samples} samples: a neuron firing on fewer than {floor:.1%} of inputs can look "
+            "dead by chance (5% risk); scan about 300 or more for a 1% floor")
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from relu_doctor.cli import app
@@ -73,3 +74,29 @@ def test_module_sites_name_the_module_and_functional_sites_the_op(saved: dict) -
     assert ops["block/relu#4"] == "aten.clamp"
     reused = scan_json([str(saved["reused_relu"][0]["pt2"]), "--data", str(saved["reused_relu"][1])])
     assert [s["op"] for s in reused["sites"]] == ["nn.ReLU"] * 3
+
+
+class _Containers(torch.nn.Module):
+    """ModuleDict and ModuleList levels: TorchScript unrolls them, eager names keep them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.ModuleDict({"b": torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()),
+                                      "c": torch.nn.ReLU()})
+        self.stages = torch.nn.ModuleList([torch.nn.ReLU(), torch.nn.ReLU()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a["c"](self.a["b"](x))
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+def test_container_levels_are_named_the_same_in_every_format() -> None:
+    import relu_doctor as rd
+
+    model = _Containers().eval()
+    x = torch.randn(8, 4)
+    expected = ["a.b.1", "a.c", "stages.0", "stages.1"]
+    for obj in (model, torch.jit.script(model), torch.jit.trace(model, x), torch.export.export(model, (x,))):
+        assert [s.name for s in rd.scan(obj, x.numpy()).sites] == expected

@@ -16,7 +16,7 @@ def naive(y: np.ndarray, axis: int, bound: float | None, tau: float) -> dict:
     """Straight from SPEC 4, on the whole (samples, ...) array at once."""
     moved = np.moveaxis(y, axis, -1)
     per_sample = moved.reshape(y.shape[0], -1, moved.shape[-1])  # (S, positions, C)
-    m = per_sample.reshape(-1, moved.shape[-1])  # (M, C)
+    m = per_sample.reshape(-1, moved.shape[-1]).astype(np.float64)  # (M, C), summed exactly enough
     fires = (m > 0).sum(0)
     mean_abs = np.abs(m).mean(0)
     avg = mean_abs.mean()

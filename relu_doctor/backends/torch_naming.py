@@ -31,6 +31,19 @@ class CallOrigin:
 UNKNOWN = CallOrigin("", None)
 
 
+def site_name(origin: CallOrigin | None, kind: str, counts: dict[str, int]) -> str:
+    """The site naming rule (SPEC 3), shared by the capture and by patching.
+
+    The module path for a call of an activation module, "<enclosing path>/<kind>" for any
+    other call; the 2nd, 3rd ... call of a name in one forward pass gets "#2", "#3".
+    `counts` holds the names given so far in this forward pass, and is updated.
+    """
+    origin = origin or UNKNOWN
+    base = origin.path if origin.is_activation_module else f"{origin.path}/{kind}"
+    n = counts[base] = counts.get(base, 0) + 1
+    return base if n == 1 else f"{base}#{n}"
+
+
 class EagerModuleTracker:
     """Tracks the stack of running modules with forward hooks (removed by `close`)."""
 
@@ -100,7 +113,7 @@ def torchscript_origins(module: torch.jit.ScriptModule) -> GraphOrigins:
         if any(_has_candidate(block) for block in node.blocks()):
             nested = True
         if _is_candidate_kind(node.kind()):
-            origins.append(_origin_from_hierarchy(node.getModuleHierarchy()))
+            origins.append(_origin_from_hierarchy(node.getModuleHierarchy(), module))
     if nested:
         return GraphOrigins(None, "TorchScript control flow holds activations: site names are generic")
     return GraphOrigins(origins)
@@ -114,16 +127,44 @@ def _is_candidate_kind(kind: str) -> bool:
     return kind.startswith("aten::") and kind[len("aten::"):] in GRAPH_CANDIDATE_OPS
 
 
-def _origin_from_hierarchy(hierarchy: str) -> CallOrigin:
-    path, module_type = [], None
+def _origin_from_hierarchy(hierarchy: str, root: torch.jit.ScriptModule) -> CallOrigin:
+    """'b(Sequential).1(ReLU).UNKNOWN_INSTANCE(...)' -> the module path as eager names it.
+
+    The hierarchy lists the modules that were called; ModuleList / ModuleDict are never
+    called (TorchScript unrolls them), so their level is missing: find it in the tree.
+    """
+    path: list[str] = []
+    module: Any = root
+    module_type = None
     for name, type_name in _HIERARCHY_PART.findall(hierarchy):
         if name == "UNKNOWN_INSTANCE":  # a function call inside the module: stop there
             break
         if name == "SELF":  # a method of the same module
             continue
-        path.append(name)
+        found = _find_called_child(module, name, type_name)
+        if found is None:  # not in the tree: keep the hierarchy's own name
+            path.append(name)
+        else:
+            path.extend(found[0])
+            module = found[1]
         module_type = type_name
     return CallOrigin(".".join(path), module_type)
+
+
+_CONTAINERS = frozenset({"ModuleList", "ModuleDict"})
+
+
+def _find_called_child(module: Any, name: str, type_name: str) -> tuple[list[str], Any] | None:
+    """The child `name` of `module`, looking through ModuleList / ModuleDict levels."""
+    children = dict(module.named_children()) if module is not None else {}
+    if name in children:
+        return [name], children[name]
+    for child_name, child in children.items():
+        if getattr(child, "original_name", type(child).__name__) in _CONTAINERS:
+            found = _find_called_child(child, name, type_name)
+            if found is not None and getattr(found[1], "original_name", None) in (type_name, None):
+                return [child_name, *found[0]], found[1]
+    return None
 
 
 def export_origins(graph: torch.fx.Graph) -> GraphOrigins:

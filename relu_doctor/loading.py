@@ -66,7 +66,7 @@ def detect_format(path: Path) -> str:
 def _zip_format(path: Path) -> str:
     try:
         names = zipfile.ZipFile(path).namelist()
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: undecodable member names
         raise UserError(f"{path} is a damaged archive: {e}", "Save the model again.") from None
     inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
     if "archive_format" in inner or any(n.startswith("models/") for n in inner):
@@ -109,16 +109,24 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
 
 
 def _guard_torch(load: Any, path: Path) -> Any:
+    """Run a torch loader quietly: its errors become one UserError, its chatter is dropped
+    (torch.jit.load's deprecation notice; torch.export logging a traceback on a bad file)."""
+    import logging
     import warnings
 
     import torch
 
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not the user's concern
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return load(torch)
     except Exception as e:  # corrupt archives raise RuntimeError, KeyError, ValueError, ...
         raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
+    finally:
+        export_log.setLevel(level)
 
 
 def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:

@@ -30,9 +30,12 @@ def check_output_path(out: Path, protected: Sequence[Path] = (), force: bool = T
 
 
 @contextmanager
-def atomic_path(out: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `out`; on success it replaces `out`, on error it is removed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+def atomic_path(out: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `out`; on success it replaces `out`, on error it is removed.
+
+    `suffix` ends the temporary name, for writers that insist on an extension (.pt2).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

@@ -1,0 +1,68 @@
+"""Rewrite dead ReLUs so that they leak (SPEC 7): the Python API.
+
+    import relu_doctor as rd
+    report = rd.scan(module, input_shape=(3, 32, 32))
+    patched = rd.patch(module, report, slope=0.01, mode="channel")
+
+`patch` returns a new model (the given one is not changed): an nn.Module for an eager
+module, an ExportedProgram for a program, a ModelProto for an ONNX model. `patch_file`
+is the command: it also writes the result atomically and verifies it from the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..report import Report
+from .plan import CHANNEL, LAYER, PatchPlan, SitePatch, plan_patch
+from .run import PatchOutcome, ScanOptions, patch_file
+
+__all__ = ["CHANNEL", "LAYER", "PatchOutcome", "PatchPlan", "ScanOptions", "SitePatch", "patch", "patch_file",
+           "plan_patch"]
+
+
+def patch(
+    model: Any,
+    report: Report,
+    *,
+    slope: float = 0.01,
+    mode: str = CHANNEL,
+    min_dead_ratio: float = 0.0,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+) -> Any:
+    """A copy of `model` whose selected dead ReLU neurons leak (see SPEC 7).
+
+    `model` is what `report` was scanned from: an nn.Module, an ExportedProgram, an
+    onnx.ModelProto or a model file path (loaded safely: no pickles). Site names are
+    matched against the model's calls, so a report of another model is refused.
+    """
+    plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
+    include_smooth = bool(report.settings.get("include_smooth", False))
+    if isinstance(model, (str, Path)):
+        from ..loading import load_model
+
+        model = load_model(model).obj
+    if type(model).__name__ == "ModelProto":
+        from .onnx import patch_onnx
+
+        return patch_onnx(model, plan, include_smooth)
+    from .torch import example_inputs, patch_torch
+
+    patched, notes = patch_torch(model, plan, example_inputs(_report_example(report), model), include_smooth)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return patched
+
+
+def _report_example(report: Report) -> list[Any]:
+    """Two synthetic rows shaped like the report's sample: the rewrite runs the model once."""
+    from ..inputs import InputSpec, synthetic_sample
+
+    specs = [InputSpec(i["name"], tuple(i["shape"]), i.get("dtype", "float32"))
+             for i in report.sample.get("inputs", [])]
+    sample = synthetic_sample(specs, 2, 0, None)
+    return next(sample.batches(2)).arrays

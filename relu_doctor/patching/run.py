@@ -1,0 +1,226 @@
+"""`relu-doctor patch` end to end: load, scan (or reuse a report), plan, rewrite, write
+atomically, then reload what was written and verify it before it takes OUT's name.
+
+MODEL is only ever read. OUT is written to a temporary file beside it, verified from
+that file, and renamed into place only when verification passes; any failure on the way
+(a crash, a failed check, Ctrl-C) removes the temporary file and leaves OUT as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError, VerificationError
+from ..files import atomic_path, check_output_path
+from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
+from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
+from ..report import Report
+from .plan import PatchPlan, plan_patch
+from .verify import Verification, check_rescan
+
+OUTPUT_FORMATS = ("module", "onnx", "pt2", "torchscript")
+_EAGER_INPUTS = (PICKLE, STATE_DICT, SAFETENSORS)
+FRESH_SAMPLES = 32  # fresh random inputs the live-neuron check also runs
+
+
+@dataclass
+class ScanOptions:
+    """The scan's input options (the same flags as `relu-doctor scan`)."""
+
+    data: Any = None
+    input_shape: Any = None
+    samples: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seed: int = 0
+    device: str = "auto"
+    tau: float = 0.025
+    neuron_axis: str = "auto"
+    include_smooth: bool = False
+    input_range: Any = None
+    arch: str | None = None
+    arch_kwargs: Any = None
+    trust_pickle: bool = False
+
+    def scan_kwargs(self) -> dict[str, Any]:
+        return dict(input_shape=self.input_shape, samples=self.samples, batch_size=self.batch_size, seed=self.seed,
+                    device=self.device, tau=self.tau, neuron_axis=self.neuron_axis,
+                    include_smooth=self.include_smooth, input_range=self.input_range)
+
+
+@dataclass
+class PatchOutcome:
+    model: Path
+    out: Path | None
+    input_format: str
+    output_format: str
+    report: Report
+    plan: PatchPlan
+    verification: Verification | None = None
+    warnings: list[str] = field(default_factory=list)
+    written: bool = False
+
+
+def output_format(input_format: str, to: str | None) -> str:
+    natural = {ONNX: "onnx", PT2: "pt2", TORCHSCRIPT: "torchscript"}.get(input_format, "module")
+    if to is None or to == natural:
+        return natural
+    if to not in OUTPUT_FORMATS:
+        raise UserError(f"--to must be one of {', '.join(OUTPUT_FORMATS)} (got {to!r})")
+    if input_format not in _EAGER_INPUTS:
+        raise UserError(f"--to {to} converts eager models only; a {input_format} model is written as {natural}",
+                        "Drop --to, or patch the pickled module / state dict (--arch) of this model.")
+    return to
+
+
+def patch_file(
+    model: str | Path,
+    out: str | Path | None,
+    *,
+    options: ScanOptions | None = None,
+    report_path: str | Path | None = None,
+    slope: float = 0.01,
+    mode: str = "channel",
+    min_dead_ratio: float = 0.0,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    to: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Any = None,
+) -> PatchOutcome:
+    """Patch the model file `model` into `out`; raises VerificationError (nothing written) on failure."""
+    from .. import api
+    from .plan import check_options
+
+    opts = options or ScanOptions()
+    check_options(slope, mode, min_dead_ratio)
+    model = Path(model)
+    out = Path(out) if out is not None else None
+    if out is None and not dry_run:
+        raise UserError("patch needs -o OUT", "Say where to write the patched model, or pass --dry-run.")
+    protected = [model] + [Path(p) for p in (opts.data, report_path) if isinstance(p, (str, Path))]
+    if out is not None and not dry_run:
+        check_output_path(out, protected, force=force)
+    loaded = load_model(model, opts.arch, opts.arch_kwargs, opts.trust_pickle)
+    if loaded.format == TORCHSCRIPT:
+        from .torch import torchscript_refusal
+
+        raise torchscript_refusal()
+    fmt = output_format(loaded.format, to)
+    report = _report(loaded, report_path, opts, progress)
+    plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
+    outcome = PatchOutcome(model, out, loaded.format, fmt, report, plan)
+    if dry_run or not plan.sites or out is None:
+        return outcome
+    include_smooth = bool(report.settings.get("include_smooth", False))
+    specs, fixed_batch = _specs(loaded, opts.device)
+    # the scan's own sample (same data, seed and shapes), for the rewrite's example and the checks
+    sample = api._sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range))
+    patched, example = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
+    try:
+        # torch.export reads and writes only paths ending in .pt2
+        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp") as tmp:
+            _write(patched, tmp, fmt)
+            outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report)
+            problems = outcome.verification.all_problems()
+            if problems:
+                raise VerificationError("; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+                                        + f". Nothing was written to {out}.")
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}", "Choose a writable -o path.") from None
+    outcome.written = True
+    return outcome
+
+
+def _report(loaded: LoadedModel, report_path: str | Path | None, opts: ScanOptions, progress: Any) -> Report:
+    from .. import api
+
+    if report_path is not None:
+        report = Report.load(report_path)
+        if report.model.get("sha256") != loaded.sha256:
+            raise UserError(f"{report_path} is not a report of {loaded.path} (its model.sha256 differs)",
+                            "Scan this exact file again, or patch without --report.")
+        return report
+    report = api.scan(loaded.obj, opts.data, progress=progress, **opts.scan_kwargs())
+    report.model = loaded.describe()
+    return report
+
+
+def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | None]:
+    """What the model says about its inputs (as the scan reads them), and a fixed batch size."""
+    if loaded.format == ONNX:
+        from ..backends import onnx as backend
+    else:
+        from ..backends import torch as backend  # type: ignore[no-redef]
+    prepared = backend.prepare(loaded.obj, backend.resolve_device(device))
+    getattr(prepared, "restore", lambda: None)()
+    return [InputSpec(s.name, s.shape, s.dtype) for s in prepared.specs], prepared.fixed_batch
+
+
+def _range(value: Any) -> tuple[float, float] | None:
+    from ..inputs import parse_range
+
+    return parse_range(value) if isinstance(value, str) else value
+
+
+def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: int | None, fmt: str,
+             include_smooth: bool, warnings: list[str]) -> tuple[Any, Any]:
+    """The patched model object to write (in `fmt`), and the example inputs used."""
+    if loaded.format == ONNX:
+        from .onnx import patch_onnx
+
+        return patch_onnx(loaded.obj, plan, include_smooth), None
+    from .torch import convert, example_inputs, patch_torch
+
+    first = next(sample.batches(min(2, sample.count), fixed_batch))
+    example = example_inputs(first.arrays, loaded.obj)
+    patched, notes = patch_torch(loaded.obj, plan, example, include_smooth)
+    warnings += notes
+    if fmt != "module" and loaded.format in _EAGER_INPUTS:
+        patched, notes = convert(patched, fmt, example, [s.name for s in sample.specs])
+        warnings += notes
+    return patched, example
+
+
+def _write(obj: Any, path: Path, fmt: str) -> None:
+    if fmt == "onnx":
+        import onnx
+
+        onnx.save(obj, str(path))
+        return
+    from .torch import save
+
+    save(obj, path, fmt)
+
+
+def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,
+            opts: ScanOptions, report: Report) -> Verification:
+    """Reload what was written and check it (see verify.py); rescan it the way it was scanned."""
+    from .. import api
+
+    reloaded = load_model(written, trust_pickle=True)  # our own file, written a moment ago
+    include_smooth = bool(report.settings.get("include_smooth", False))
+    fresh = synthetic_sample(sample.specs, FRESH_SAMPLES, opts.seed + 1_000_003, sample.input_range)
+    if fmt == "onnx":
+        from .verify_onnx import verify_onnx
+
+        original = loaded.obj
+        if loaded.format != ONNX:  # --to onnx: compare with the original exported the same way
+            from .torch import onnx_proto
+
+            original = onnx_proto(loaded.obj, example, [s.name for s in sample.specs])
+        result = verify_onnx(original, reloaded.obj, plan, sample, fresh, opts.batch_size, opts.device,
+                             include_smooth)
+    else:
+        from .verify_torch import verify_torch
+
+        result = verify_torch(loaded.obj, reloaded.obj, plan, sample, fresh, opts.batch_size, opts.device,
+                              include_smooth)
+    kwargs = opts.scan_kwargs()
+    kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis))
+    result.rescan = api.scan(reloaded.obj, opts.data, **kwargs)
+    check_rescan(result, plan)
+    return result

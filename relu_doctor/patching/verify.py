@@ -1,0 +1,205 @@
+"""What verification checks at each patched site, and what it found.
+
+At every call of a patched site, the leaky op's input x and output y are checked
+against the plan (never against the slopes stored in the model, which could be wrong):
+
+- channel mode, live neurons: y is ReLU(x) exactly: the same value on every input, the
+  same bits wherever x is finite and non-zero (PReLU gives a zero of the other sign
+  at x = +-0, which no arithmetic downstream can tell apart);
+- leaking neurons (dead ones; all of them in layer mode): y = x for x > 0, slope * x
+  otherwise, so a dead neuron is now non-zero on negative inputs;
+- relu6 / clip sites: x never exceeds the upper bound (it is clamped before the leak).
+
+The format-specific runners (verify_torch.py, verify_onnx.py) feed these checks; this
+module only needs numpy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .plan import CHANNEL, PatchPlan, SitePatch
+
+TIMING_RUNS = 5  # per batch and model, interleaved; the fastest counts
+TIMING_BATCHES = 4  # the first batches of the sample are timed, not all of it
+
+
+@dataclass
+class SiteCheck:
+    patch: SitePatch
+    calls: int = 0
+    live_entries: int = 0
+    live_changed: int = 0  # live entries whose value differs from ReLU(x)
+    live_bits_changed: int = 0  # ... whose bits differ, where x is finite and non-zero
+    leak_entries: int = 0
+    leak_wrong: int = 0  # leaking entries that are not x (x > 0) or slope * x
+    negative_inputs: int = 0  # entries of dead neurons with x < 0 ...
+    leaking: int = 0  # ... and y != 0 there
+    over_bound: int = 0
+    probed: bool = True  # False where the runner cannot reach the site (an ONNX If branch)
+    notes: list[str] = field(default_factory=list)  # problems found by the runner itself
+    new_name: str | None = None  # the site's name in a rescan of the output
+    new_kind: str | None = None
+
+    def add(self, x: np.ndarray, y: np.ndarray, axis: int, rtol: float | None = None) -> None:
+        """One call: x, y with the batch first; `axis` is the neuron axis of x.
+
+        `rtol` bounds the rounding of slope * x (default: from x's dtype; pass it for a
+        bfloat16 model, whose values arrive as float32).
+        """
+        p = self.patch
+        self.calls += 1
+        if x.shape != y.shape or x.ndim <= axis or x.shape[axis] != p.neurons:
+            self.notes.append(f"input {x.shape} / output {y.shape} do not fit {p.neurons} neurons on axis {axis}")
+            return
+        if x.dtype not in (np.float32, np.float64, np.float16):
+            x, y = x.astype(np.float32), y.astype(np.float32)
+        leak = np.where(x > 0, x, x * np.asarray(p.slope, x.dtype))
+        dead = np.zeros(p.neurons, bool)
+        dead[list(p.dead)] = True
+        shape = [1] * x.ndim
+        shape[axis] = p.neurons
+        dead_b = np.broadcast_to(dead.reshape(shape), x.shape)
+        leaking = dead_b
+        if p.mode == CHANNEL:
+            live = ~dead_b
+            relu = np.where(x > 0, x, np.zeros((), x.dtype))
+            self.live_entries += int(live.sum())
+            self.live_changed += int((live & ~_same(y, relu)).sum())
+            defined = live & np.isfinite(x) & (x != 0)
+            self.live_bits_changed += int((defined & (_bits(y) != _bits(relu))).sum())
+        else:
+            leaking = np.ones(x.shape, bool)
+        self.leak_entries += int(leaking.sum())
+        self.leak_wrong += int((leaking & ~_close(y, leak, rtol)).sum())
+        negative = dead_b & (x < 0)
+        self.negative_inputs += int(negative.sum())
+        self.leaking += int((negative & (y != 0)).sum())
+        if p.upper is not None:
+            self.over_bound += int((x > p.upper).sum())
+
+    def problems(self) -> list[str]:
+        out = list(self.notes)
+        if self.calls == 0 and self.probed and not out:
+            out.append("its leaky op never ran")
+        if self.live_changed:
+            out.append(f"{self.live_changed} of {self.live_entries} live-neuron outputs changed value")
+        if self.live_bits_changed:
+            out.append(f"{self.live_bits_changed} live-neuron outputs changed bits")
+        if self.leak_wrong:
+            out.append(f"{self.leak_wrong} of {self.leak_entries} leaking outputs are not slope * x")
+        if self.over_bound:
+            out.append(f"{self.over_bound} inputs above the upper bound {self.patch.upper:g} reached the leak")
+        return out
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+def _close(a: np.ndarray, b: np.ndarray, rtol: float | None = None) -> np.ndarray:
+    if rtol is None:
+        rtol = 1e-6 if a.dtype != np.float16 else 1e-3
+    return _same(a, b) | np.isclose(a, b, rtol=rtol, atol=0.0)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+
+
+@dataclass
+class Verification:
+    """The outcome of reloading the written model and running the sample through it."""
+
+    checks: list[SiteCheck]
+    samples: int = 0  # sample inputs run through both models
+    fresh: int = 0  # fresh random inputs run through the patched model
+    max_abs_change: float = 0.0  # model outputs, patched vs original, on the sample
+    seconds_original: float = 0.0  # inference time per batch of the sample (see time_pair)
+    seconds_patched: float = 0.0
+    timed_batch: int = 0  # rows per timed batch
+    problems: list[str] = field(default_factory=list)
+    rescan: Any = None  # the Report of a rescan of the output
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.all_problems()
+
+    def all_problems(self) -> list[str]:
+        out = list(self.problems)
+        for c in self.checks:
+            out += [f"site {c.patch.name}: {p}" for p in c.problems()]
+        return out
+
+    @property
+    def negative_inputs(self) -> int:
+        return sum(c.negative_inputs for c in self.checks)
+
+    @property
+    def leaking(self) -> int:
+        return sum(c.leaking for c in self.checks)
+
+
+def new_checks(plan: PatchPlan) -> dict[int, SiteCheck]:
+    return {p.index: SiteCheck(p) for p in plan.sites}
+
+
+def max_abs_change(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Largest |a - b| over all float outputs (NaN in both counts as equal)."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            return float("inf")
+        if x.dtype.kind != "f" or not x.size:
+            continue
+        diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
+        diff[np.isnan(x) & np.isnan(y)] = 0.0
+        if np.isnan(diff).any():
+            return float("inf")
+        worst = max(worst, float(diff.max()))
+    return worst
+
+
+def check_rescan(verification: Verification, plan: PatchPlan) -> None:
+    """The rescan of the output lists the same sites, the patched ones leaky now."""
+    report = verification.rescan
+    if len(report.sites) != len(plan.site_names):
+        verification.problems.append(f"a rescan of the output finds {len(report.sites)} sites, "
+                                     f"the original has {len(plan.site_names)}")
+        return
+    for check in verification.checks:
+        site = report.sites[check.patch.index]
+        check.new_name, check.new_kind = site.name, site.kind
+        if site.grad_blocked:
+            check.notes.append(f"a rescan still sees a {site.kind} (grad-blocked) site there")
+
+
+def time_pair(original: Callable[[Any], Any], patched: Callable[[Any], Any], batches: Iterable[Any],
+              sync: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """Seconds per batch of each model, over the first TIMING_BATCHES batches: the fastest of
+    TIMING_RUNS runs, the two models' runs interleaved.
+
+    Other work on the machine only ever adds time, and hits both models alike when their
+    runs alternate, so the fastest run is the one that says what the patch costs.
+    """
+    totals, count = [0.0, 0.0], 0
+    for batch in itertools.islice(batches, TIMING_BATCHES):
+        best = [float("inf"), float("inf")]
+        for round_ in range(TIMING_RUNS + 1):  # round 0 warms up: allocations, kernel choice
+            for i, run in enumerate((original, patched)):
+                sync()
+                start = time.perf_counter()
+                run(batch)
+                sync()
+                if round_:
+                    best[i] = min(best[i], time.perf_counter() - start)
+        totals = [t + b for t, b in zip(totals, best)]
+        count += 1
+    return (totals[0] / count, totals[1] / count) if count else (0.0, 0.0)

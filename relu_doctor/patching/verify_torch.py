@@ -1,0 +1,122 @@
+"""Run the sample through an original and a reloaded patched torch model, and check them.
+
+The patched model runs under a dispatch mode that sees every activation call, in order;
+the k-th one of a forward pass is the k-th site of the original's report (a rewrite
+replaces each call by exactly one leaky call), so the plan says what it must compute.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from ..inputs import Sample
+from ..kinds import classify_aten, is_runtime_candidate
+from .plan import CHANNEL, PatchPlan
+from .verify import TIMING_BATCHES, SiteCheck, Verification, max_abs_change, new_checks, time_pair
+
+
+class _Probe(TorchDispatchMode):
+    def __init__(self, checks: dict[int, SiteCheck], sites: int, include_smooth: bool) -> None:
+        super().__init__()
+        self.checks, self.sites, self.include_smooth = checks, sites, include_smooth
+        self.calls = 0
+        self.miscounts = 0
+
+    def forward(self, run: Callable[[], Any]) -> None:
+        self.calls = 0
+        with self:
+            run()
+        if self.calls != self.sites:
+            self.miscounts += 1
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        op = func._overloadpacket.__name__
+        if not is_runtime_candidate(op):
+            return out
+        activation = classify_aten(op, args, kwargs, self.include_smooth)
+        if activation is None or not (isinstance(out, torch.Tensor) and out.is_floating_point()):
+            return out
+        check = self.checks.get(self.calls)
+        self.calls += 1
+        if check is not None:
+            want = "prelu" if check.patch.mode == CHANNEL else "leaky_relu"
+            if activation.kind != want:
+                check.notes.append(f"the model calls {op} ({activation.kind}) there, not a {want}")
+            else:
+                x = args[0]
+                # prelu's slopes run along dim 1 of its input (the rewrite moved the neuron axis there)
+                axis = min(1, x.dim() - 1) if check.patch.mode == CHANNEL else check.patch.axis
+                check.add(_host(x), _host(out), axis, rtol=1e-2 if x.dtype == torch.bfloat16 else None)
+        return out
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def verify_torch(original: Any, patched: Any, plan: PatchPlan, sample: Sample, fresh: Sample,
+                 batch_size: int, device: str = "cpu", include_smooth: bool = False) -> Verification:
+    from ..backends.torch import prepare, resolve_device
+
+    dev = resolve_device(device)
+    before, after = prepare(original, dev), prepare(patched, dev)
+    checks = new_checks(plan)
+    result = Verification(list(checks.values()))
+    probe = _Probe(checks, len(plan.site_names), include_smooth)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def run(model: Any, arrays: list[np.ndarray]) -> Any:
+        return model.forward(*_inputs(arrays, model))
+
+    try:
+        with torch.inference_mode():
+            for batch in sample.batches(batch_size, after.fixed_batch):
+                ya, yb = run(before, batch.arrays), run(after, batch.arrays)
+                result.max_abs_change = max(result.max_abs_change,
+                                            max_abs_change(_outputs(ya, batch.valid), _outputs(yb, batch.valid)))
+                probe.forward(lambda arrays=batch.arrays: run(after, arrays))
+                result.samples += batch.valid
+            for batch in fresh.batches(batch_size, after.fixed_batch):
+                probe.forward(lambda arrays=batch.arrays: run(after, arrays))
+                result.fresh += batch.valid
+            # inputs made before the clock starts; reused across runs (only the timing reads them)
+            timed = [(_inputs(b.arrays, before), _inputs(b.arrays, after))
+                     for b in itertools.islice(sample.batches(batch_size, after.fixed_batch), TIMING_BATCHES)]
+            result.seconds_original, result.seconds_patched = time_pair(
+                lambda t: before.forward(*t[0]), lambda t: after.forward(*t[1]), timed, sync)
+            result.timed_batch = int(timed[0][0][0].shape[0]) if timed and timed[0][0] else 0
+    finally:
+        before.restore()
+        after.restore()
+    if probe.miscounts:
+        result.problems.append(f"the patched model made a different number of activation calls than the "
+                               f"original's {len(plan.site_names)} sites ({probe.miscounts} forward passes)")
+    return result
+
+
+def _inputs(arrays: list[np.ndarray], model: Any) -> list[torch.Tensor]:
+    # A copy per forward pass: an in-place activation may write its input.
+    out = []
+    for a in arrays:
+        t = torch.tensor(a)
+        if t.is_floating_point():
+            t = t.to(model.dtype)
+        out.append(t.to(model.device))
+    return out
+
+
+def _outputs(y: Any, valid: int) -> list[np.ndarray]:
+    leaves = [t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)]
+    return [_host(t[:valid] if t.dim() else t) for t in leaves]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import typer
 from rich.console import Console
 
 from . import __version__
+
 
 class _Group(typer.core.TyperGroup):
     """Click's usage errors in our two-line shape: what is wrong, then where to look."""
@@ -123,7 +124,7 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
-def emit(text_or_render: Any, output: Optional[Path], protected: list[Path]) -> None:
+def emit(text_or_render: Any, output: Path | None, protected: list[Path]) -> None:
     """Write data to -o FILE (atomically) or to stdout."""
     from .files import atomic_write_text, check_output_path
 
@@ -185,8 +186,9 @@ class _ProgressBar:
         if enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-            self.progress = Progress("scanning", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     console=_stderr(), transient=True)
+            self.progress = Progress(
+                "scanning", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_stderr(), transient=True
+            )
             self.task = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -204,39 +206,68 @@ class _ProgressBar:
 
 @app.command()
 def scan(
-    model: Path = typer.Argument(..., help="Model file: .onnx, TorchScript, .pt2, state dict, safetensors."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Sample inputs: .npy, .npz (by input name) or .pt."),
-    input_shape: Optional[List[str]] = typer.Option(
-        None, "--input-shape", help="Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Samples to scan (synthetic default 256)."),
-    batch_size: str = typer.Option("32", "--batch-size", help="Samples per forward pass, or auto."),
-    max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Stop after this many batches."),
-    shard: Optional[str] = typer.Option(
-        None, "--shard", help="Scan only shard I of N of the sample (I/N, from 0); combine with `merge`."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic inputs."),
-    input_range: Optional[str] = typer.Option(
-        None, "--input-range", help="Synthetic inputs uniform in LO,HI instead of standard normal."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="MODULE:CALLABLE building the model for a state dict."),
-    arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help="JSON keyword arguments for --arch."),
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Model file: .onnx, TorchScript, .pt2, state dict, safetensors."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", metavar="PATH", help="Sample inputs: .npy, .npz (by input name) or .pt."
+    ),
+    input_shape: List[str] | None = typer.Option(
+        None,
+        "--input-shape",
+        metavar="SHAPE",
+        help="Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable.",
+    ),
+    samples: int | None = typer.Option(None, "--samples", metavar="N", help="Samples to scan (synthetic default 256)."),
+    batch_size: str = typer.Option("32", "--batch-size", metavar="B", help="Samples per forward pass, or auto."),
+    max_batches: int | None = typer.Option(None, "--max-batches", metavar="N", help="Stop after this many batches."),
+    shard: str | None = typer.Option(
+        None, "--shard", metavar="I/N", help="Scan only shard I of N of the sample (I/N, from 0); combine with `merge`."
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the synthetic inputs."),
+    input_range: str | None = typer.Option(
+        None, "--input-range", metavar="LO,HI", help="Synthetic inputs uniform in LO,HI instead of standard normal."
+    ),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="cpu, cuda or auto."),
+    arch: str | None = typer.Option(
+        None, "--arch", metavar="MODULE:CALLABLE", help="MODULE:CALLABLE building the model for a state dict."
+    ),
+    arch_kwargs: str | None = typer.Option(
+        None, "--arch-kwargs", metavar="JSON", help="JSON keyword arguments for --arch."
+    ),
     trust_pickle: bool = typer.Option(
-        False, "--trust-pickle", help="Allow loading a pickled nn.Module. Unpickling runs code from the file."),
-    tau: float = typer.Option(0.025, "--tau", help="ReDo dormancy threshold."),
-    neuron_axis: NeuronAxis = typer.Option(NeuronAxis.auto, "--neuron-axis", help="auto, channel or last."),
+        False, "--trust-pickle", help="Allow loading a pickled nn.Module. Unpickling runs code from the file."
+    ),
+    tau: float = typer.Option(0.025, "--tau", metavar="TAU", help="ReDo dormancy threshold."),
+    neuron_axis: NeuronAxis = typer.Option(
+        NeuronAxis.auto, "--neuron-axis", metavar="AXIS", help="auto, channel or last."
+    ),
     include_smooth: bool = typer.Option(False, "--include-smooth", help="Also report GELU, SiLU, ELU, ... sites."),
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json, markdown or csv."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
-    fail_dead_ratio: Optional[float] = typer.Option(
-        None, "--fail-dead-ratio", help="Exit 1 if any ReLU-type site has a dead ratio above R."),
-    fail_total_dead_ratio: Optional[float] = typer.Option(
-        None, "--fail-total-dead-ratio", help="Exit 1 if the model's dead ratio is above R."),
-    select: Optional[List[str]] = typer.Option(None, "--select", help="Glob of site names the gates count."),
-    ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Glob of site names the gates skip."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", metavar="FORMAT", help="table, json, markdown or csv."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout."
+    ),
+    fail_dead_ratio: float | None = typer.Option(
+        None, "--fail-dead-ratio", metavar="R", help="Exit 1 if any ReLU-type site has a dead ratio above R."
+    ),
+    fail_total_dead_ratio: float | None = typer.Option(
+        None, "--fail-total-dead-ratio", metavar="R", help="Exit 1 if the model's dead ratio is above R."
+    ),
+    select: List[str] | None = typer.Option(
+        None, "--select", metavar="GLOB", help="Glob of site names the gates count."
+    ),
+    ignore: List[str] | None = typer.Option(
+        None, "--ignore", metavar="GLOB", help="Glob of site names the gates skip."
+    ),
     baseline: Path | None = typer.Option(
-        None, "--baseline", metavar="BASE.json", help="Also compare with this earlier JSON report (as `diff`)."),
+        None, "--baseline", metavar="BASE.json", help="Also compare with this earlier JSON report (as `diff`)."
+    ),
     fail_increase: float | None = typer.Option(
-        None, "--fail-increase", metavar="PP",
-        help="With --baseline: exit 1 if a site's dead ratio grew by more than PP percentage points."),
+        None,
+        "--fail-increase",
+        metavar="PP",
+        help="With --baseline: exit 1 if a site's dead ratio grew by more than PP percentage points.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no warnings."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -258,12 +289,27 @@ def scan(
         bar = _ProgressBar(enabled=not quiet)
         try:
             report = api_scan(
-                model, data, input_shape=input_shape, samples=samples, batch_size=_batch_size(batch_size),
-                max_batches=max_batches, shard=shard, seed=seed,
-                device=device, tau=tau, neuron_axis=neuron_axis.value, include_smooth=include_smooth,
-                input_range=input_range, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-                select=select or (), ignore=ignore or (), fail_dead_ratio=fail_dead_ratio,
-                fail_total_dead_ratio=fail_total_dead_ratio, progress=bar,
+                model,
+                data,
+                input_shape=input_shape,
+                samples=samples,
+                batch_size=_batch_size(batch_size),
+                max_batches=max_batches,
+                shard=shard,
+                seed=seed,
+                device=device,
+                tau=tau,
+                neuron_axis=neuron_axis.value,
+                include_smooth=include_smooth,
+                input_range=input_range,
+                arch=arch,
+                arch_kwargs=arch_kwargs,
+                trust_pickle=trust_pickle,
+                select=select or (),
+                ignore=ignore or (),
+                fail_dead_ratio=fail_dead_ratio,
+                fail_total_dead_ratio=fail_total_dead_ratio,
+                progress=bar,
             )
         finally:
             bar.close()
@@ -276,8 +322,9 @@ def scan(
                 _say("warning:", w, "yellow")
         diff_passed = True
         if base is not None and baseline is not None:
-            diff_passed = emit_with_baseline(report, base, baseline, fmt, output, protected, fail_increase,
-                                             select or (), ignore or (), quiet)
+            diff_passed = emit_with_baseline(
+                report, base, baseline, fmt, output, protected, fail_increase, select or (), ignore or (), quiet
+            )
         elif fmt is Format.table and output is None:
             print_table(report)
         else:

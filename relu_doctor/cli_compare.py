@@ -48,24 +48,35 @@ def _warn(warnings: Sequence[str], quiet: bool) -> None:
 
 
 def _diff_violations(d: Diff) -> None:
-    _report_violations([v.describe() for v in d.violations],
-                       f"{len(d.violations)} site(s) grew by more than {d.fail_increase:g} pp")
+    _report_violations(
+        [v.describe() for v in d.violations], f"{len(d.violations)} site(s) grew by more than {d.fail_increase:g} pp"
+    )
 
 
 @app.command()
 def diff(
     base: Path = typer.Argument(
-        ..., metavar="BASE.json", help="Baseline JSON report (relu-doctor scan --format json)."),
+        ..., metavar="BASE.json", help="Baseline JSON report (relu-doctor scan --format json)."
+    ),
     new: Path = typer.Argument(..., metavar="NEW.json", help="New JSON report of the same or a changed model."),
     fail_increase: float | None = typer.Option(
-        None, "--fail-increase", metavar="PP",
-        help="Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points."),
-    fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or markdown."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the diff here instead of stdout."),
+        None,
+        "--fail-increase",
+        metavar="PP",
+        help="Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points.",
+    ),
+    fmt: DiffFormat = typer.Option(
+        DiffFormat.table, "--format", "-f", metavar="FORMAT", help="table, json or markdown."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write the diff here instead of stdout."
+    ),
     select: list[str] | None = typer.Option(
-        None, "--select", metavar="GLOB", help="Glob of site names the gate counts."),
+        None, "--select", metavar="GLOB", help="Glob of site names the gate counts."
+    ),
     ignore: list[str] | None = typer.Option(
-        None, "--ignore", metavar="GLOB", help="Glob of site names the gate skips."),
+        None, "--ignore", metavar="GLOB", help="Glob of site names the gate skips."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -112,9 +123,12 @@ def _render_diff(d: Diff, fmt: DiffFormat, new: Report | None) -> str:
 @app.command()
 def merge(
     reports: list[Path] = typer.Argument(
-        ..., metavar="REPORT.json", help="JSON reports of partial scans of the same model."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the merged report here."),
-    fmt: Format = typer.Option(Format.json, "--format", "-f", help="json (default), table, markdown or csv."),
+        ..., metavar="REPORT.json", help="JSON reports of partial scans of the same model."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the merged report here."),
+    fmt: Format = typer.Option(
+        Format.json, "--format", "-f", metavar="FORMAT", help="json (default), table, markdown or csv."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No warnings."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -131,8 +145,10 @@ def merge(
         seen: dict[Path, Path] = {}
         for p in reports:
             if p.resolve() in seen:
-                raise UserError(f"{p} is given twice (as {seen[p.resolve()]})",
-                                "Each partial scan counts once; pass every report file once.")
+                raise UserError(
+                    f"{p} is given twice (as {seen[p.resolve()]})",
+                    "Each partial scan counts once; pass every report file once.",
+                )
             seen[p.resolve()] = p
         merged = merge_reports([Report.load(p) for p in reports], [str(p) for p in reports])
         _warn(merged.warnings, quiet)
@@ -141,8 +157,9 @@ def merge(
         else:
             emit(render(merged, fmt), output, protected=list(reports))
         if not merged.gates.passed:
-            _report_violations([v.describe() for v in merged.gates.violations],
-                               f"{len(merged.gates.violations)} violation(s)")
+            _report_violations(
+                [v.describe() for v in merged.gates.violations], f"{len(merged.gates.violations)} violation(s)"
+            )
             return EXIT_GATE
         return EXIT_OK
 
@@ -160,16 +177,27 @@ def load_baseline(baseline: Path | None, fail_increase: float | None) -> Report 
 
     if baseline is None:
         if fail_increase is not None:
-            raise UserError("--fail-increase needs --baseline BASE.json",
-                            "Pass the JSON report to compare with, or use `relu-doctor diff`.")
+            raise UserError(
+                "--fail-increase needs --baseline BASE.json",
+                "Pass the JSON report to compare with, or use `relu-doctor diff`.",
+            )
         return None
     check_increase(fail_increase)
     return Report.load(baseline)
 
 
-def emit_with_baseline(report: Report, base: Report, base_path: Path, fmt: Format, output: Path | None,
-                       protected: list[Path], fail_increase: float | None, select: Sequence[str],
-                       ignore: Sequence[str], quiet: bool) -> bool:
+def emit_with_baseline(
+    report: Report,
+    base: Report,
+    base_path: Path,
+    fmt: Format,
+    output: Path | None,
+    protected: list[Path],
+    fail_increase: float | None,
+    select: Sequence[str],
+    ignore: Sequence[str],
+    quiet: bool,
+) -> bool:
     """Emit the scan with its diff against BASE; True when the --fail-increase gate passed.
 
     Table and Markdown get the diff appended (one summary for a terminal or a PR);

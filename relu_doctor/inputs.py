@@ -101,7 +101,8 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     try:
         shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
     except ValueError:
-        raise UserError(f"--input-shape {text!r} is not a shape", "Write it like 3,224,224 or input=3,224,224.") from None
+        raise UserError(f"--input-shape {text!r} is not a shape",
+                        "Write it like 3,224,224 or input=3,224,224.") from None
     if not shape or any(d <= 0 for d in shape):
         raise UserError(f"--input-shape {text!r} has a zero or negative dimension", "Every dimension must be >= 1.")
     return (name or None), shape
@@ -252,7 +253,7 @@ def load_data_file(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
     if not path.exists():
         raise UserError(f"data file not found: {path}")
     if path.is_dir():
-        raise UserError(f"--data {path} is a folder", "Image folders need the images extra; pass a .npy, .npz or .pt file.")
+        raise UserError(f"--data {path} is a folder", "Pass a .npy, .npz or .pt file.")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":

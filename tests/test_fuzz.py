@@ -25,7 +25,8 @@ import numpy as np
 from typer.testing import CliRunner
 from relu_doctor.cli import app
 
-source, data, workdir, cases, seed = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+source, data, workdir = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+cases, seed = int(sys.argv[4]), int(sys.argv[5])
 original = source.read_bytes()
 rng = np.random.default_rng(seed)
 

@@ -10,6 +10,7 @@ from typing import Any
 from . import gates as gating
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
+from .images import ImageOptions, image_options
 from .inputs import (
     DEFAULT_BATCH_SIZE,
     Sample,
@@ -45,6 +46,9 @@ def scan(
     neuron_axis: str = "auto",
     include_smooth: bool = False,
     input_range: str | tuple[float, float] | None = None,
+    image_size: str | tuple[int, int] | None = None,
+    mean: str | tuple[float, ...] | None = None,
+    std: str | tuple[float, ...] | None = None,
     arch: str | None = None,
     arch_kwargs: dict | str | None = None,
     trust_pickle: bool = False,
@@ -62,8 +66,9 @@ def scan(
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
     runner = _runner(loaded, device)
-    sample = _sample(data, runner.specs, input_shape, samples, seed,
-                     input_range if not isinstance(input_range, str) else parse_range(input_range))
+    sample = build_sample(data, runner.specs, input_shape, samples, seed,
+                          input_range if not isinstance(input_range, str) else parse_range(input_range),
+                          image_options(image_size, mean, std))
     whole = sample.count
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     if shard is not None:
@@ -185,11 +190,12 @@ def _runner(loaded: LoadedModel, device: str) -> _Runner:
     return _Runner(loaded, device)
 
 
-def _sample(data: Any, specs: list, input_shape: Any, samples: int | None, seed: int,
-            input_range: tuple[float, float] | None) -> Sample:
+def build_sample(data: Any, specs: list, input_shape: Any, samples: int | None, seed: int,
+                 input_range: tuple[float, float] | None, images: ImageOptions | None = None) -> Sample:
+    """The sample a scan runs: `data` (a path, arrays, tensors) or a seeded synthetic one."""
     specs = resolve_specs(specs, input_shape)
     if data is None:
         return synthetic_sample(specs, samples, seed, input_range)
     if isinstance(data, (str, Path)):
-        return array_sample(load_data_file(Path(data)), specs, str(data), samples)
+        return array_sample(load_data_file(Path(data), images), specs, str(data), samples)
     return array_sample(as_arrays(data), specs, "array", samples)

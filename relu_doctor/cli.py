@@ -228,6 +228,11 @@ def scan(
     input_range: str | None = typer.Option(
         None, "--input-range", metavar="LO,HI", help="Synthetic inputs uniform in LO,HI instead of standard normal."
     ),
+    image_size: str | None = typer.Option(
+        None, "--image-size", metavar="H,W", help="With --data FOLDER of images: resize them to H,W."
+    ),
+    mean: str | None = typer.Option(None, "--mean", metavar="R,G,B", help="Images: subtract this mean."),
+    std: str | None = typer.Option(None, "--std", metavar="R,G,B", help="Images: divide by this std."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="cpu, cuda or auto."),
     arch: str | None = typer.Option(
         None, "--arch", metavar="MODULE:CALLABLE", help="MODULE:CALLABLE building the model for a state dict."
@@ -295,6 +300,9 @@ def scan(
                 samples=samples,
                 batch_size=_batch_size(batch_size),
                 max_batches=max_batches,
+                image_size=image_size,
+                mean=mean,
+                std=std,
                 shard=shard,
                 seed=seed,
                 device=device,

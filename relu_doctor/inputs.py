@@ -248,12 +248,15 @@ def check_batch_size(batch_size: int, specs: list[InputSpec]) -> None:
         )
 
 
-def load_data_file(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
-    """Read --data: .npy, .npz or .pt (tensors loaded with weights_only=True)."""
+def load_data_file(path: Path, images: Any = None) -> dict[str, np.ndarray] | list[np.ndarray]:
+    """Read --data: .npy, .npz, .pt (tensors loaded with weights_only=True) or a folder of
+    images (`images`: images.ImageOptions)."""
     if not path.exists():
         raise UserError(f"data file not found: {path}")
     if path.is_dir():
-        raise UserError(f"--data {path} is a folder", "Pass a .npy, .npz or .pt file.")
+        from .images import ImageOptions, load_image_folder
+
+        return [load_image_folder(path, images or ImageOptions())]
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":

@@ -118,7 +118,7 @@ def patch_file(
     include_smooth = bool(report.settings.get("include_smooth", False))
     specs, fixed_batch = _specs(loaded, opts.device)
     # the scan's own sample (same data, seed and shapes), for the rewrite's example and the checks
-    sample = api._sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range))
+    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range))
     patched, example = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
     try:
         # torch.export reads and writes only paths ending in .pt2

@@ -65,8 +65,8 @@ def scan(
     auto_batch = batch_size == "auto"
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
-    runner = _runner(loaded, device)
-    sample = build_sample(data, runner.specs, input_shape, samples, seed,
+    backend = _Backend(loaded, device)
+    sample = build_sample(data, backend.specs, input_shape, samples, seed,
                           input_range if not isinstance(input_range, str) else parse_range(input_range),
                           image_options(image_size, mean, std))
     whole = sample.count
@@ -74,55 +74,60 @@ def scan(
     if shard is not None:
         sample = sample.shard(*shard)
     world = current_world()
-    if world.size > 1:
+    if world.size > 1:  # torchrun: each rank its own part, then all-reduce
         sample = sample.shard(world.rank, world.size)
-    if auto_batch:
-        batch_size = runner.auto_batch_size(sample)
-    assert isinstance(batch_size, int)
-    batch_size = runner.fixed_batch or batch_size
-    check_batch_size(batch_size, sample.specs)
+    size = backend.fixed_batch or (backend.auto_batch_size(sample) if auto_batch else int(batch_size))
+    check_batch_size(size, sample.specs)
     if max_batches is not None:
-        sample = replace(sample, count=min(sample.count, max_batches * batch_size))
-    done = 0
+        sample = replace(sample, count=min(sample.count, max_batches * size))
 
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, sample.count)
-
-    result = runner.capture(sample, batch_size, neuron_axis, include_smooth, advance)
-    captured = all_reduce_sites(result.sites, world)
+    result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count))
     count = all_reduce_count(sample.count, world)
-    nonfinite_inputs = all_reduce_count(sample.nonfinite_inputs, world)
-    sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
-             for i, s in enumerate(captured)]
-    warnings = sample.warnings + result.warnings
-    if nonfinite_inputs:
-        warnings.append(f"the inputs hold {nonfinite_inputs} NaN or infinite values: "
-                        "activations that depend on them are counted in each site's nonfinite")
-    if not sites:
-        warnings.append("no ReLU-family activation ran in this model")
-    small = small_sample_warning(count)
-    if small:
-        warnings.append(small)
     sample_info = {
-        "source": sample.source, "samples": count, "batch_size": batch_size,
+        "source": sample.source, "samples": count, "batch_size": size,
         "seed": seed if sample.source == "synthetic" else None, "inputs": sample.describe_inputs(),
     }
     if shard is not None:
-        sample_info["shard"] = f"{shard[0]}/{shard[1]}"
-        sample_info["of_samples"] = whole
+        sample_info.update(shard=f"{shard[0]}/{shard[1]}", of_samples=whole)
+    sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
+             for i, s in enumerate(all_reduce_sites(result.sites, world))]
     report = Report(
         model=loaded.describe(),
         sample=sample_info,
         settings={"tau": tau, "neuron_axis": neuron_axis, "include_smooth": include_smooth,
                   "select": list(select), "ignore": list(ignore)},
         sites=sites,
-        warnings=warnings,
+        warnings=sample.warnings + result.warnings + _sample_warnings(
+            count, all_reduce_count(sample.nonfinite_inputs, world), bool(sites)),
     )
     report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio)
     return report
+
+
+def _progress_reporter(progress: Progress | None, total: int) -> Callable[[int], None]:
+    """Turn the backends' "n more samples done" into the caller's (done, total)."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    return advance
+
+
+def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> list[str]:
+    warnings = []
+    if nonfinite_inputs:
+        warnings.append(f"the inputs hold {nonfinite_inputs} NaN or infinite values: "
+                        "activations that depend on them are counted in each site's nonfinite")
+    if not any_site:
+        warnings.append("no ReLU-family activation ran in this model")
+    small = small_sample_warning(samples)
+    if small:
+        warnings.append(small)
+    return warnings
 
 
 def _check_settings(samples: int | None, batch_size: Any, tau: float, neuron_axis: str,
@@ -160,8 +165,8 @@ def _torch_format_of(obj: Any) -> str:
                     "Pass a path, an nn.Module, a ScriptModule, an ExportedProgram or an onnx.ModelProto.")
 
 
-class _Runner:
-    """The backend for a loaded model, behind one small interface."""
+class _Backend:
+    """The torch or ONNX backend of a loaded model, behind one small interface."""
 
     def __init__(self, loaded: LoadedModel, device: str) -> None:
         self.is_onnx = loaded.format == ONNX
@@ -184,10 +189,6 @@ class _Runner:
     def capture(self, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
                 progress: Callable[[int], None]) -> Any:
         return self.backend.capture(self.model, sample, batch_size, neuron_axis, include_smooth, progress)
-
-
-def _runner(loaded: LoadedModel, device: str) -> _Runner:
-    return _Runner(loaded, device)
 
 
 def build_sample(data: Any, specs: list, input_shape: Any, samples: int | None, seed: int,

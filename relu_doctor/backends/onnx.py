@@ -1,0 +1,156 @@
+"""Capture in ONNX models with onnxruntime: reductions inside the graph, sums in numpy.
+
+`find_sites` (onnx_graph.py) lists the sites, `instrument` (onnx_instrument.py) adds the
+reduction nodes after each one, and onnxruntime returns per-(sample, neuron) partials
+that `SiteAccumulator` (onnx_counters.py) adds up into the counters of stats.py.
+This path never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import UserError
+from ..inputs import InputSpec, Sample
+from . import CapturedSite, CaptureResult
+from .onnx_counters import SiteAccumulator
+from .onnx_graph import find_sites
+from .onnx_instrument import SitePlan, instrument, make_session, plan_sites, static_shapes
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+@dataclass
+class OnnxModel:
+    """A model ready to run: its graph, what it says about its inputs, where it runs."""
+
+    proto: onnx.ModelProto
+    specs: list[InputSpec]
+    fixed_batch: int | None
+    providers: list[Any]
+    input_dtypes: dict[str, np.dtype]
+    threads: int | None = None  # onnxruntime intra-op threads (None: its default, one per core)
+
+
+def resolve_device(device: str) -> list[Any]:
+    """onnxruntime execution providers for --device auto | cpu | cuda."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    # TF32 would round the activations that the in-graph reductions read (the 1x1 convs
+    # that count positives and find the minimum); keep CUDA in full float32.
+    cuda = [(CUDA, {"use_tf32": 0}), CPU]
+    if device == "auto":
+        return cuda if CUDA in available else [CPU]
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" or device.startswith("cuda:"):
+        if CUDA not in available:
+            raise UserError("--device cuda, but this onnxruntime has no CUDA execution provider",
+                            "Install onnxruntime-gpu, or use --device cpu / auto.")
+        if ":" in device:
+            cuda[0] = (CUDA, {"use_tf32": 0, "device_id": int(device.split(":", 1)[1])})
+        return cuda
+    raise UserError(f"unknown --device {device!r}", "Use cpu, cuda or auto.")
+
+
+def prepare(model: onnx.ModelProto, providers: list[Any]) -> OnnxModel:
+    """Read the graph's inputs: per-sample shapes (None for symbolic dims) and a fixed batch."""
+    initializers = {t.name for t in model.graph.initializer}
+    specs, dtypes, fixed_batch = [], {}, None
+    for inp in model.graph.input:
+        if inp.name in initializers:  # old exporters list weights as inputs too
+            continue
+        if not inp.type.HasField("tensor_type"):
+            raise UserError(f"model input {inp.name!r} is not a tensor", "relu-doctor feeds tensor inputs only.")
+        t = inp.type.tensor_type
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+        except Exception:
+            raise UserError(f"model input {inp.name!r} has an element type numpy cannot hold") from None
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim] \
+            if t.HasField("shape") else None
+        if dims and dims[0] is not None and fixed_batch is None and not specs:
+            fixed_batch = dims[0]  # a batch dim fixed at export (often 1) sets the batch size
+        specs.append(InputSpec(inp.name, tuple(dims[1:]) if dims else None, dtype.name))
+        dtypes[inp.name] = dtype
+    return OnnxModel(model, specs, fixed_batch, providers, dtypes)
+
+
+def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
+            include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
+    """Run the sample through the instrumented graph and return the counters of every site."""
+    search = find_sites(model.proto, include_smooth)
+    rows = model.fixed_batch or batch_size
+    shapes = static_shapes(model.proto, {s.name: [rows, *(s.shape or ())] for s in sample.specs})
+    plans, warnings = plan_sites(search.sites, shapes, neuron_axis)
+    warnings = search.warnings + warnings
+    session = _session(model, instrument(model.proto, plans))
+    fetch = list(dict.fromkeys(name for p in plans for name in p.outputs.values()))
+    accumulators = [SiteAccumulator(p, neuron_axis) for p in plans]
+    exact_sessions: dict[tuple[int, ...], tuple[Any, list[SitePlan]]] = {}
+    for batch in sample.batches(batch_size, model.fixed_batch):
+        feeds = {s.name: np.asarray(a, model.input_dtypes.get(s.name)) for s, a in zip(sample.specs, batch.arrays)}
+        results = dict(zip(fetch, _run(session, fetch or None, feeds)))
+        redo = [acc for acc in accumulators
+                if not acc.add({role: results[name] for role, name in acc.plan.outputs.items()}, batch.valid)]
+        if redo:
+            _exact(model, redo, feeds, batch.valid, exact_sessions)
+        if progress:
+            progress(batch.valid)
+    sites = []
+    for acc in accumulators:
+        site = acc.plan.site
+        if not acc.ran:
+            warnings.append(f"site {site.name} never ran on this sample (its If branch was not taken)")
+            continue
+        sites.append(CapturedSite(site.name, site.kind, site.op, site.params, list(acc.shape or []),
+                                  int(acc.axis or 0), acc.counters()))
+    return CaptureResult(sites, warnings)
+
+
+def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.ndarray], valid: int,
+           cache: dict[tuple[int, ...], tuple[Any, list[SitePlan]]]) -> None:
+    """Re-run a batch whose partials were not finite, with the raw outputs of those sites."""
+    key = tuple(acc.plan.index for acc in redo)
+    if key not in cache:
+        plans = [dataclasses.replace(acc.plan, outputs={}) for acc in redo]
+        cache[key] = (_session(model, instrument(model.proto, plans, raw=True)), plans)
+    session, plans = cache[key]
+    fetch = [p.outputs["raw"] for p in plans]
+    for acc, y in zip(redo, _run(session, fetch, feeds)):
+        acc.add_raw(y, valid)
+
+
+def _session(model: OnnxModel, instrumented: onnx.ModelProto) -> Any:
+    try:
+        return make_session(instrumented, model.providers, model.threads)
+    except Exception as e:
+        try:  # does onnxruntime take the model as it is? Then the instrumentation is at fault
+            make_session(model.proto, model.providers, model.threads)
+        except Exception as original:
+            raise UserError(f"onnxruntime cannot run this model: {_first_line(original)}",
+                            "Check that the model runs in onnxruntime (opset 7 or later).") from None
+        raise RuntimeError(f"the instrumented model does not load in onnxruntime: {_first_line(e)}") from e
+
+
+def _run(session: Any, fetch: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return session.run(fetch, feeds)
+    except Exception as e:  # onnxruntime's Fail / InvalidArgument for inputs that do not fit
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+        raise UserError(f"the model failed on inputs {shapes}: {_first_line(e)}",
+                        "Check --input-shape / --data against what the model expects.") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]

@@ -1,0 +1,135 @@
+"""Turn the per-batch outputs of an instrumented ONNX graph into a site's SiteCounters.
+
+The graph returns per-(sample, neuron) partials; here they are summed over the batch's
+valid rows in int64 / float64, the same counters backends/torch_reduce.py produces.
+A batch whose fast partials are not all finite (NaN, inf, or a float32 sum that
+overflowed) is refused (`add` returns False): the caller re-runs it with the site's raw
+output, which `add_raw` reduces exactly, non-finite entries counted apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UserError
+from ..kinds import KINDS
+from ..stats import SiteCounters
+from .onnx_instrument import POOL, REDUCE, SitePlan, neuron_axis
+
+
+class SiteAccumulator:
+    """Running int64 / float64 sums for one site."""
+
+    def __init__(self, plan: SitePlan, neuron_axis_override: str) -> None:
+        self.plan = plan
+        self.override = neuron_axis_override
+        self.nonnegative = KINDS[plan.site.kind].nonnegative
+        self.bounded = plan.site.kind in ("relu6", "clip")
+        self.axis = plan.axis
+        self.shape = plan.shape
+        self.neurons = plan.neurons
+        self.rows = self.samples = self.nonfinite = 0
+        self.total, self.max = 0.0, float("-inf")
+        self.fires = self.sample_fires = self.abs_sum = self.min = None  # type: ignore[assignment]
+        if self.neurons is not None:
+            self._allocate(self.neurons)
+
+    def _allocate(self, c: int) -> None:
+        self.fires = np.zeros(c, np.int64)
+        self.sample_fires = np.zeros(c, np.int64)
+        self.abs_sum = np.zeros(c, np.float64)
+        self.min = np.full(c, np.inf) if self.bounded else None
+
+    @property
+    def ran(self) -> bool:
+        return self.samples > 0
+
+    def add(self, outputs: dict[str, np.ndarray], valid: int) -> bool:
+        """Add one batch of a pool / reduce / raw plan; False when it must be re-run exactly."""
+        if self.plan.method not in (POOL, REDUCE):
+            self.add_raw(outputs["raw"], valid)
+            return True
+        c, p = self.neurons or 0, self.plan.positions or 0
+        rows = outputs["pool" if self.plan.method == POOL else "sum"].shape[0]
+        if rows == 0:  # a site in the If branch this batch did not take
+            return True
+        n = min(valid, rows)
+        if self.plan.method == POOL:  # one (rows, parts x c, 1, ...) block: split it into its parts
+            block = outputs["pool"].reshape(rows, -1, c)
+            outputs = {role: block[:, i] for i, role in enumerate(self.plan.pool_parts)}
+        part = {role: a.reshape(rows, c)[:n].astype(np.float64) for role, a in outputs.items() if a.ndim}
+        top = float(outputs["max"]) if outputs["max"].ndim == 0 else float(part["max"].max(initial=-np.inf))
+        if not (np.isfinite(top) and all(np.isfinite(a).all() for a in part.values())):
+            return False
+        if self.plan.method == POOL:  # means over the p positions: back to sums
+            sums = part["mean"] * p
+            counts = part["count_mean"] * p
+            abs_sums = sums if self.nonnegative else np.maximum(2 * part["pos_mean"] * p - sums, np.abs(sums))
+            mins = -part["neg_max"] if self.bounded else None
+        else:
+            sums, counts = part["sum"], part["count"]
+            abs_sums = sums if self.nonnegative else part["abs"]
+            mins = part.get("min")
+        fired = np.minimum(np.rint(counts), p).astype(np.int64)
+        fired[(fired == 0) & (counts > 0)] = 1  # a positive entry too small to count as 1 still fired
+        self._accumulate(fired, abs_sums, float(sums.sum()), top, mins, n, p)
+        return True
+
+    def add_raw(self, y: np.ndarray, valid: int) -> None:
+        """Reduce a site's output exactly (float64; NaN/inf counted apart, as the torch backend does)."""
+        if y.ndim == 0 or y.shape[0] == 0:
+            return
+        y = y[: min(valid, y.shape[0])]
+        axis = self.axis if self.axis is not None and self.shape is not None else neuron_axis(
+            y.ndim, self.plan.site.axis_rule, self.override)
+        y3, red = _rows_positions_neurons(y, axis)
+        c = y3.shape[2 if red == 1 else 1]
+        if self.neurons is None:
+            self.axis, self.shape, self.neurons = axis, list(y.shape[1:]), c
+            self._allocate(c)
+        elif c != self.neurons:
+            raise UserError(f"site {self.plan.site.name} changed its number of neurons between batches "
+                            f"({self.neurons} -> {c})")
+        finite = np.isfinite(y3)
+        nonfinite = int(y3.size - np.count_nonzero(finite))
+        y64 = np.where(finite, y3, 0).astype(np.float64)
+        fired = np.count_nonzero(y3 > 0, axis=red)
+        sums = y64.sum(red)
+        abs_sums = sums if self.nonnegative else np.abs(y64).sum(red)
+        top = float(y3.max()) if y3.size else float("-inf")  # NaN propagates, as torch.amax does
+        mins = y3.min(axis=red).astype(np.float64) if self.bounded and y3.size else None
+        self._accumulate(fired.astype(np.int64), abs_sums, float(sums.sum()), top, mins, y3.shape[0],
+                         y3.shape[red], nonfinite)
+
+    def _accumulate(self, fired: np.ndarray, abs_sums: np.ndarray, total: float, top: float,
+                    mins: np.ndarray | None, samples: int, positions: int, nonfinite: int = 0) -> None:
+        self.fires += fired.sum(0)
+        self.sample_fires += (fired > 0).sum(0)
+        self.abs_sum += abs_sums.sum(0)
+        self.total += total
+        self.max = float(np.maximum(self.max, top))
+        if self.min is not None and mins is not None and mins.size:
+            self.min = np.minimum(self.min, mins.min(0))
+        self.rows += samples * positions
+        self.samples += samples
+        self.nonfinite += nonfinite
+
+    def counters(self) -> SiteCounters:
+        return SiteCounters(
+            neurons=self.neurons or 0, rows=self.rows, samples=self.samples,
+            fires=self.fires, sample_fires=self.sample_fires, abs_sum=self.abs_sum,
+            min=self.min, total=self.total, max=self.max, nonfinite=self.nonfinite,
+        )
+
+
+def _rows_positions_neurons(y: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
+    """y (samples first) as 3-D with the neuron axis kept, and the axis to reduce (the
+    numpy twin of torch_reduce.as_rows_positions_neurons)."""
+    n = y.shape[0]
+    if y.ndim == 1:
+        return y.reshape(n, 1, 1), 2
+    if axis == 1:
+        return y.reshape(n, y.shape[1], -1), 2
+    if axis != y.ndim - 1:
+        y = np.moveaxis(y, axis, -1)
+    return y.reshape(n, -1, y.shape[-1]), 1

@@ -1,0 +1,369 @@
+"""Find the activation sites of an ONNX graph, in execution order, with their neuron-axis rule.
+
+What counts as a site is decided by kinds.py (`classify_onnx`); this module reads the
+graph around each node: constant inputs (initializers, Constant nodes), the exporters'
+written-out hard-swish / silu shapes, which layer produced a tensor, and the If / Loop /
+Scan subgraphs that a site may live in.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import ChainMap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..kinds import (
+    ABSENT,
+    KINDS,
+    ONNX_CANDIDATE_OPS,
+    ONNX_HARD_SIGMOID_SCALE,
+    ONNX_HARD_SIGMOID_SHIFT,
+    ONNX_SIGMOID_OPS,
+    Activation,
+    classify_onnx,
+)
+
+# Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...),
+# the same rule as the torch backend: channel axis after a convolution, last after a matmul.
+CHANNEL, LAST = "channel", "last"
+_CHANNEL_PRODUCERS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "DeformConv"})
+_LAST_AXIS_PRODUCERS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "FusedGemm",
+                                  "MatMulNBits", "Einsum"})
+_AXIS_RESETTERS = frozenset({"Transpose"})  # after it, the old axis no longer means the same thing
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_BRANCHES = ("then_branch", "else_branch")
+_LOOPS = frozenset({"Loop", "Scan"})
+_SMALL = 64  # constants larger than this are never a bound or a zero: skip converting them
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step down into a subgraph: the If node (by index in its graph) and the branch."""
+
+    node_index: int
+    branch: str  # "then_branch" | "else_branch"
+
+
+@dataclass
+class GraphSite:
+    """A site found in the graph: what to measure and where it lives."""
+
+    name: str
+    kind: str
+    op: str
+    params: dict[str, float]
+    output: str  # the tensor measured
+    scope: tuple[Step, ...] = ()  # If branches from the main graph down to the site
+    axis_rule: str | None = None  # CHANNEL / LAST from the producer walk, None if unknown
+
+
+@dataclass
+class _Scope:
+    """One (sub)graph with name lookups that see the enclosing graphs too."""
+
+    graph: onnx.GraphProto
+    constants: ChainMap  # tensor name -> TensorProto or np.ndarray
+    producers: ChainMap  # tensor name -> NodeProto
+    consumers: dict[str, list[onnx.NodeProto]]
+    tags: ChainMap  # tensor name -> CHANNEL / LAST
+    path: tuple[Step, ...] = ()
+    prefix: str = ""  # name prefix for unnamed nodes of subgraphs
+    in_loop: bool = False
+
+    def child(self, graph: onnx.GraphProto, step: Step | None, prefix: str, in_loop: bool) -> _Scope:
+        return _Scope(graph, self.constants.new_child(), self.producers.new_child(), {}, self.tags.new_child(),
+                      self.path + ((step,) if step else ()), prefix, in_loop)
+
+
+@dataclass
+class SiteSearch:
+    """The result: measurable sites in execution order, and what could not be measured."""
+
+    sites: list[GraphSite] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in _DEFAULT_DOMAINS:
+            return int(entry.version)
+    return 1
+
+
+def topological(graph: onnx.GraphProto) -> list[int]:
+    """Node indices in execution order (stable: the file's order where it is already valid)."""
+    produced_by: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        for out in node.output:
+            if out:
+                produced_by[out] = i
+    waiting = [0] * len(graph.node)
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        deps = {produced_by[name] for name in _node_inputs(node) if name in produced_by}
+        deps.discard(i)
+        waiting[i] = len(deps)
+        for d in deps:
+            users.setdefault(d, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users.get(i, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(graph.node):  # a cycle: leave the rest in file order; onnxruntime will refuse it
+        done = set(order)
+        order += [i for i in range(len(graph.node)) if i not in done]
+    return order
+
+
+def _node_inputs(node: onnx.NodeProto) -> Iterator[str]:
+    """A node's inputs, including the outer-scope names its subgraphs read."""
+    yield from (name for name in node.input if name)
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield from _outer_names(attr.g)
+
+
+def _outer_names(graph: onnx.GraphProto) -> Iterator[str]:
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    local |= {o for n in graph.node for o in n.output}
+    for node in graph.node:
+        for name in _node_inputs(node):
+            if name not in local:
+                yield name
+
+
+def find_sites(model: onnx.ModelProto, include_smooth: bool = False) -> SiteSearch:
+    """Every site of `model` in execution order; sites inside Loop/Scan bodies become warnings."""
+    graph = model.graph
+    root = _Scope(graph, ChainMap(), ChainMap(), {}, ChainMap())
+    search = SiteSearch()
+    names: dict[str, int] = {}
+    _walk(root, include_smooth, search, names)
+    return search
+
+
+def _index_scope(scope: _Scope) -> None:
+    g = scope.graph
+    for t in g.initializer:
+        scope.constants[t.name] = t
+    for inp in g.input:  # a graph input shadows an outer constant of the same name
+        if inp.name not in scope.constants.maps[0]:
+            scope.constants.maps[0][inp.name] = None
+    for node in g.node:
+        for out in node.output:
+            scope.producers[out] = node
+        for name in set(_node_inputs(node)):  # subgraphs reading a tensor use it too
+            scope.consumers.setdefault(name, []).append(node)
+        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS and node.output:
+            scope.constants[node.output[0]] = node
+    for out in g.output:
+        scope.consumers.setdefault(out.name, [])
+
+
+def _walk(scope: _Scope, include_smooth: bool, search: SiteSearch, names: dict[str, int]) -> None:
+    _index_scope(scope)
+    g = scope.graph
+    for index in topological(g):
+        node = g.node[index]
+        _tag(scope, node)
+        for attr in node.attribute:
+            if attr.type != onnx.AttributeProto.GRAPH:
+                continue
+            label = f"{_base_name(scope, node, index)}/{attr.name}"
+            if node.op_type == "If" and attr.name in _BRANCHES and not scope.in_loop:
+                child = scope.child(attr.g, Step(index, attr.name), label, False)
+            else:
+                child = scope.child(attr.g, None, label, True)
+            _walk(child, include_smooth, search, names)
+        if node.domain not in _DEFAULT_DOMAINS:
+            continue
+        found = _classify(scope, node, include_smooth)
+        if found is None:
+            continue
+        activation, measured = found  # a written-out activation is measured at its last node
+        name = _unique(_base_name(scope, node, index), names)
+        if scope.in_loop:
+            search.warnings.append(f"site {name} ({node.op_type}) is inside a Loop/Scan body: not measured")
+            continue
+        out = measured.output[0]
+        search.sites.append(GraphSite(name, activation.kind, node.op_type, dict(activation.params), out,
+                                      scope.path, scope.tags.get(out)))
+
+
+def _classify(scope: _Scope, node: onnx.NodeProto, include_smooth: bool) -> tuple[Activation, onnx.NodeProto] | None:
+    """The activation this node applies and the node whose output to measure, or None."""
+    op = node.op_type
+    if op in ONNX_SIGMOID_OPS:
+        final = _gated_product(scope, node)
+        if final is None or not include_smooth:
+            return None
+        return Activation(ONNX_SIGMOID_OPS[op], {}), final
+    if op not in ONNX_CANDIDATE_OPS:
+        return None
+    activation = classify_onnx(op, _attributes(node), [_constant(scope, n) if n else ABSENT for n in node.input],
+                               include_smooth)
+    if activation is None:
+        return None
+    if activation.kind == "relu6" and _is_hard_sigmoid_clip(scope, node):
+        final = _hard_swish_end(scope, node)
+        if final is not None and include_smooth:
+            return Activation("hardswish", {}), final
+        return None  # part of a hard-sigmoid / hard-swish: that smooth activation, not a relu6 site
+    if KINDS[activation.kind].smooth and not include_smooth:
+        return None
+    return activation, node
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.type != onnx.AttributeProto.GRAPH}
+
+
+def _constant(scope: _Scope, name: str, depth: int = 0) -> Any:
+    """The value of a constant tensor (follows Identity / Cast), None if computed at run time."""
+    source = scope.constants.get(name)
+    if source is None:
+        producer = scope.producers.get(name)
+        if producer is not None and producer.op_type in ("Identity", "Cast") and depth < 8 and producer.input:
+            value = _constant(scope, producer.input[0], depth + 1)
+            if value is not None and producer.op_type == "Cast":
+                to = _attributes(producer).get("to")
+                value = value.astype(helper.tensor_dtype_to_np_dtype(to)) if to else value
+            return value
+        return None
+    try:
+        if isinstance(source, onnx.TensorProto):
+            return _small_array(source)
+        attrs = _attributes(source)  # a Constant node
+        for key in ("value_float", "value_int"):
+            if key in attrs:
+                return np.array(attrs[key])
+        for key in ("value_floats", "value_ints"):
+            if key in attrs:
+                return np.array(attrs[key])
+        if "value" in attrs:
+            return _small_array(attrs["value"])
+    except Exception:  # external data not loaded, odd types: treat as computed
+        return None
+    return None
+
+
+def _small_array(t: onnx.TensorProto) -> np.ndarray | None:
+    if int(np.prod(t.dims, dtype=np.int64)) > _SMALL:
+        return None
+    return numpy_helper.to_array(t)
+
+
+def _is_value(value: Any, target: float) -> bool:
+    return value is not None and np.size(value) == 1 and abs(float(np.reshape(value, -1)[0]) - target) < 1e-6
+
+
+def _only_consumer(scope: _Scope, name: str) -> onnx.NodeProto | None:
+    users = scope.consumers.get(name, [])
+    is_output = any(o.name == name for o in scope.graph.output)
+    return users[0] if len(users) == 1 and not is_output else None
+
+
+def _other_input(node: onnx.NodeProto, name: str) -> str | None:
+    others = [i for i in node.input if i != name]
+    return others[0] if len(node.input) == 2 and len(others) == 1 else None
+
+
+def _is_div_by_scale(scope: _Scope, node: onnx.NodeProto | None, name: str) -> bool:
+    """node computes name / 6 (or name * 1/6)."""
+    if node is None or len(node.input) != 2:
+        return False
+    if node.op_type == "Div" and node.input[0] == name:
+        return _is_value(_constant(scope, node.input[1]), ONNX_HARD_SIGMOID_SCALE)
+    if node.op_type == "Mul":
+        other = _other_input(node, name)
+        return other is not None and _is_value(_constant(scope, other), 1 / ONNX_HARD_SIGMOID_SCALE)
+    return False
+
+
+def _shifted_input(scope: _Scope, node: onnx.NodeProto) -> str | None:
+    """x when this node's data input is x + 3, else None."""
+    add = scope.producers.get(node.input[0]) if node.input else None
+    if add is None or add.op_type != "Add" or len(add.input) != 2:
+        return None
+    for a, b in (add.input, reversed(add.input)):
+        if _is_value(_constant(scope, b), ONNX_HARD_SIGMOID_SHIFT) and _constant(scope, a) is None:
+            return a
+    return None
+
+
+def _is_hard_sigmoid_clip(scope: _Scope, clip: onnx.NodeProto) -> bool:
+    """Clip(x + 3, 0, 6) followed by / 6, directly or after a product with x."""
+    x = _shifted_input(scope, clip)
+    if x is None:
+        return False
+    y = clip.output[0]
+    after = _only_consumer(scope, y)
+    if _is_div_by_scale(scope, after, y):
+        return True
+    if after is not None and after.op_type == "Mul" and _other_input(after, y) == x:
+        return _is_div_by_scale(scope, _only_consumer(scope, after.output[0]), after.output[0])
+    return False
+
+
+def _hard_swish_end(scope: _Scope, clip: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The last node of x * Clip(x + 3, 0, 6) / 6 (either order), None for a hard-sigmoid."""
+    x = _shifted_input(scope, clip)
+    first = _only_consumer(scope, clip.output[0])
+    if first is None or x is None:
+        return None
+    second = _only_consumer(scope, first.output[0])
+    if first.op_type == "Mul" and _other_input(first, clip.output[0]) == x:
+        return second  # (x * clip) / 6
+    if second is not None and second.op_type == "Mul" and _other_input(second, first.output[0]) == x:
+        return second  # x * (clip / 6)
+    return None
+
+
+def _gated_product(scope: _Scope, gate: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The Mul of x * Sigmoid(x) (or x * HardSigmoid(x)) that this gate node feeds, if any."""
+    if not gate.input or not gate.output:
+        return None
+    mul = _only_consumer(scope, gate.output[0])
+    if mul is not None and mul.op_type == "Mul" and _other_input(mul, gate.output[0]) == gate.input[0]:
+        return mul
+    return None
+
+
+def _tag(scope: _Scope, node: onnx.NodeProto) -> None:
+    """Follow which layer produced each tensor (the neuron-axis rule)."""
+    op = node.op_type
+    if op in _CHANNEL_PRODUCERS:
+        tag: str | None = CHANNEL
+    elif op in _LAST_AXIS_PRODUCERS:
+        tag = LAST
+    elif op in _AXIS_RESETTERS:
+        return
+    else:
+        tag = next((scope.tags[i] for i in node.input if i in scope.tags), None)
+    if tag is not None:
+        for out in node.output:
+            if out:
+                scope.tags[out] = tag
+
+
+def _base_name(scope: _Scope, node: onnx.NodeProto, index: int) -> str:
+    if node.name:
+        return node.name
+    return f"{scope.prefix}/{node.op_type}_{index}" if scope.prefix else f"{node.op_type}_{index}"
+
+
+def _unique(base: str, names: dict[str, int]) -> str:
+    n = names[base] = names.get(base, 0) + 1
+    return base if n == 1 else f"{base}#{n}"

@@ -1,0 +1,77 @@
+"""Parity: every catalogue case exported to ONNX reports what the PyTorch scan reports.
+
+Both exporters: the TorchScript-based one (dynamo=False) for every case, and the
+torch.export-based one (dynamo=True, needs onnxscript) where it can export the case.
+The dynamo exporter takes seconds per model, so by default it runs on three cases that
+cover its spellings (clamp -> Max(x, 0), relu6 -> Clip, Linear on tokens -> MatMul);
+RELU_DOCTOR_SLOW_TESTS=1 runs it on every case.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import relu_doctor as rd
+from tests.models import CASES, ONNX_OPSET, Case, sample_data
+
+# ONNX has no RReLU: in eval mode it is a LeakyReLU with the mean slope, and exporters write that.
+ONNX_KIND = {"rrelu": "leaky_relu"}
+DYNAMO_DEFAULT = ("functional", "relu6", "mlp_tokens")
+DYNAMO_UNSUPPORTED = {"leaky": "the dynamo exporter has no ONNX function for aten.rrelu_with_noise"}
+ALL_DYNAMO = os.environ.get("RELU_DOCTOR_SLOW_TESTS") == "1"
+
+
+def export(case: Case, folder: Path, dynamo: bool) -> Path:
+    model = case.build()
+    example = torch.from_numpy(sample_data(case, n=4, seed=1))
+    path = folder / f"{case.name}.{'dynamo' if dynamo else 'ts'}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            program = torch.onnx.export(model, (example,), dynamo=True, verbose=False,
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
+            program.save(str(path))
+        else:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                              opset_version=ONNX_OPSET)
+    return path
+
+
+def params() -> list:
+    out = [pytest.param(c, False, id=f"{c.name}-torchscript") for c in CASES]
+    for c in CASES:
+        marks = []
+        if c.name in DYNAMO_UNSUPPORTED:
+            marks.append(pytest.mark.skip(reason=DYNAMO_UNSUPPORTED[c.name]))
+        elif not ALL_DYNAMO and c.name not in DYNAMO_DEFAULT:
+            marks.append(pytest.mark.skip(reason="dynamo export is slow: RELU_DOCTOR_SLOW_TESTS=1 runs it"))
+        out.append(pytest.param(c, True, id=f"{c.name}-dynamo", marks=[pytest.mark.slow, *marks]))
+    return out
+
+
+@pytest.mark.parametrize("case, dynamo", params())
+def test_onnx_export_reports_what_the_torch_scan_reports(case: Case, dynamo: bool, tmp_path: Path) -> None:
+    x = sample_data(case, n=40, seed=3)
+    expected = rd.scan(case.build(), data=x, batch_size=16)
+    got = rd.scan(export(case, tmp_path, dynamo), data=x, batch_size=16)
+    assert got.model["format"] == "onnx"
+    assert len(got.sites) == len(expected.sites) == len(case.sites)
+    for o, t, planted in zip(got.sites, expected.sites, case.sites):
+        where = f"{case.name}: {o.name} vs {t.name}"
+        assert o.kind == ONNX_KIND.get(t.kind, t.kind), where
+        assert (o.neurons, o.axis, o.shape) == (t.neurons, t.axis, t.shape), where
+        assert o.dead_indices == t.dead_indices == list(planted.dead), where
+        assert o.saturated == t.saturated == len(planted.saturated), where
+        assert (o.dormant, o.always_on, o.rarely_active) == (t.dormant, t.always_on, t.rarely_active), where
+        assert abs(o.sparsity - t.sparsity) <= 1e-6, where
+        assert o.mean == pytest.approx(t.mean, rel=1e-5, abs=1e-6), where
+        np.testing.assert_array_equal(o.counters.sample_fires, t.counters.sample_fires, err_msg=where)
+    assert abs(got.summary.sparsity - expected.summary.sparsity) <= 1e-6
+    assert got.summary.dormant == expected.summary.dormant

@@ -8,7 +8,7 @@ leaks. Adding an activation means adding it here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,4 +153,104 @@ def classify_aten(
     if include_smooth and aten_name in _SMOOTH_ATEN:
         kind = _SMOOTH_ATEN[aten_name]
         return Activation(kind, {})
+    return None
+
+
+# ---- ONNX ------------------------------------------------------------------------------
+# A node's inputs as the ONNX backend hands them to a classifier: the constant value
+# (a float, or a numpy array), None when the input is computed at run time, or ABSENT
+# when an optional input is left out (empty name) or not given at all.
+ABSENT = object()
+# Clip's attribute defaults before opset 11 (and what exporters write for "no bound").
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _onnx_scalar(value: Any) -> Any:
+    """A constant input as a Python float when it holds one number; else as given."""
+    if value is None or value is ABSENT:
+        return value
+    size = getattr(value, "size", None)
+    if size == 1:
+        return float(value.reshape(-1)[0])
+    return value if size is not None else float(value)
+
+
+def _onnx_bound(value: Any) -> Any:
+    """Clip bound: ABSENT / +-FLT_MAX / inf mean "no bound" (None); a non-constant stays unknown."""
+    value = _onnx_scalar(value)
+    if value is ABSENT or (isinstance(value, float) and abs(value) >= _FLOAT32_MAX):
+        return None
+    return value
+
+
+def _onnx_input(inputs: Sequence[Any], index: int) -> Any:
+    return inputs[index] if len(inputs) > index else ABSENT
+
+
+def _float32_repr(value: float) -> float:
+    """0.1 stored as a float32 attribute reads 0.10000000149...; report it as written (0.1):
+    7 significant digits is what a float32 holds."""
+    return float(f"{float(value):.7g}")
+
+
+def _onnx_clip(attrs: Mapping[str, Any], inputs: Sequence[Any]) -> Activation | None:
+    if "min" in attrs or "max" in attrs:  # opset < 11: bounds are attributes
+        lower, upper = attrs.get("min", -_FLOAT32_MAX), attrs.get("max", _FLOAT32_MAX)
+    else:  # opset >= 11: optional inputs
+        lower, upper = _onnx_input(inputs, 1), _onnx_input(inputs, 2)
+    lower, upper = _onnx_bound(lower), _onnx_bound(upper)
+    if upper is not None and not isinstance(upper, float):
+        return None  # a computed or tensor upper bound: cannot tell relu6 from clip
+    return _bounded(lower, upper)
+
+
+def _onnx_max(attrs: Mapping[str, Any], inputs: Sequence[Any]) -> Activation | None:
+    """Max(x, 0) in either order: exactly one computed input and one single zero."""
+    if len(inputs) != 2:
+        return None
+    consts = [_onnx_scalar(v) for v in inputs if v is not None]
+    if len(consts) == 1 and _is_zero(consts[0]):
+        return Activation("relu", {})
+    return None
+
+
+def _onnx_leaky(attrs: Mapping[str, Any], inputs: Sequence[Any]) -> Activation:
+    return Activation("leaky_relu", {"negative_slope": _float32_repr(attrs.get("alpha", 0.01))})
+
+
+def _onnx_thresholded(attrs: Mapping[str, Any], inputs: Sequence[Any]) -> Activation | None:
+    # ThresholdedRelu(x) = x if x > alpha else 0: a ReLU exactly when alpha == 0
+    return Activation("relu", {}) if attrs.get("alpha", 1.0) == 0 else None
+
+
+# ONNX op type (default domain) -> classifier of (attributes, constant inputs).
+_ONNX_CLASSIFIERS = {
+    "Relu": lambda attrs, inputs: Activation("relu", {}),
+    "LeakyRelu": _onnx_leaky,
+    "PRelu": lambda attrs, inputs: Activation("prelu", {}),
+    "Clip": _onnx_clip,
+    "Max": _onnx_max,
+    "ThresholdedRelu": _onnx_thresholded,
+}
+_SMOOTH_ONNX = {
+    "Elu": "elu", "Selu": "selu", "Celu": "celu", "Gelu": "gelu", "HardSwish": "hardswish",
+    "Mish": "mish", "Softplus": "softplus",
+}
+# Ops that exporters combine into smooth activations: x * Sigmoid(x) is silu,
+# x * HardSigmoid(x) and x * Clip(x + 3, 0, 6) / 6 are hardswish (a Clip(0, 6) inside one
+# is that activation, not a relu6 site). The ONNX backend matches these shapes.
+ONNX_SIGMOID_OPS = {"Sigmoid": "silu", "HardSigmoid": "hardswish"}
+ONNX_HARD_SIGMOID_SHIFT, ONNX_HARD_SIGMOID_SCALE = 3.0, 6.0
+ONNX_CANDIDATE_OPS = frozenset(_ONNX_CLASSIFIERS) | frozenset(_SMOOTH_ONNX)
+
+
+def classify_onnx(
+    op_type: str, attrs: Mapping[str, Any], inputs: Sequence[Any], include_smooth: bool = False
+) -> Activation | None:
+    """Classify one ONNX node of the default domain (`inputs`: see ABSENT above)."""
+    classifier = _ONNX_CLASSIFIERS.get(op_type)
+    if classifier is not None:
+        return classifier(attrs, inputs)
+    if include_smooth and op_type in _SMOOTH_ONNX:
+        return Activation(_SMOOTH_ONNX[op_type], {})
     return None

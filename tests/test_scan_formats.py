@@ -100,3 +100,34 @@ def test_container_levels_are_named_the_same_in_every_format() -> None:
     expected = ["a.b.1", "a.c", "stages.0", "stages.1"]
     for obj in (model, torch.jit.script(model), torch.jit.trace(model, x), torch.export.export(model, (x,))):
         assert [s.name for s in rd.scan(obj, x.numpy()).sites] == expected
+
+
+class _FlatTokens(torch.nn.Module):
+    """relu(linear(x.reshape(B * T, F))): samples and tokens flattened into the first axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3)
+        with torch.no_grad():  # planted: feature 0 never fires
+            self.lin.weight[0] = 0
+            self.lin.bias[0] = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, f = x.shape
+        return torch.relu(self.lin(x.reshape(b * t, f))).reshape(b, t, 3)
+
+
+def test_flattened_samples_are_split_back_into_samples() -> None:
+    import relu_doctor as rd
+
+    model = _FlatTokens().eval()
+    x = np.random.default_rng(0).standard_normal((10, 4, 6)).astype(np.float32)
+    logits = x.reshape(-1, 6) @ model.lin.weight.detach().numpy().T + model.lin.bias.detach().numpy()
+    fires = (logits > 0).sum(0)  # naive reference over all 40 token rows
+    sample_fires = (logits.reshape(10, 4, 3) > 0).any(1).sum(0)
+    program = torch.export.export(model, (torch.from_numpy(x[:2]),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    for obj in (model, torch.jit.script(model), program):
+        site = rd.scan(obj, x, batch_size=3).sites[0]  # 10 = 3 + 3 + 3 + 1: uneven batches
+        assert (site.shape, site.axis, site.dead_indices) == ([4, 3], 2, [0])
+        np.testing.assert_array_equal(site.counters.fires, fires)
+        np.testing.assert_array_equal(site.counters.sample_fires, sample_fires)

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..errors import UserError, summarize_exception
@@ -22,7 +21,7 @@ from ..inputs import InputSpec, Sample
 from ..kinds import KINDS, classify_aten, is_runtime_candidate
 from . import CapturedSite, CaptureResult
 from .torch_naming import CallOrigin, EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
-from .torch_reduce import TorchSiteAccumulator
+from .torch_reduce import Scratch, TorchSiteAccumulator
 
 # Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...)
 _CHANNEL_PRODUCERS = ("convolution", "conv1d", "conv2d", "conv3d", "conv_transpose", "mkldnn_convolution",
@@ -58,18 +57,32 @@ class _SiteState:
 
 
 class _CaptureMode(TorchDispatchMode):
+    # Every aten call of the forward pass runs the Python below: keep it lean.
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch >= 2.9 wraps __torch_dispatch__ of every mode in torch._dynamo.disable unless
+        # this says no: the first call then imports torch._dynamo (about a second) and every
+        # call pays for the wrapper. Nothing here is ever compiled.
+        return False
+
     def __init__(self, origins: Any, neuron_axis: str, include_smooth: bool) -> None:
         super().__init__()
         self.origins = origins
         self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
         self.include_smooth = include_smooth
         self.sites: dict[str, _SiteState] = {}  # in first-execution order
+        self.scratch = Scratch()  # shared by the sites' reductions
+        self._ops: dict[Any, tuple[str, str | None, bool]] = {}  # OpOverload -> _op_facts
         self.last_site: str | None = None
         self.candidates = 0  # candidate calls seen in this batch (graph formats align on it)
-        self.start_batch(0)
+        self.warnings: list[str] = []
+        self.unsplit: set[str] = set()  # sites already warned about
+        self.start_batch(0, 0)
 
-    def start_batch(self, valid_rows: int) -> None:
-        self.valid_rows = valid_rows
+    def start_batch(self, valid_rows: int, batch_rows: int) -> None:
+        self.valid_rows = valid_rows  # rows of the batch that belong to the sample
+        self.batch_rows = batch_rows  # rows fed to the model (a fixed batch pads the last one)
         self.candidates = 0
         self._name_counts = {}
         self._producer = WeakTensorKeyDictionary()
@@ -77,9 +90,13 @@ class _CaptureMode(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        op = func._overloadpacket.__name__
-        self._follow_producer(op, args, out)
-        if is_runtime_candidate(op):
+        facts = self._ops.get(func)
+        if facts is None:
+            facts = self._ops[func] = _op_facts(func)
+        op, tag, candidate = facts
+        if tag != _RESET:
+            self._follow_producer(tag, args, out)
+        if candidate:
             index = self.candidates
             self.candidates += 1
             activation = classify_aten(op, args, kwargs, self.include_smooth)
@@ -87,20 +104,20 @@ class _CaptureMode(TorchDispatchMode):
                 self._record(index, op, activation.kind, dict(activation.params), out)
         return out
 
-    def _follow_producer(self, op: str, args: tuple, out: Any) -> None:
-        if op.startswith(_CHANNEL_PRODUCERS):
-            tag: str | None = CHANNEL
-        elif op in _LAST_AXIS_PRODUCERS:
-            tag = LAST
-        elif op in _AXIS_RESETTERS:
-            return
+    def _follow_producer(self, tag: str | None, args: tuple, out: Any) -> None:
+        producer = self._producer
+        if tag is None:  # the output follows its first tagged input
+            for a in _tensors_in(args):
+                tag = producer.get(a)
+                if tag is not None:
+                    break
+            else:
+                return
+        if isinstance(out, torch.Tensor):
+            producer[out] = tag
         else:
-            tag = next((self._producer[a] for a in tree_flatten(args)[0]
-                        if isinstance(a, torch.Tensor) and a in self._producer), None)
-        if tag is not None:
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    self._producer[t] = tag
+            for t in _tensors_in(out):
+                producer[t] = tag
 
     def _axis(self, y: torch.Tensor) -> int:
         if y.dim() <= 2:
@@ -112,8 +129,7 @@ class _CaptureMode(TorchDispatchMode):
         origin = self.origins.origin(index)
         name = self._name(origin, kind)
         self.last_site = name
-        y = y[: self.valid_rows] if y.dim() and y.shape[0] > self.valid_rows else y
-        axis = self._axis(y)
+        y, axis = self._sample_first(y, self._axis(y), name)
         state = self.sites.get(name)
         if state is None:
             module_site = origin is not None and origin.is_activation_module
@@ -121,12 +137,33 @@ class _CaptureMode(TorchDispatchMode):
             state = self.sites[name] = _SiteState(
                 name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else f"aten.{op}",
                 params=params, shape=list(y.shape[1:]), axis=axis,
-                acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=_bounded(kind)),
+                acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=_bounded(kind),
+                                         scratch=self.scratch),
             )
         elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
             raise UserError(f"site {name} changed its number of neurons between batches "
                             f"({state.acc.neurons} -> {y.shape[axis]})")
         state.acc.update(y.detach(), axis)
+
+    def _sample_first(self, y: torch.Tensor, axis: int, name: str) -> tuple[torch.Tensor, int]:
+        """y with the sample as its first axis and the padding rows dropped, and its neuron axis.
+
+        A model may flatten samples and positions, relu(x.reshape(B * T, F)): the rows are
+        then sample-major, so (B, T, F) is the per-sample view. An activation whose first
+        axis is not a multiple of the batch cannot be split by sample: it is kept whole."""
+        rows = self.batch_rows
+        if y.dim() == 0 or rows == 0:
+            return y, axis
+        if y.shape[0] != rows and y.shape[0] % rows == 0:
+            y = y.reshape(rows, y.shape[0] // rows, *y.shape[1:])
+            axis += 1
+        elif y.shape[0] != rows:
+            if name not in self.unsplit:
+                self.unsplit.add(name)
+                self.warnings.append(f"site {name}: its first axis ({y.shape[0]}) is not the batch ({rows}), "
+                                     "so its per-sample counts (sample_fires) count rows, not inputs")
+            return y, axis
+        return y[: self.valid_rows], axis
 
     def _name(self, origin: CallOrigin | None, kind: str) -> str:
         return site_name(origin, kind, self._name_counts)
@@ -134,6 +171,35 @@ class _CaptureMode(TorchDispatchMode):
 
 def _bounded(kind: str) -> bool:
     return kind in ("relu6", "clip")
+
+
+_RESET = "reset"
+
+
+def _op_facts(func: Any) -> tuple[str, str | None, bool]:
+    """(aten name, what its output's neuron-axis tag is, whether it is a site candidate).
+
+    The tag is CHANNEL or LAST for producers, _RESET for ops after which the old axis no
+    longer means the same thing, None for ops whose output follows their inputs."""
+    op = func._overloadpacket.__name__
+    if op.startswith(_CHANNEL_PRODUCERS):
+        tag: str | None = CHANNEL
+    elif op in _LAST_AXIS_PRODUCERS:
+        tag = LAST
+    elif op in _AXIS_RESETTERS:
+        tag = _RESET
+    else:
+        tag = None
+    return op, tag, is_runtime_candidate(op)
+
+
+def _tensors_in(values: Any) -> Iterable[torch.Tensor]:
+    """The tensors among aten arguments or outputs: tensors, and lists / tuples of them."""
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from (t for t in v if isinstance(t, torch.Tensor))
 
 
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
@@ -146,7 +212,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
         with torch.inference_mode():
             for batch in sample.batches(batch_size, model.fixed_batch):
                 tensors = [_to_tensor(a, model) for a in batch.arrays]
-                mode.start_batch(batch.valid)
+                mode.start_batch(batch.valid, len(batch.arrays[0]) if batch.arrays else 0)
                 try:
                     with mode:
                         model.forward(*tensors)
@@ -167,7 +233,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
         warnings.append(origins.warning)
     sites = [CapturedSite(s.name, s.kind, s.op, s.params, s.shape, s.axis, s.acc.counters())
              for s in mode.sites.values()]
-    return CaptureResult(sites, warnings)
+    return CaptureResult(sites, warnings + mode.warnings)
 
 
 def _to_tensor(a: Any, model: TorchModel) -> torch.Tensor:

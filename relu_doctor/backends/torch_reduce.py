@@ -2,6 +2,23 @@
 
 Nothing here copies activations or syncs with the host per batch on an accelerator: the
 per-(sample, neuron) partials are summed into device tensors, read once at the end.
+
+On CPU this reduction is most of what a scan costs on top of the model
+(benchmarks/README.md), so it takes a faster road there:
+- The activation is reduced in chunks of about 1 MiB per intra-op thread: the first pass
+  over a chunk reads it from memory, the next ones find it in cache, and every temporary
+  is chunk-sized. A full-size temporary costs more than the passes themselves (its fresh
+  pages fault in). With one or two intra-op threads the chunks are reduced on one thread
+  (torch.set_num_threads(1) for the duration of the update, then restored).
+- Non-negative kinds (relu, relu6, clip) reduce in the activation's own dtype, with no
+  cast of the activation to float64 or int64: per (sample, neuron) row, the sum, the
+  count of positive entries as the sum of sign(y) (0 or 1, exact in float32 below 2**24),
+  and for bounded kinds the minimum, taken on the bits (for values >= 0 the integer order
+  of the bits is the float order, and the integer kernel has no NaN checks: 3x faster on
+  short rows). Row sums are float32 (cascade summation, relative error about 1e-7); from
+  there everything accumulates in float64 / int64 as on the exact road.
+- That road needs finite values: the host checks the batch total once (free on CPU), and
+  a batch holding NaN or inf takes the exact road, which counts them.
 """
 
 from __future__ import annotations
@@ -11,15 +28,26 @@ import torch
 
 from ..stats import SiteCounters
 
+CHUNK_PER_THREAD = 1 << 18  # elements: 1 MiB of float32, inside one core's L2
+# Up to this many intra-op threads the chunks are reduced on one thread: splitting a 1 MiB
+# chunk op in two saves ~15 us and costs a fork/join, and on a shared machine a worker
+# that is not scheduled makes each fork/join wait for a time slice (benchmarks/README.md).
+SERIAL_UP_TO_THREADS = 2
+_EXACT_COUNT_LIMIT = 1 << 24  # float32 holds every integer below this exactly
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}  # the dtypes of the fast road
+
 
 def as_rows_positions_neurons(y: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:
     """View y (samples first) as 3-D with the neuron axis kept; return it and the axis to reduce.
 
     Channel-first layouts become (N, C, P) and reduce dim 2; channel-last (N, P, C), dim 1.
+    A channels_last (NHWC in memory) activation is viewed channel-last: no copy.
     """
     n = y.shape[0]
     if y.dim() == 1:
         return y.reshape(n, 1, 1), 2
+    if axis == 1 and y.dim() > 2 and not y.is_contiguous() and y.movedim(1, -1).is_contiguous():
+        return y.movedim(1, -1).reshape(n, -1, y.shape[1]), 1
     if axis == 1:
         return y.reshape(n, y.shape[1], -1), 2
     if axis != y.dim() - 1:
@@ -27,15 +55,29 @@ def as_rows_positions_neurons(y: torch.Tensor, axis: int) -> tuple[torch.Tensor,
     return y.reshape(n, -1, y.shape[-1]), 1
 
 
+class Scratch:
+    """One reusable buffer for the sign(y) of a chunk; the sites of a scan share it."""
+
+    def __init__(self) -> None:
+        self._buf: torch.Tensor | None = None
+
+    def like(self, a: torch.Tensor) -> torch.Tensor:
+        buf = self._buf
+        if buf is None or buf.numel() < a.numel() or buf.dtype != a.dtype or buf.device != a.device:
+            buf = self._buf = torch.empty(a.numel(), dtype=a.dtype, device=a.device)
+        return buf[: a.numel()].view(a.shape)
+
+
 class TorchSiteAccumulator:
     """Device-side running sums for one site; `counters()` reads them out once."""
 
-    def __init__(self, neurons: int, device: torch.device, nonnegative: bool, keep_min: bool) -> None:
+    def __init__(self, neurons: int, device: torch.device, nonnegative: bool, keep_min: bool,
+                 scratch: Scratch | None = None) -> None:
         self.neurons = neurons
         self.nonnegative = nonnegative
-        # On CPU a finiteness check costs nothing, so the fast path can take the shortcut
-        # of count_nonzero; on an accelerator it would sync, so take the exact path always.
-        self.exact_always = device.type != "cpu"
+        # On an accelerator a finiteness check would sync, so it takes the exact road always.
+        self.on_cpu = device.type == "cpu"
+        self.scratch = scratch or Scratch()
         z = dict(device=device)
         self.rows = 0
         self.samples = 0
@@ -49,9 +91,72 @@ class TorchSiteAccumulator:
 
     def update(self, y: torch.Tensor, axis: int) -> None:
         y3, red = as_rows_positions_neurons(y, axis)
+        if not self.on_cpu:
+            self._update_exact(y3, red)
+            return
+        threads = torch.get_num_threads()
+        if threads == 1 or threads > SERIAL_UP_TO_THREADS:
+            self._update_cpu(y3, red, CHUNK_PER_THREAD * threads)
+            return
+        torch.set_num_threads(1)
+        try:
+            self._update_cpu(y3, red, CHUNK_PER_THREAD)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _update_cpu(self, y3: torch.Tensor, red: int, chunk: int) -> None:
+        if (self.nonnegative and y3.dtype in _BITS and y3.numel() and y3.shape[red] < _EXACT_COUNT_LIMIT
+                and self._update_fast(y3, red, chunk)):
+            return
+        step = max(1, chunk // max(1, y3[0].numel()))
+        for i in range(0, y3.shape[0], step):  # chunked too: float64 temporaries stay small
+            self._update_exact(y3[i: i + step], red)
+
+    def _update_fast(self, y3: torch.Tensor, red: int, chunk: int) -> bool:
+        """Non-negative values, chunk by chunk; False (nothing counted) if any is not finite."""
+        n, c = y3.shape[0], self.neurons
+        # per-(sample, neuron) row results, in y3's own order: (N*C,) or (N, C)
+        sums = y3.new_zeros((n * c,) if red == 2 else (n, c))
+        counts = torch.zeros_like(sums)
+        bits = _BITS[y3.dtype]
+        mins = sums.new_full(sums.shape, float("inf")).view(bits) if self.min is not None else None
+        blocks = _blocks(y3, red, chunk, sums, counts, mins)
+        maxes = y3.new_empty(len(blocks))
+        scratch = self.scratch.like(blocks[0][0])  # the first block is the largest
+        for (a, dim, row_sums, row_counts, row_mins, sample), m in zip(blocks, maxes.unbind()):
+            sign = torch.sign(a, out=scratch[: a.shape[0]])  # 1 where y > 0, else 0 (or -0.0)
+            if sample is None:  # the block holds every position of its rows
+                torch.sum(a, dim, out=row_sums)
+                torch.sum(sign, dim, out=row_counts)
+                if row_mins is not None:
+                    torch.amin(a.view(bits), dim, out=row_mins)
+            else:  # a block of one sample's positions (a large channel-last sample): add up
+                row_sums += a.sum(dim)
+                row_counts += sign.sum(dim)
+                if row_mins is not None:
+                    torch.minimum(row_mins, a.view(bits).amin(dim), out=row_mins)
+            torch.amax(a, out=m)
+        abs_sums = sums.view(n, c).sum(0, dtype=torch.float64)
+        total = float(abs_sums.sum())  # NaN or inf anywhere (or a float32 overflow) shows here
+        if total != total or total in (float("inf"), float("-inf")):
+            return False
+        counts = counts.view(n, c)
+        self.fires += counts.sum(0, dtype=torch.float64).to(torch.int64)
+        self.sample_fires += (counts > 0).sum(0)
+        self.abs_sum += abs_sums
+        self.total += total
+        self.max.clamp_(min=float(maxes.amax()))
+        if mins is not None and self.min is not None:
+            self.min = torch.minimum(self.min, mins.view(y3.dtype).view(n, c).amin(0).to(torch.float64))
+        self.rows += n * y3.shape[red]
+        self.samples += n
+        return True
+
+    def _update_exact(self, y3: torch.Tensor, red: int) -> None:
+        """Any values, NaN and inf included, in float64: the reference road."""
         sums = y3.sum(red, dtype=torch.float64)  # (N, C)
         abs_sums = sums if self.nonnegative else y3.abs().sum(red, dtype=torch.float64)
-        if self.exact_always or not bool(torch.isfinite(abs_sums).all()):
+        if not self.on_cpu or not bool(torch.isfinite(abs_sums).all()):
             finite = torch.isfinite(y3)
             self.nonfinite += (~finite).sum()
             positives = (y3 > 0).sum(red)
@@ -83,3 +188,28 @@ class TorchSiteAccumulator:
             min=None if self.min is None else host(self.min),
             total=float(self.total), max=float(self.max), nonfinite=int(self.nonfinite),
         )
+
+
+def _blocks(y3: torch.Tensor, red: int, chunk: int, *results: torch.Tensor | None) -> list[tuple]:
+    """Blocks of about `chunk` elements as (block, dim to reduce, its rows of each of the
+    per-row `results` (None stays None), sample): `sample` is None when the block holds
+    every position of its rows (results are written in place), else the block is part of
+    that sample (results add up).
+
+    Channel-first (N, C, P): blocks of (sample, neuron) rows of the (N*C, P) matrix.
+    Channel-last (N, P, C): blocks of whole samples, or of one sample's positions when a
+    sample alone is larger than a chunk.
+    """
+    if red == 2:
+        rows = y3.reshape(-1, y3.shape[2])
+        step = max(1, chunk // max(1, rows.shape[1]))
+    elif y3[0].numel() <= chunk:
+        rows = y3
+        step = max(1, chunk // max(1, y3[0].numel()))
+    else:
+        step = max(1, chunk // max(1, y3.shape[2]))
+        return [(part, 0, *(None if r is None else r[i] for r in results), i)
+                for i in range(y3.shape[0]) for part in y3[i].split(step)]
+    parts = rows.split(step)
+    split = [[None] * len(parts) if r is None else r.split(step) for r in results]
+    return list(zip(parts, [1] * len(parts), *split, [None] * len(parts)))

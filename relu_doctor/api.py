@@ -73,6 +73,9 @@ def scan(
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     if shard is not None:
         sample = sample.shard(*shard)
+        if sample.count == 0:
+            raise UserError(f"shard {shard[0]}/{shard[1]} of {whole} samples is empty",
+                            f"Use at most {whole} shards.")
     world = current_world()
     if world.size > 1:  # torchrun: each rank its own part, then all-reduce
         sample = sample.shard(world.rank, world.size)

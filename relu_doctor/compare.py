@@ -146,6 +146,9 @@ def diff(base: Report, new: Report, fail_increase: float | None = None,
         if select and len(unmatched(new.sites, select)) == len(select):
             raise UserError(f"--select {' '.join(select)} matches none of the {len(new.sites)} sites, so "
                             "--fail-increase would count nothing", "Check the globs against the site names.")
+        if base.sites and new.sites and not matched:
+            raise UserError("no site of the new report has a namesake in the baseline, so --fail-increase "
+                            "would compare nothing", "Diff reports of the same model in the same format.")
         counted = {s.name for s in selected(new.sites, select, ignore)}
         d.violations = [
             IncreaseViolation(c.name, _round(c.dead_pp), fail_increase, c.dead_ratio_base, c.dead_ratio)
@@ -198,6 +201,8 @@ def _warnings(base: Report, new: Report) -> list[str]:
     if (bs.get("source"), bs.get("samples"), bs.get("seed")) != (ns.get("source"), ns.get("samples"), ns.get("seed")):
         out.append(f"the reports were scanned on different samples ({bs.get('samples')} from {bs.get('source')} vs "
                    f"{ns.get('samples')} from {ns.get('source')}): part of the change may come from the data")
+    if base.sites and new.sites and not any(s.name in {b.name for b in base.sites} for s in new.sites):
+        out.append("no site matches by name: are these reports of the same model, in the same format?")
     for key in ("tau", "neuron_axis"):
         if base.settings.get(key) != new.settings.get(key):
             out.append(f"the reports use different {key} ({base.settings.get(key)} vs {new.settings.get(key)})")

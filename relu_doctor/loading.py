@@ -8,9 +8,10 @@ import importlib
 import json
 import sys
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import UserError, summarize_exception
 
@@ -142,7 +143,14 @@ def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, t
         if not trust_pickle:
             raise UserError(f"{path} holds pickled Python objects (probably a whole nn.Module), not only weights",
                             _PICKLE_HINT) from None
-        obj = _guard_torch(lambda t: t.load(path, map_location="cpu", weights_only=False), path)
+        try:
+            with _cwd_importable():
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+        except (ModuleNotFoundError, AttributeError) as e:
+            raise UserError(f"{path} needs Python classes that cannot be imported here: {e}",
+                            "Run from the project root that defines them, or install their package.") from None
+        except Exception as e:
+            raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
     except Exception as e:
         raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
     if isinstance(obj, torch.nn.Module):
@@ -183,23 +191,37 @@ def build_arch(arch: str, arch_kwargs: dict | str | None = None) -> Any:
     if not module_name or not attr:
         raise UserError(f"--arch {arch!r} is not MODULE:CALLABLE", "For example --arch torchvision.models:resnet18.")
     kwargs = _parse_kwargs(arch_kwargs)
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"cannot import --arch {arch}: {e}",
+        with _cwd_importable():
+            factory = getattr(importlib.import_module(module_name), attr)
+    except Exception as e:  # ImportError, AttributeError, or the module's own SyntaxError, ...
+        raise UserError(f"cannot import --arch {arch}: {type(e).__name__}: {summarize_exception(e)}",
                         "Run from the folder that holds the module, or install it.") from None
     try:
         model = factory(**kwargs)
-    except TypeError as e:
-        raise UserError(f"--arch {arch} could not be called with {kwargs or 'no arguments'}: {e}",
+    except Exception as e:  # the user's factory failed: their code, not ours
+        raise UserError(f"--arch {arch} failed when called with {kwargs or 'no arguments'}: "
+                        f"{type(e).__name__}: {summarize_exception(e)}",
                         "Pass its arguments with --arch-kwargs '{\"name\": value}'.") from None
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+@contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """The current directory on sys.path while importing the user's code, as `python -m` has it."""
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def _parse_kwargs(arch_kwargs: dict | str | None) -> dict[str, Any]:

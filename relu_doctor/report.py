@@ -165,6 +165,8 @@ class Report:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
+        if not isinstance(d, dict):
+            raise ValueError(f"a JSON {type(d).__name__}, not an object")
         if d.get("schema") != SCHEMA:
             raise ValueError(f"not a relu-doctor v1 report (schema {d.get('schema')!r})")
         tau = float(d.get("settings", {}).get("tau", DEFAULT_TAU))
@@ -188,6 +190,8 @@ class Report:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except FileNotFoundError:
             raise UserError(f"report not found: {path}") from None
-        except (ValueError, KeyError, TypeError) as e:
+        except IsADirectoryError:
+            raise UserError(f"{path} is a folder, not a report") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or JSON of another shape
             raise UserError(f"{path} is not a relu-doctor report: {e}", "Pass a file written by "
                             "`relu-doctor scan --format json`.") from None

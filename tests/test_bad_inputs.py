@@ -111,6 +111,12 @@ CATALOGUE = [
         "does not exist"),
     Bad("-o equal to the model", lambda d: shutil.copy(MODEL, d / "m.pt"),
         ["scan", "{dir}/m.pt", *DATA, "-o", "{dir}/m.pt"], 2, "refusing to overwrite the input"),
+    Bad("an empty shard", NOTHING, ["scan", MODEL, *DATA, "--shard", "0/1000"], 2, "is empty"),
+    Bad("a bad --shard", NOTHING, ["scan", MODEL, *DATA, "--shard", "3/3"], 2, "must be in 0..N-1"),
+    Bad("a report that is JSON but not an object", _write("r.json", b"[1]"),
+        ["diff", "{dir}/r.json", "{dir}/r.json"], 2, "is not a relu-doctor report"),
+    Bad("a report that is not JSON", _write("r.json", b"\x00garbage"),
+        ["merge", "{dir}/r.json", MODEL, "-o", "{dir}/out.json"], 2, "is not a relu-doctor report"),
     Bad("unknown flag", NOTHING, ["scan", MODEL, "--frobnicate"], 2, "No such option"),
     Bad("a malformed --arch-kwargs", _save_torch("w.pt", lambda: torch.nn.Linear(3, 3).state_dict()),
         ["scan", "{dir}/w.pt", "--arch", "sample_models.train:build", "--arch-kwargs", "[oops"], 2, "not JSON"),
@@ -164,3 +170,15 @@ def test_unwritable_folder(tmp_path: Path) -> None:
     locked.mkdir(mode=0o500)
     result = CliRunner().invoke(app, ["scan", MODEL, *DATA, "-o", str(locked / "r.json")])
     assert result.exit_code == 2 and "cannot write" in result.stderr
+
+
+def test_a_gated_diff_of_reports_with_no_common_site_is_refused(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for name, model in (("pt.json", MODEL), ("onnx.json", str(SAMPLES / "sample_cnn.onnx"))):
+        result = runner.invoke(app, ["scan", model, *DATA, "--samples", "32", "-f", "json", "-q",
+                                     "-o", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["diff", str(tmp_path / "pt.json"), str(tmp_path / "onnx.json"),
+                                 "--fail-increase", "1"])
+    assert result.exit_code == 2
+    assert "would compare nothing" in result.stderr

@@ -85,7 +85,7 @@ def test_weights_of_the_wrong_size_are_a_user_error(tmp_path: Path) -> None:
 def test_bad_arch_specs(tmp_path: Path) -> None:
     torch.save(MLP.build().state_dict(), tmp_path / "w.pt")
     for arch, message in [("nocolon", "is not MODULE:CALLABLE"), ("no_such_module_x:build", "cannot import"),
-                          ("tests.models:no_such_factory", "cannot import"), ("numpy:ones", "could not be called")]:
+                          ("tests.models:no_such_factory", "cannot import"), ("numpy:ones", "failed when called with no arguments")]:
         with pytest.raises(UserError, match=message):
             rd.scan(tmp_path / "w.pt", arch=arch, input_shape=(12,))
 
@@ -139,3 +139,48 @@ def test_api_accepts_in_memory_models_and_restores_training_mode(data: np.ndarra
     assert report.model["format"] == "module"
     assert planted(rd.scan(torch.jit.script(MLP.build()), data)) == EXPECTED
     assert planted(rd.scan(torch.export.export(MLP.build(), (torch.randn(2, 12),)), data)) == EXPECTED
+
+
+def test_user_code_failures_are_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_syntax.py").write_text("def build(:\n")
+    (tmp_path / "raising.py").write_text("def build():\n    raise ValueError('no such variant')\n")
+    torch.save(MLP.build().state_dict(), tmp_path / "w.pt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="cannot import --arch broken_syntax:build: SyntaxError"):
+        rd.scan("w.pt", arch="broken_syntax:build", input_shape=(12,))
+    with pytest.raises(UserError, match="failed when called with no arguments: ValueError: no such variant"):
+        rd.scan("w.pt", arch="raising:build", input_shape=(12,))
+
+
+def test_trusted_pickle_finds_classes_in_the_current_directory(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mynet.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(3, 4)\n"
+        "    def forward(self, x):\n"
+        "        return torch.relu(self.lin(x))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mynet  # type: ignore[import-not-found]
+
+    torch.save(mynet.Net(), tmp_path / "net.pt")
+    monkeypatch.delitem(__import__("sys").modules, "mynet")
+    import sys
+
+    sys.path.remove(str(tmp_path))
+    report = rd.scan("net.pt", trust_pickle=True, input_shape=(3,), samples=4)
+    assert [s.name for s in report.sites] == ["/relu"]
+    (tmp_path / "mynet.py").unlink()
+    __import__("sys").modules.pop("mynet", None)
+    with pytest.raises(UserError, match="cannot be imported here"):
+        rd.scan("net.pt", trust_pickle=True, input_shape=(3,), samples=4)
+
+
+def test_a_model_that_is_one_activation_is_named_alike_in_every_format() -> None:
+    x = torch.randn(4, 3)
+    names = [[s.name for s in rd.scan(m, x.numpy()).sites]
+             for m in (torch.nn.ReLU(), torch.jit.script(torch.nn.ReLU()), torch.export.export(torch.nn.ReLU(), (x,)))]
+    assert names == [["/relu"]] * 3

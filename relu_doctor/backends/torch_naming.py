@@ -39,7 +39,9 @@ def site_name(origin: CallOrigin | None, kind: str, counts: dict[str, int]) -> s
     `counts` holds the names given so far in this forward pass, and is updated.
     """
     origin = origin or UNKNOWN
-    base = origin.path if origin.is_activation_module else f"{origin.path}/{kind}"
+    # A model that is itself one activation module has no path: name it as a top-level call,
+    # as TorchScript and torch.export (which list no module for it) do.
+    base = origin.path if origin.is_activation_module and origin.path else f"{origin.path}/{kind}"
     n = counts[base] = counts.get(base, 0) + 1
     return base if n == 1 else f"{base}#{n}"
 

@@ -85,7 +85,8 @@ def test_weights_of_the_wrong_size_are_a_user_error(tmp_path: Path) -> None:
 def test_bad_arch_specs(tmp_path: Path) -> None:
     torch.save(MLP.build().state_dict(), tmp_path / "w.pt")
     for arch, message in [("nocolon", "is not MODULE:CALLABLE"), ("no_such_module_x:build", "cannot import"),
-                          ("tests.models:no_such_factory", "cannot import"), ("numpy:ones", "failed when called with no arguments")]:
+                          ("tests.models:no_such_factory", "cannot import"),
+                          ("numpy:ones", "failed when called with no arguments")]:
         with pytest.raises(UserError, match=message):
             rd.scan(tmp_path / "w.pt", arch=arch, input_shape=(12,))
 

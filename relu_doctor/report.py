@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .kinds import KINDS, Activation
-from .stats import DEFAULT_TAU, SiteCounters, detection_floor, site_metrics
+from .stats import DEFAULT_TAU, SiteCounters, SiteMetrics, detection_floor, site_metrics
 
 SCHEMA = "relu-doctor/report/v1"
 
@@ -36,14 +37,19 @@ class Site:
     def upper_bound(self) -> float | None:
         return Activation(self.kind, self.params).upper_bound
 
+    @cached_property
+    def metrics(self) -> SiteMetrics:
+        """dead, dead_ratio, sparsity, ... computed once from the counters (never stored in them)."""
+        return site_metrics(self.counters, self.upper_bound, self.tau)
+
     def __getattr__(self, name: str) -> Any:
-        # dead, dead_ratio, sparsity, ... are computed from the counters, never stored
+        # site.dead, site.sparsity, ...: the metrics read as attributes of the site
         if name in _METRIC_NAMES:
-            return getattr(site_metrics(self.counters, self.upper_bound, self.tau), name)
+            return getattr(self.metrics, name)
         raise AttributeError(name)
 
     def to_dict(self, with_counters: bool = True) -> dict[str, Any]:
-        m = asdict(site_metrics(self.counters, self.upper_bound, self.tau))
+        m = asdict(self.metrics)
         d: dict[str, Any] = {
             "index": self.index, "name": self.name, "kind": self.kind, "op": self.op,
             "params": dict(self.params), "shape": list(self.shape), "axis": self.axis,
@@ -81,7 +87,7 @@ class Summary:
 
     @classmethod
     def of(cls, sites: list[Site], samples: int) -> Summary:
-        metrics = [(s, site_metrics(s.counters, s.upper_bound, s.tau)) for s in sites]
+        metrics = [(s, s.metrics) for s in sites]
         blocked = [(s, m) for s, m in metrics if s.grad_blocked]
         gb_neurons = sum(m.neurons for _, m in blocked)
         dead = sum(m.dead for _, m in blocked)
@@ -131,6 +137,11 @@ class Report:
     @property
     def summary(self) -> Summary:
         return Summary.of(self.sites, int(self.sample.get("samples", 0)))
+
+    def worst_sites(self) -> list[Site]:
+        """Grad-blocked sites with dead neurons, highest dead ratio first (ties: execution order)."""
+        dying = [s for s in self.sites if s.grad_blocked and s.dead]
+        return sorted(dying, key=lambda s: (-s.dead_ratio, s.index))
 
     def site(self, name: str) -> Site:
         for s in self.sites:

@@ -36,12 +36,6 @@ def _table(sites: list[Site]) -> list[str]:
     return [_HEADER, *rows, *more]
 
 
-def _worst(report: Report) -> list[Site]:
-    """Grad-blocked sites with dead neurons, highest dead ratio first (ties: execution order)."""
-    dying = [s for s in report.sites if s.grad_blocked and s.dead]
-    return sorted(dying, key=lambda s: (-s.dead_ratio, s.index))
-
-
 def render_markdown(report: Report, heading: str = "###") -> str:
     s = report.summary
     status = "✅ passed" if report.gates.passed else "❌ failed"
@@ -62,7 +56,7 @@ def render_markdown(report: Report, heading: str = "###") -> str:
     if len(report.sites) <= TOP:
         lines += _table(report.sites)
         return "\n".join(lines) + "\n"
-    worst = _worst(report)
+    worst = report.worst_sites()
     if worst:
         shown = f"worst {TOP} of {len(worst)}" if len(worst) > TOP else f"{len(worst)}"
         lines += [f"**Sites with dead neurons** ({shown}, highest dead ratio first)", "", *_table(worst[:TOP]), ""]

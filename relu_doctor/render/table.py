@@ -64,7 +64,7 @@ def summary_text(report: Report) -> Text:
         f"{s.dead} of {s.grad_blocked_neurons} neurons in ReLU-type sites ({percent(s.dead_ratio)}), "
         f"never > 0 on any input; ", style="red" if s.dead else "green")
     out.append(f"sparsity {percent(s.sparsity)}, dormant {s.dormant}.\n")
-    worst = sorted((x for x in report.sites if x.grad_blocked and x.dead), key=lambda x: -x.dead_ratio)[:3]
+    worst = report.worst_sites()[:3]
     if worst:
         out.append("Worst: ", style="bold").append(
             ", ".join(f"{shorten_middle(x.name, 30)} {percent(x.dead_ratio)}" for x in worst) + "\n")

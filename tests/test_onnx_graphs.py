@@ -375,3 +375,48 @@ def test_symbolic_non_batch_dim_asks_for_input_shape() -> None:
         rd.scan(m)
     r = rd.scan(m, input_shape="x=3,6,6", samples=8)
     assert r.sites[0].dead_indices == list(DEAD)
+
+
+def test_flattened_samples_are_split_back_into_samples() -> None:
+    """relu(gemm(x.reshape(B * T, F))): the rows are sample-major, so (B, T, F) is the
+    per-sample view, as in the torch backend (tests/test_scan_formats.py)."""
+    w = np.zeros((3, 6), np.float32)
+    w[1:] = np.random.default_rng(3).standard_normal((2, 6))
+    bias = np.array([-1, 0.1, 0.1], np.float32)  # planted: feature 0 never fires
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["r"]),
+             helper.make_node("Gemm", ["r", "w", "b"], ["z"], transB=1),
+             helper.make_node("Relu", ["z"], ["out"], name="act")]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b"), const("flat", [-1, 6], np.int64)]
+    m = model(nodes, inits, inputs=[helper.make_tensor_value_info("x", F, ["N", 4, 6])])
+    x = data(10, shape=(4, 6))
+    logits = x.reshape(-1, 6) @ w.T + bias
+    site = rd.scan(m, data=x, batch_size=3).sites[0]  # 10 = 3 + 3 + 3 + 1: uneven batches
+    assert (site.shape, site.axis, site.dead_indices) == ([4, 3], 2, [0])
+    np.testing.assert_array_equal(site.counters.fires, (logits > 0).sum(0))
+    np.testing.assert_array_equal(site.counters.sample_fires, (logits.reshape(10, 4, 3) > 0).any(1).sum(0))
+
+
+def test_flattened_conv_activations_are_split_back_into_samples() -> None:
+    """A per-frame CNN: (B, T, 3, 6, 6) -> (B * T, 3, 6, 6) -> Conv -> Relu, reduced in the graph."""
+    conv_nodes, inits = conv()
+    nodes = [helper.make_node("Reshape", ["clip", "frames"], ["x"])] + conv_nodes + \
+        [helper.make_node("Relu", ["z"], ["out"], name="act")]
+    m = model(nodes, inits + [const("frames", [-1, 3, 6, 6], np.int64)],
+              inputs=[helper.make_tensor_value_info("clip", F, ["N", 2, 3, 6, 6])])
+    x = data(7, shape=(2, 3, 6, 6))
+    site = rd.scan(m, data=x, batch_size=3).sites[0]
+    (y,) = run_with_outputs(m, ["out"], {"clip": x})
+    per_sample = y.reshape(7, 2, C, 36)
+    assert (site.shape, site.axis, site.dead_indices) == ([2, C, 6, 6], 2, list(DEAD))
+    np.testing.assert_array_equal(site.counters.fires, (per_sample > 0).sum((0, 1, 3)))
+    np.testing.assert_array_equal(site.counters.sample_fires, (per_sample > 0).any((1, 3)).sum(0))
+    assert (site.counters.samples, site.counters.rows) == (7, 7 * 2 * 36)
+
+
+def test_a_site_without_the_batch_first_is_counted_whole_with_a_warning() -> None:
+    nodes, inits = conv()
+    nodes += [helper.make_node("ReduceMean", ["z"], ["m"], axes=[0], keepdims=1),  # (1, C, 6, 6) per batch
+              helper.make_node("Relu", ["m"], ["out"], name="act")]
+    r = rd.scan(model(nodes, inits), data=data(8), batch_size=4)
+    assert r.sites[0].counters.samples == 2  # one row per batch
+    assert any("act" in w and "not the batch" in w for w in r.warnings)

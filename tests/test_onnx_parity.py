@@ -9,6 +9,7 @@ RELU_DOCTOR_SLOW_TESTS=1 runs it on every case.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -75,3 +76,34 @@ def test_onnx_export_reports_what_the_torch_scan_reports(case: Case, dynamo: boo
         np.testing.assert_array_equal(o.counters.sample_fires, t.counters.sample_fires, err_msg=where)
     assert abs(got.summary.sparsity - expected.summary.sparsity) <= 1e-6
     assert got.summary.dormant == expected.summary.dormant
+
+
+class _NanRelu6(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+        self.r = torch.nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.r(self.fc(x))
+
+
+def test_nan_inputs_give_the_same_extremes_in_onnx_and_torch(tmp_path: Path) -> None:
+    """NaN is ignored by max/min in both backends: no NaN minimum that reads back as saturated."""
+    import relu_doctor as rd
+    from relu_doctor.report import Report
+
+    model = _NanRelu6().eval()
+    path = tmp_path / "nan.onnx"
+    torch.onnx.export(model, (torch.randn(2, 4),), str(path), input_names=["x"], dynamic_axes={"x": {0: "b"}},
+                      dynamo=False)
+    data = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    data[3, 1] = np.nan
+    torch_site = rd.scan(model, data).sites[0]
+    onnx_report = rd.scan(path, data)
+    onnx_site = onnx_report.sites[0]
+    assert onnx_site.nonfinite == torch_site.nonfinite == 3
+    assert onnx_site.max == pytest.approx(torch_site.max, rel=1e-6)
+    np.testing.assert_allclose(onnx_site.counters.min, torch_site.counters.min, rtol=1e-6)
+    again = Report.from_dict(json.loads(onnx_report.to_json())).sites[0]
+    assert again.saturated == 0

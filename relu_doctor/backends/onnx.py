@@ -100,14 +100,16 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
     for batch in sample.batches(batch_size, model.fixed_batch):
         feeds = {s.name: np.asarray(a, model.input_dtypes.get(s.name)) for s, a in zip(sample.specs, batch.arrays)}
         results = dict(zip(fetch, _run(session, fetch or None, feeds)))
+        rows = len(batch.arrays[0]) if batch.arrays else batch.valid
         redo = [acc for acc in accumulators
-                if not acc.add({role: results[name] for role, name in acc.plan.outputs.items()}, batch.valid)]
+                if not acc.add({role: results[name] for role, name in acc.plan.outputs.items()}, batch.valid, rows)]
         if redo:
-            _exact(model, redo, feeds, batch.valid, exact_sessions)
+            _exact(model, redo, feeds, batch.valid, rows, exact_sessions)
         if progress:
             progress(batch.valid)
     sites = []
     for acc in accumulators:
+        warnings += acc.warnings
         site = acc.plan.site
         if not acc.ran:
             warnings.append(f"site {site.name} never ran on this sample (its If branch was not taken)")
@@ -117,7 +119,7 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
     return CaptureResult(sites, warnings)
 
 
-def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.ndarray], valid: int,
+def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.ndarray], valid: int, rows: int,
            cache: dict[tuple[int, ...], tuple[Any, list[SitePlan]]]) -> None:
     """Re-run a batch whose partials were not finite, with the raw outputs of those sites."""
     key = tuple(acc.plan.index for acc in redo)
@@ -127,7 +129,7 @@ def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.nd
     session, plans = cache[key]
     fetch = [p.outputs["raw"] for p in plans]
     for acc, y in zip(redo, _run(session, fetch, feeds)):
-        acc.add_raw(y, valid)
+        acc.add_raw(y, valid, rows)
 
 
 def _session(model: OnnxModel, instrumented: onnx.ModelProto) -> Any:

@@ -1,7 +1,10 @@
 """Turn the per-batch outputs of an instrumented ONNX graph into a site's SiteCounters.
 
-The graph returns per-(sample, neuron) partials; here they are summed over the batch's
-valid rows in int64 / float64, the same counters backends/torch_reduce.py produces.
+The graph returns partials per (row, neuron) of each site output; here they are grouped
+by sample and summed over the batch's valid samples in int64 / float64: the same
+counters backends/torch_reduce.py produces. As in the torch backend, a site whose first
+axis is a multiple of the batch (relu(x.reshape(B * T, F))) is split back into samples,
+(B, T, F); one whose first axis is not is counted whole, with a warning.
 A batch whose fast partials are not all finite (NaN, inf, or a float32 sum that
 overflowed) is refused (`add` returns False): the caller re-runs it with the site's raw
 output, which `add_raw` reduces exactly, non-finite entries counted apart.
@@ -25,12 +28,14 @@ class SiteAccumulator:
         self.override = neuron_axis_override
         self.nonnegative = KINDS[plan.site.kind].nonnegative
         self.bounded = plan.site.kind in ("relu6", "clip")
-        self.axis = plan.axis
+        self.axis = plan.axis  # reported: in the per-sample view (one more when rows were split)
         self.shape = plan.shape
         self.neurons = plan.neurons
         self.rows = self.samples = self.nonfinite = 0
         self.total, self.max = 0.0, float("-inf")
         self.fires = self.sample_fires = self.abs_sum = self.min = None  # type: ignore[assignment]
+        self.warnings: list[str] = []
+        self._split: int | None = None  # rows per sample, once the first batch has shown it
         if self.neurons is not None:
             self._allocate(self.neurons)
 
@@ -44,26 +49,41 @@ class SiteAccumulator:
     def ran(self) -> bool:
         return self.samples > 0
 
-    def add(self, outputs: dict[str, np.ndarray], valid: int) -> bool:
+    def _rows_per_sample(self, rows: int, batch_rows: int) -> int:
+        """k when the site's first axis holds k rows per input; 0 when it cannot be split."""
+        if rows == batch_rows:
+            k = 1
+        elif batch_rows and rows % batch_rows == 0:
+            k = rows // batch_rows
+        else:
+            k = 0
+            if not self.warnings:
+                self.warnings.append(f"site {self.plan.site.name}: its first axis ({rows}) is not the batch "
+                                     f"({batch_rows}), so its per-sample counts (sample_fires) count rows, not inputs")
+        if self._split is None:
+            self._split = k
+            if k > 1 and self.shape is not None and self.axis is not None:  # report the per-sample view
+                self.shape, self.axis = [k, *self.shape], self.axis + 1
+        return k
+
+    def add(self, outputs: dict[str, np.ndarray], valid: int, batch_rows: int) -> bool:
         """Add one batch of a pool / reduce / raw plan; False when it must be re-run exactly."""
         if self.plan.method not in (POOL, REDUCE):
-            self.add_raw(outputs["raw"], valid)
+            self.add_raw(outputs["raw"], valid, batch_rows)
             return True
         c, p = self.neurons or 0, self.plan.positions or 0
         rows = outputs["pool" if self.plan.method == POOL else "sum"].shape[0]
         if rows == 0:  # a site in the If branch this batch did not take
             return True
-        n = min(valid, rows)
         if self.plan.method == POOL:  # one (rows, parts x c, 1, ...) block: split it into its parts
             block = outputs["pool"].reshape(rows, -1, c)
             outputs = {role: block[:, i] for i, role in enumerate(self.plan.pool_parts)}
-        part = {role: a.reshape(rows, c)[:n].astype(np.float64) for role, a in outputs.items() if a.ndim}
+        part = {role: a.reshape(rows, c).astype(np.float64) for role, a in outputs.items() if a.ndim}
         top = float(outputs["max"]) if outputs["max"].ndim == 0 else float(part["max"].max(initial=-np.inf))
         if not (np.isfinite(top) and all(np.isfinite(a).all() for a in part.values())):
             return False
-        if self.plan.method == POOL:  # means over the p positions: back to sums
-            sums = part["mean"] * p
-            counts = part["count_mean"] * p
+        if self.plan.method == POOL:  # means over the p positions of each row: back to sums
+            sums, counts = part["mean"] * p, part["count_mean"] * p
             abs_sums = sums if self.nonnegative else np.maximum(2 * part["pos_mean"] * p - sums, np.abs(sums))
             mins = -part["neg_max"] if self.bounded else None
         else:
@@ -72,16 +92,27 @@ class SiteAccumulator:
             mins = part.get("min")
         fired = np.minimum(np.rint(counts), p).astype(np.int64)
         fired[(fired == 0) & (counts > 0)] = 1  # a positive entry too small to count as 1 still fired
-        self._accumulate(fired, abs_sums, float(sums.sum()), top, mins, n, p)
+        k = self._rows_per_sample(rows, batch_rows)
+        if k:  # rows -> samples (k rows each), padding samples dropped
+            n = min(valid, rows // k)
+            fired, abs_sums, sums = (_by_sample(a, k, n, np.sum) for a in (fired, abs_sums, sums))
+            mins = None if mins is None else _by_sample(mins, k, n, np.min)
+        else:
+            n, k = rows, 1
+        self._accumulate(fired, abs_sums, float(sums.sum()), top, mins, n, p * k)
         return True
 
-    def add_raw(self, y: np.ndarray, valid: int) -> None:
+    def add_raw(self, y: np.ndarray, valid: int, batch_rows: int) -> None:
         """Reduce a site's output exactly (float64; NaN/inf counted apart, as the torch backend does)."""
         if y.ndim == 0 or y.shape[0] == 0:
             return
-        y = y[: min(valid, y.shape[0])]
-        axis = self.axis if self.axis is not None and self.shape is not None else neuron_axis(
+        axis = self.plan.axis if self.plan.axis is not None else neuron_axis(
             y.ndim, self.plan.site.axis_rule, self.override)
+        k = self._rows_per_sample(y.shape[0], batch_rows)
+        if k > 1:
+            y, axis = y.reshape(batch_rows, k, *y.shape[1:]), axis + 1
+        if k:
+            y = y[: min(valid, y.shape[0])]
         y3, red = _rows_positions_neurons(y, axis)
         c = y3.shape[2 if red == 1 else 1]
         if self.neurons is None:
@@ -96,8 +127,9 @@ class SiteAccumulator:
         fired = np.count_nonzero(y3 > 0, axis=red)
         sums = y64.sum(red)
         abs_sums = sums if self.nonnegative else np.abs(y64).sum(red)
-        top = float(y3.max()) if y3.size else float("-inf")  # NaN propagates, as torch.amax does
-        mins = y3.min(axis=red).astype(np.float64) if self.bounded and y3.size else None
+        extremes = np.where(np.isnan(y3), 0, y3)  # as the torch path: NaN ignored, inf a real extreme
+        top = float(extremes.max()) if y3.size else float("-inf")
+        mins = extremes.min(axis=red).astype(np.float64) if self.bounded and y3.size else None
         self._accumulate(fired.astype(np.int64), abs_sums, float(sums.sum()), top, mins, y3.shape[0],
                          y3.shape[red], nonfinite)
 
@@ -120,6 +152,11 @@ class SiteAccumulator:
             fires=self.fires, sample_fires=self.sample_fires, abs_sum=self.abs_sum,
             min=self.min, total=self.total, max=self.max, nonfinite=self.nonfinite,
         )
+
+
+def _by_sample(a: np.ndarray, k: int, n: int, reduce: np.ufunc | object) -> np.ndarray:
+    """(samples x k rows, c) partials -> (n samples, c), combined over each sample's k rows."""
+    return reduce(a.reshape(-1, k, a.shape[-1])[:n], axis=1)  # type: ignore[operator]
 
 
 def _rows_positions_neurons(y: np.ndarray, axis: int) -> tuple[np.ndarray, int]:

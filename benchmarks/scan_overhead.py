@@ -1,0 +1,481 @@
+"""What a relu-doctor scan costs on top of the model, run by hand (not in CI).
+
+    .venv/bin/python benchmarks/scan_overhead.py            # everything: 20 minutes or more on 2 cores
+    .venv/bin/python benchmarks/scan_overhead.py --quick    # small inputs, 3 repetitions: a smoke run
+
+For each model (bench_models.py: ResNet-18, MobileNetV2 with ReLU6, a transformer-style
+MLP) in each format (eager module, TorchScript, .pt2, ONNX), interleaved repetitions of
+  bare   inference over the same batches (torch.inference_mode / onnxruntime),
+  scan   relu_doctor.scan(model, data=..., batch_size=...) through the Python API,
+  naive  forward hooks (graph formats: a dispatch mode; ONNX: every activation made a graph
+         output) that copy each activation to numpy, reduced with numpy after each batch,
+and the medians of wall time (and of process CPU time, which other processes on a shared
+machine disturb less). Then the peak RSS of scans of N and 10N samples, each in a fresh
+process, and the CLI's start-up and end-to-end times. Prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+MODELS = ("resnet18", "mobilenet_v2", "mlp")
+FORMATS = ("eager", "torchscript", "pt2", "onnx")
+TARGET = {"eager": 1.10, "onnx": 1.10, "torchscript": 1.30, "pt2": 1.30}  # scan / bare
+NAIVE_TARGET = 1.5  # naive / scan, on the CNNs
+
+
+# ---- models in every format ----------------------------------------------------------------
+
+
+def sample_shape(name: str, res: int, tokens: int) -> tuple[int, ...]:
+    return (tokens, 384) if name == "mlp" else (3, res, res)
+
+
+def build_formats(name: str, example: np.ndarray, formats: list[str], tmp: Path) -> dict[str, object]:
+    """The model as each format: the object relu_doctor.scan takes (a path for ONNX)."""
+    import bench_models
+    import torch
+
+    module = bench_models.build(name)
+    x = torch.from_numpy(example)
+    out: dict[str, object] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "eager" in formats:
+            out["eager"] = module
+        if "torchscript" in formats:
+            with torch.no_grad():
+                out["torchscript"] = torch.jit.trace(bench_models.build(name), x)
+        if "pt2" in formats:
+            out["pt2"] = torch.export.export(bench_models.build(name), (x,))  # static batch: the scan's batch
+        if "onnx" in formats:
+            path = tmp / f"{name}.onnx"
+            torch.onnx.export(bench_models.build(name), (x,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+            out["onnx"] = str(path)
+    return out
+
+
+# ---- the three ways to run a sample ----------------------------------------------------------
+
+
+def bare_runner(fmt: str, model: object, batches: list[np.ndarray], threads: int) -> Callable[[], None]:
+    if fmt == "onnx":
+        sess = _ort_session(str(model), threads)
+        name = sess.get_inputs()[0].name
+
+        def run_onnx() -> None:
+            for b in batches:
+                sess.run(None, {name: b})
+
+        return run_onnx
+    import torch
+
+    forward = model.module() if fmt == "pt2" else model  # type: ignore[union-attr]
+
+    def run_torch() -> None:
+        with torch.inference_mode():
+            for b in batches:
+                forward(torch.from_numpy(b))
+
+    return run_torch
+
+
+def scan_runner(fmt: str, model: object, data: np.ndarray, batch: int) -> Callable[[], None]:
+    import relu_doctor
+
+    def run() -> None:
+        relu_doctor.scan(model, data=data, batch_size=batch)
+
+    return run
+
+
+def naive_runner(fmt: str, model: object, batches: list[np.ndarray], threads: int) -> Callable[[], None]:
+    """Copy every activation to numpy during the pass, reduce them all afterwards."""
+    if fmt == "onnx":
+        sess, names = _ort_session_with_activations(str(model), threads)
+        input_name = sess.get_inputs()[0].name
+
+        def run_onnx() -> None:
+            totals: dict[int, dict] = {}
+            for b in batches:
+                _naive_reduce(dict(enumerate(sess.run(names, {input_name: b}))), totals)
+
+        return run_onnx
+    import torch
+
+    forward = model.module() if fmt == "pt2" else model  # type: ignore[union-attr]
+
+    def run_torch() -> None:
+        totals: dict[int, dict] = {}
+        kept: dict[int, np.ndarray] = {}
+
+        def keep(y: torch.Tensor) -> None:
+            kept[len(kept)] = y.detach().cpu().numpy().copy()
+
+        with torch.inference_mode(), _activation_copier(fmt, forward, keep):
+            for b in batches:
+                forward(torch.from_numpy(b))
+                _naive_reduce(kept, totals)
+                kept.clear()
+
+    return run_torch
+
+
+class _activation_copier:  # noqa: N801 - a context manager
+    """Eager: forward hooks on the activation modules. Graph formats have no modules to hook,
+    so the same copy happens in a minimal TorchDispatchMode on the activation ops."""
+
+    ACT_MODULES = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "Hardtanh")
+    ACT_OPS = frozenset({"relu", "relu_", "clamp", "clamp_", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_"})
+
+    def __init__(self, fmt: str, forward: object, keep: Callable) -> None:
+        self.fmt, self.forward, self.keep, self.handles, self.mode = fmt, forward, keep, [], None
+
+    def __enter__(self) -> _activation_copier:
+        if self.fmt == "eager":
+            for m in self.forward.modules():  # type: ignore[attr-defined]
+                if type(m).__name__ in self.ACT_MODULES:
+                    self.handles.append(m.register_forward_hook(lambda mod, args, out: self.keep(out)))
+        else:
+            self.mode = _copy_mode(self.ACT_OPS, self.keep)
+            self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.handles:
+            h.remove()
+        if self.mode is not None:
+            self.mode.__exit__(*exc)
+
+
+def _copy_mode(ops: frozenset, keep: Callable) -> object:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CopyMode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            out = func(*args, **(kwargs or {}))
+            if func._overloadpacket.__name__ in ops:
+                keep(out)
+            return out
+
+    return CopyMode()
+
+
+def _naive_reduce(batch: dict[int, np.ndarray], totals: dict[int, dict]) -> None:
+    """SPEC 4 straight on one batch's kept activations (channel axis for 4-D, last axis for
+    3-D), added into running totals, so memory stays bounded as in the scan."""
+    for site, y in batch.items():
+        axis = 1 if y.ndim == 4 else y.ndim - 1
+        m = np.moveaxis(y, axis, -1).reshape(y.shape[0], -1, y.shape[axis])  # (N, positions, C)
+        positive = m > 0
+        part = {"fires": positive.sum((0, 1)), "sample_fires": positive.any(1).sum(0),
+                "abs_sum": np.abs(m).sum((0, 1), dtype=np.float64), "min": m.min((0, 1)), "max": m.max(),
+                "nonfinite": (~np.isfinite(m)).sum()}
+        t = totals.get(site)
+        if t is None:
+            totals[site] = part
+            continue
+        for k in ("fires", "sample_fires", "abs_sum", "nonfinite"):
+            t[k] = t[k] + part[k]
+        t["min"], t["max"] = np.minimum(t["min"], part["min"]), max(t["max"], part["max"])
+
+
+def _ort_session(path: str, threads: int, model_bytes: bytes | None = None) -> object:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes or path, options, providers=["CPUExecutionProvider"])
+
+
+def _ort_session_with_activations(path: str, threads: int) -> tuple[object, list[str]]:
+    import onnx
+
+    model = onnx.load(path)
+    outputs = {o.name for o in model.graph.output}
+    names = [n.output[0] for n in model.graph.node
+             if n.op_type in ("Relu", "Clip", "LeakyRelu", "PRelu") and n.output[0] not in outputs]
+    for name in names:
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return _ort_session(path, threads, model.SerializeToString()), names
+
+
+# ---- measuring ------------------------------------------------------------------------------
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def interleaved(runs: dict[str, Callable[[], None]], reps: int) -> dict[str, dict[str, float]]:
+    """Warm each up, then `reps` rounds, each running every method once (order rotating)."""
+    for f in runs.values():
+        f()
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    names = list(runs)
+    for rep in range(reps):
+        for k in names[rep % len(names):] + names[: rep % len(names)]:
+            w, c = time.perf_counter(), _cpu()
+            runs[k]()
+            wall[k].append(time.perf_counter() - w)
+            cpu[k].append(_cpu() - c)
+    return {k: {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k]),
+                "wall_all": [round(v, 4) for v in wall[k]]} for k in runs}
+
+
+def overhead(args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="relu-doctor-bench-") as tmp:
+        for name in args.models:
+            shape = sample_shape(name, args.res, args.tokens)
+            data = np.random.default_rng(0).standard_normal((args.samples, *shape)).astype(np.float32)
+            batches = [data[i: i + args.batch] for i in range(0, args.samples, args.batch)]
+            models = build_formats(name, data[: args.batch], args.formats, Path(tmp))
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                for fmt in args.formats:
+                    base = {"model": name, "format": fmt, "threads": threads, "input": list(shape)}
+                    if fmt == "onnx" and not _onnx_backend_ready():
+                        rows.append({**base, "skipped": "pending: no ONNX backend yet"})
+                        continue
+                    if fmt == "onnx" and threads != os.cpu_count():
+                        # the ONNX scan runs onnxruntime with its default threads (one per core)
+                        rows.append({**base, "skipped": "n/a: the ONNX scan uses one thread per core"})
+                        continue
+                    rows.append(_measure(args, base, models[fmt], data, batches, threads))
+            del models
+    return rows
+
+
+def _measure(args: argparse.Namespace, base: dict, model: object, data: np.ndarray, batches: list[np.ndarray],
+             threads: int) -> dict:
+    fmt = base["format"]
+    t = interleaved({
+        "bare": bare_runner(fmt, model, batches, threads),
+        "scan": scan_runner(fmt, model, data, args.batch),
+        "naive": naive_runner(fmt, model, batches, threads),
+    }, args.reps)
+    row = {**base, **t, "scan/bare": t["scan"]["wall"] / t["bare"]["wall"],
+           "naive/scan": t["naive"]["wall"] / t["scan"]["wall"],
+           "scan/bare cpu": t["scan"]["cpu"] / t["bare"]["cpu"], "load": os.getloadavg()[0]}
+    print(f"  {base['model']:13s} {fmt:12s} T={threads} bare {t['bare']['wall']:7.3f}s  "
+          f"scan {t['scan']['wall']:7.3f}s  naive {t['naive']['wall']:7.3f}s  "
+          f"scan/bare {row['scan/bare']:.3f} (cpu {row['scan/bare cpu']:.3f})  "
+          f"naive/scan {row['naive/scan']:.2f}  load {row['load']:.2f}", file=sys.stderr, flush=True)
+    return row
+
+
+def _onnx_backend_ready() -> bool:
+    try:
+        from relu_doctor.backends import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---- memory: peak RSS of N and 10N samples, each in a fresh process ----------------------------
+
+_MEMORY_CHILD = r"""
+import resource, sys, tempfile, json
+sys.path.insert(0, {here!r})
+import torch, relu_doctor
+torch.set_num_threads({threads})
+import bench_models
+fmt, name, samples, res, tokens, batch = {fmt!r}, {name!r}, {samples}, {res}, {tokens}, {batch}
+shape = (tokens, 384) if name == "mlp" else (3, res, res)
+model = bench_models.build(name)
+if fmt == "onnx":
+    path = tempfile.mkdtemp() + "/m.onnx"
+    torch.onnx.export(model, (torch.zeros(batch, *shape),), path, dynamo=False, opset_version=17,
+                      input_names=["input"], dynamic_axes={{"input": {{0: "batch"}}}})
+    model = path
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+report = relu_doctor.scan(model, input_shape=shape, samples=samples, batch_size=batch)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"before_kib": before, "peak_kib": peak, "sites": len(report.sites),
+                  "samples": report.sample["samples"]}}))
+"""
+
+
+def memory(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for fmt, name in args.memory_cases:
+        if fmt == "onnx" and not _onnx_backend_ready():
+            rows.append({"model": name, "format": fmt, "pending": True})
+            continue
+        peaks = {}
+        for samples in (args.memory_samples, 10 * args.memory_samples):
+            code = _MEMORY_CHILD.format(here=str(HERE), threads=args.threads[0], fmt=fmt, name=name, samples=samples,
+                                        res=args.res, tokens=args.tokens, batch=args.batch)
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+            peaks[samples] = json.loads(done.stdout.strip().splitlines()[-1])
+        small, large = peaks[args.memory_samples], peaks[10 * args.memory_samples]
+        row = {"model": name, "format": fmt, "samples": [small["samples"], large["samples"]],
+               "peak_mib": [small["peak_kib"] / 1024, large["peak_kib"] / 1024],
+               "growth": large["peak_kib"] / small["peak_kib"] - 1}
+        rows.append(row)
+        print(f"  memory {name} {fmt}: {row['peak_mib'][0]:.0f} MiB ({row['samples'][0]} samples) -> "
+              f"{row['peak_mib'][1]:.0f} MiB ({row['samples'][1]}): {row['growth']:+.1%}", file=sys.stderr, flush=True)
+    return rows
+
+
+# ---- start-up and the end-to-end CLI ------------------------------------------------------------
+
+
+def startup(args: argparse.Namespace) -> list[dict]:
+    exe = Path(sys.executable).with_name("relu-doctor")
+    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "relu_doctor"]
+    cases = [("relu-doctor --help", [*cli, "--help"], 0.3),
+             ("relu-doctor --version", [*cli, "--version"], 0.3)]
+    onnx_model, onnx_data = ROOT / "sample_models/sample_cnn.onnx", ROOT / "sample_models/sample_batch.npy"
+    if _onnx_backend_ready() and onnx_model.exists():
+        cases.append(("relu-doctor scan sample_cnn.onnx --data sample_batch.npy",
+                      [*cli, "scan", str(onnx_model), "--data", str(onnx_data)], 1.5))
+    rows = []
+    for label, cmd, target in cases:
+        times = []
+        for _ in range(args.startup_reps + 1):  # the first one warms the page cache
+            t = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            times.append(time.perf_counter() - t)
+            if done.returncode not in (0, 1):
+                raise RuntimeError(f"{label} failed ({done.returncode}): {done.stderr[-500:]}")
+        rows.append({"command": label, "median_s": statistics.median(times[1:]), "min_s": min(times[1:]),
+                     "target_s": target, "imports_torch": _imports_torch(cmd[len(cli):])})
+        print(f"  {label}: median {rows[-1]['median_s']:.3f}s (min {rows[-1]['min_s']:.3f}s), "
+              f"imports torch: {rows[-1]['imports_torch']}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _imports_torch(argv: list[str]) -> bool:
+    code = ("import sys\nsys.argv = ['relu-doctor', *sys.argv[1:]]\nfrom relu_doctor.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    return done.stderr.strip().splitlines()[-1] == "True"
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "cpu": model, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "load_at_start": os.getloadavg()}
+
+
+def markdown(args: argparse.Namespace, info: dict, rows: list[dict], mem: list[dict], start: list[dict]) -> str:
+    out = [f"Machine: {info['nproc']} CPUs ({info['cpu']}), torch {info['torch']}, onnxruntime "
+           f"{info['onnxruntime']}, numpy {info['numpy']}, Python {info['python']}. "
+           f"Load average at start {info['load_at_start'][0]:.2f}.", "",
+           f"{args.samples} samples, batch {args.batch}, median of {args.reps} interleaved repetitions after a "
+           "warm-up; wall seconds (cpu: scan/bare in process CPU time, which the other processes of a shared "
+           "machine disturb less)."]
+    for threads in args.threads:
+        out += ["", f"torch.set_num_threads({threads}), onnxruntime intra_op_num_threads={threads}:", "",
+                "| model | format | input | bare s | scan s | naive s | scan/bare | (cpu) | target | naive/scan "
+                "| load |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in (r for r in rows if r["threads"] == threads):
+            shape = "x".join(map(str, r["input"]))
+            if r.get("skipped"):
+                out.append(f"| {r['model']} | {r['format']} | {shape} | {r['skipped']} | | | | | | | |")
+                continue
+            target = TARGET[r["format"]]
+            ok = "met" if r["scan/bare"] <= target else "missed"
+            naive_ok = "" if r["model"] == "mlp" else (" (met)" if r["naive/scan"] >= NAIVE_TARGET else " (missed)")
+            out.append(f"| {r['model']} | {r['format']} | {shape} | {r['bare']['wall']:.3f} | "
+                       f"{r['scan']['wall']:.3f} | {r['naive']['wall']:.3f} | **{r['scan/bare']:.3f}** | "
+                       f"{r['scan/bare cpu']:.3f} | <= {target:.2f} ({ok}) | {r['naive/scan']:.2f}{naive_ok} | "
+                       f"{r['load']:.1f} |")
+    if mem:
+        out += ["", f"Peak RSS of a scan (synthetic inputs, each scan in a fresh process, {args.threads[0]} threads):",
+                "", "| model, format | samples | peak RSS MiB | growth (target <= 5%) |", "|---|---|---|---:|"]
+        for r in mem:
+            if r.get("pending"):
+                out.append(f"| {r['model']}, {r['format']} | | pending | |")
+                continue
+            out.append(f"| {r['model']}, {r['format']} | {r['samples'][0]} -> {r['samples'][1]} | "
+                       f"{r['peak_mib'][0]:.0f} -> {r['peak_mib'][1]:.0f} | {r['growth']:+.1%} |")
+    if start:
+        out += ["", f"Start-up, wall time of the command, median of {args.startup_reps} after one warm-up:", "",
+                "| command | median s | min s | target s | imports torch |", "|---|---:|---:|---:|---|"]
+        for r in start:
+            out.append(f"| `{r['command']}` | {r['median_s']:.3f} | {r['min_s']:.3f} | < {r['target_s']} | "
+                       f"{'yes' if r['imports_torch'] else 'no'} |")
+    out.append(f"\nLoad average at the end: {os.getloadavg()[0]:.2f}.")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--formats", default=",".join(FORMATS))
+    p.add_argument("--res", type=int, default=224, help="CNN input height and width")
+    p.add_argument("--tokens", type=int, default=128, help="MLP tokens per sample (384 features)")
+    p.add_argument("--samples", type=int, default=256, help="the spec's default sample size")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", default="2,1",
+                   help="intra-op thread counts to measure, in turn (the first one also for memory)")
+    p.add_argument("--memory-samples", type=int, default=128,
+                   help="the small scan (several batches: the allocator settles); the large one is 10x")
+    p.add_argument("--memory-cases", default="eager:resnet18,onnx:resnet18,eager:mlp")
+    p.add_argument("--startup-reps", type=int, default=7)
+    p.add_argument("--skip", default="", help="comma list of sections to skip: overhead,memory,startup")
+    p.add_argument("--quick", action="store_true", help="112x112 and 32 tokens, 3 repetitions, 64 samples")
+    p.add_argument("--json", type=Path, help="also write every figure here")
+    args = p.parse_args()
+    if args.quick:
+        args.res, args.tokens, args.reps, args.samples, args.memory_samples = 112, 32, 3, 64, 32
+    args.models, args.formats = args.models.split(","), args.formats.split(",")
+    args.threads = [int(t) for t in str(args.threads).split(",")]
+    args.memory_cases = [tuple(c.split(":")) for c in args.memory_cases.split(",") if c]
+    skip = set(args.skip.split(","))
+
+    import torch
+
+    torch.set_num_threads(args.threads[0])
+    info = machine()
+    print(f"{info['nproc']} CPUs, {info['cpu']}, torch {info['torch']}, load {info['load_at_start']}",
+          file=sys.stderr)
+    rows = overhead(args) if "overhead" not in skip else []
+    mem = memory(args) if "memory" not in skip else []
+    start = startup(args) if "startup" not in skip else []
+    text = markdown(args, info, rows, mem, start)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},
+                                         "machine": info, "overhead": rows, "memory": mem, "startup": start},
+                                        indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

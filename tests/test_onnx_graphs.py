@@ -91,8 +91,8 @@ def reference(y: np.ndarray, axis: int) -> dict:
         "sample_fires": (ys > 0).any(1).sum(0),
         "abs_sum": np.abs(clean).sum((0, 1)),
         "total": clean.sum(),
-        "max": ys.max(),
-        "min": ys.min((0, 1)),
+        "max": np.where(np.isnan(ys), -np.inf, ys).max(),  # extremes ignore NaN
+        "min": np.where(np.isnan(ys), np.inf, ys).min((0, 1)),
         "nonfinite": int((~finite).sum()),
     }
 

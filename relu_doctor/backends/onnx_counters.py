@@ -127,9 +127,9 @@ class SiteAccumulator:
         fired = np.count_nonzero(y3 > 0, axis=red)
         sums = y64.sum(red)
         abs_sums = sums if self.nonnegative else np.abs(y64).sum(red)
-        extremes = np.where(np.isnan(y3), 0, y3)  # as the torch path: NaN ignored, inf a real extreme
-        top = float(extremes.max()) if y3.size else float("-inf")
-        mins = extremes.min(axis=red).astype(np.float64) if self.bounded and y3.size else None
+        nan = np.isnan(y3)  # as the torch path: extremes ignore NaN; inf is a real extreme
+        top = float(np.where(nan, -np.inf, y3).max()) if y3.size else float("-inf")
+        mins = np.where(nan, np.inf, y3).min(axis=red).astype(np.float64) if self.bounded and y3.size else None
         self._accumulate(fired.astype(np.int64), abs_sums, float(sums.sum()), top, mins, y3.shape[0],
                          y3.shape[red], nonfinite)
 

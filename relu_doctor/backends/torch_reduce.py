@@ -162,7 +162,6 @@ class TorchSiteAccumulator:
             positives = (y3 > 0).sum(red)
             sums = torch.where(finite, y3, 0).sum(red, dtype=torch.float64)
             abs_sums = sums if self.nonnegative else torch.where(finite, y3.abs(), 0).sum(red, dtype=torch.float64)
-            y3 = torch.where(torch.isnan(y3), 0, y3)  # extremes below ignore NaN (inf stays a real extreme)
         elif self.nonnegative:
             positives = torch.count_nonzero(y3, dim=red)  # y >= 0 and finite: nonzero == positive
         else:
@@ -171,10 +170,12 @@ class TorchSiteAccumulator:
         self.sample_fires += (positives > 0).sum(0)
         self.abs_sum += abs_sums.sum(0)
         self.total += sums.sum()
-        if y3.numel():
-            self.max = torch.maximum(self.max, y3.amax().to(torch.float64))
+        if y3.numel():  # extremes ignore NaN; inf is a real extreme
+            nan = torch.isnan(y3)
+            self.max = torch.maximum(self.max, torch.where(nan, -torch.inf, y3).amax().to(torch.float64))
             if self.min is not None:
-                self.min = torch.minimum(self.min, y3.amin(red).amin(0).to(torch.float64))
+                lows = torch.where(nan, torch.inf, y3).amin(red).amin(0)
+                self.min = torch.minimum(self.min, lows.to(torch.float64))
         self.rows += y3.shape[0] * y3.shape[red]
         self.samples += y3.shape[0]
 

@@ -19,14 +19,15 @@ class Kind:
     grad_blocked: bool  # the negative side has zero gradient: only these "die"
     nonnegative: bool  # outputs are never negative (lets reductions skip abs())
     smooth: bool = False  # only reported with --include-smooth
+    bounded: bool = False  # has an upper bound a neuron can saturate at (counters keep a minimum)
 
 
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in [
         Kind("relu", grad_blocked=True, nonnegative=True),
-        Kind("relu6", grad_blocked=True, nonnegative=True),
-        Kind("clip", grad_blocked=True, nonnegative=True),
+        Kind("relu6", grad_blocked=True, nonnegative=True, bounded=True),
+        Kind("clip", grad_blocked=True, nonnegative=True, bounded=True),
         Kind("leaky_relu", grad_blocked=False, nonnegative=False),
         Kind("prelu", grad_blocked=False, nonnegative=False),
         Kind("rrelu", grad_blocked=False, nonnegative=False),

@@ -27,7 +27,7 @@ class SiteAccumulator:
         self.plan = plan
         self.override = neuron_axis_override
         self.nonnegative = KINDS[plan.site.kind].nonnegative
-        self.bounded = plan.site.kind in ("relu6", "clip")
+        self.bounded = KINDS[plan.site.kind].bounded
         self.axis = plan.axis  # reported: in the per-sample view (one more when rows were split)
         self.shape = plan.shape
         self.neurons = plan.neurons

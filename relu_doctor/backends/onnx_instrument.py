@@ -191,7 +191,7 @@ def _emit(b: _Builder, plan: SitePlan, raw: bool, nodes: list, tail: list) -> li
     _instrument_graph); returns (role, tensor, elem type, rank) per output."""
     y = plan.site.output
     kind = KINDS[plan.site.kind]
-    bounded = plan.site.kind in ("relu6", "clip")
+    bounded = kind.bounded
     if raw or plan.method == RAW:
         rank = len(plan.shape) + 1 if plan.shape is not None else -1
         return [("raw", y, plan.elem_type, rank)]

@@ -137,7 +137,7 @@ class _CaptureMode(TorchDispatchMode):
             state = self.sites[name] = _SiteState(
                 name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else f"aten.{op}",
                 params=params, shape=list(y.shape[1:]), axis=axis,
-                acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=_bounded(kind),
+                acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=KINDS[kind].bounded,
                                          scratch=self.scratch),
             )
         elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
@@ -167,10 +167,6 @@ class _CaptureMode(TorchDispatchMode):
 
     def _name(self, origin: CallOrigin | None, kind: str) -> str:
         return site_name(origin, kind, self._name_counts)
-
-
-def _bounded(kind: str) -> bool:
-    return kind in ("relu6", "clip")
 
 
 _RESET = "reset"

@@ -301,7 +301,7 @@ def _onnx_backend_ready() -> bool:
 # ---- memory: peak RSS of N and 10N samples, each in a fresh process ----------------------------
 
 _MEMORY_CHILD = r"""
-import resource, sys, tempfile, json
+import sys, tempfile, json
 sys.path.insert(0, {here!r})
 import torch, relu_doctor
 torch.set_num_threads({threads})
@@ -314,9 +314,12 @@ if fmt == "onnx":
     torch.onnx.export(model, (torch.zeros(batch, *shape),), path, dynamo=False, opset_version=17,
                       input_names=["input"], dynamic_axes={{"input": {{0: "batch"}}}})
     model = path
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process's own peak: ru_maxrss would keep the parent's peak from before exec
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+before = hwm()
 report = relu_doctor.scan(model, input_shape=shape, samples=samples, batch_size=batch)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({{"before_kib": before, "peak_kib": peak, "sites": len(report.sites),
                   "samples": report.sample["samples"]}}))
 """

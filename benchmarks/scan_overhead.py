@@ -39,6 +39,20 @@ sys.path.insert(0, str(HERE))
 MODELS = ("resnet18", "mobilenet_v2", "mlp")
 FORMATS = ("eager", "torchscript", "pt2", "onnx")
 TARGET = {"eager": 1.10, "onnx": 1.10, "torchscript": 1.30, "pt2": 1.30}  # scan / bare
+# glibc hands every block over 32 MiB back to the OS when it is freed, and trims the heap
+# top, so a model's large activations fault in fresh pages on every batch: MobileNetV2 at
+# batch 32 x 224x224 spends more than half its bare time in page faults (1.08 million a
+# 64-sample pass), and how many depends on the heap's history (the naive run before it
+# halves them). The timing runs keep freed memory instead, so that they measure compute;
+# --system-malloc measures with glibc's defaults. Memory and start-up run with the defaults.
+KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}
+# By default glibc raises its mmap threshold each time a large block is freed, and later
+# blocks of that size come from a heap that fragments: the peak RSS of the same run moves
+# by +-15% with the heap's history (an MLP scan of 64, 320, 640, 1280, 2560 samples peaked
+# at 355, 410, 394, 470, 428 MiB). A fixed threshold (its default starting value) gives
+# every large tensor a mapping of its own, so the peak is the memory the run really holds
+# (328 MiB for each of those five). The memory runs use it.
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
 NAIVE_TARGET = 1.5  # naive / scan, on the CNNs
 
 
@@ -260,9 +274,6 @@ def overhead(args: argparse.Namespace) -> list[dict]:
                 torch.set_num_threads(threads)
                 for fmt in args.formats:
                     base = {"model": name, "format": fmt, "threads": threads, "input": list(shape)}
-                    if fmt == "onnx" and not _onnx_backend_ready():
-                        rows.append({**base, "skipped": "pending: no ONNX backend yet"})
-                        continue
                     if fmt == "onnx" and threads != os.cpu_count():
                         # the ONNX scan runs onnxruntime with its default threads (one per core)
                         rows.append({**base, "skipped": "n/a: the ONNX scan uses one thread per core"})
@@ -275,11 +286,12 @@ def overhead(args: argparse.Namespace) -> list[dict]:
 def _measure(args: argparse.Namespace, base: dict, model: object, data: np.ndarray, batches: list[np.ndarray],
              threads: int) -> dict:
     fmt = base["format"]
-    t = interleaved({
-        "bare": bare_runner(fmt, model, batches, threads),
-        "scan": scan_runner(fmt, model, data, args.batch),
-        "naive": naive_runner(fmt, model, batches, threads),
-    }, args.reps)
+    runners = {"bare": lambda: bare_runner(fmt, model, batches, threads),
+               "scan": lambda: scan_runner(fmt, model, data, args.batch),
+               "naive": lambda: naive_runner(fmt, model, batches, threads)}
+    t = interleaved({k: make() for k, make in runners.items() if k in args.methods}, args.reps)
+    for k in runners:
+        t.setdefault(k, {"wall": float("nan"), "cpu": float("nan"), "wall_all": []})
     row = {**base, **t, "scan/bare": t["scan"]["wall"] / t["bare"]["wall"],
            "naive/scan": t["naive"]["wall"] / t["scan"]["wall"],
            "scan/bare cpu": t["scan"]["cpu"] / t["bare"]["cpu"], "load": os.getloadavg()[0]}
@@ -290,18 +302,11 @@ def _measure(args: argparse.Namespace, base: dict, model: object, data: np.ndarr
     return row
 
 
-def _onnx_backend_ready() -> bool:
-    try:
-        from relu_doctor.backends import onnx  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # ---- memory: peak RSS of N and 10N samples, each in a fresh process ----------------------------
 
 _MEMORY_CHILD = r"""
 import sys, tempfile, json
+import numpy as np
 sys.path.insert(0, {here!r})
 import torch, relu_doctor
 torch.set_num_threads({threads})
@@ -314,36 +319,57 @@ if fmt == "onnx":
     torch.onnx.export(model, (torch.zeros(batch, *shape),), path, dynamo=False, opset_version=17,
                       input_names=["input"], dynamic_axes={{"input": {{0: "batch"}}}})
     model = path
-def hwm():  # this process's own peak: ru_maxrss would keep the parent's peak from before exec
+def status(key):
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-before = hwm()
-report = relu_doctor.scan(model, input_shape=shape, samples=samples, batch_size=batch)
-peak = hwm()
-print(json.dumps({{"before_kib": before, "peak_kib": peak, "sites": len(report.sites),
-                  "samples": report.sample["samples"]}}))
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+def bare():  # the same number of batches of the same size, plain inference
+    if fmt == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        run = lambda x: session.run(None, {{"input": x}})
+    else:
+        run = lambda x: model(torch.from_numpy(x))
+    with torch.inference_mode():
+        for i in range(0, samples, batch):
+            run(np.random.default_rng(i).standard_normal((min(batch, samples - i), *shape), dtype=np.float32))
+# The peak of the run alone: building and exporting the model can peak higher, and VmHWM
+# would keep that. Writing 5 to clear_refs resets it to the current RSS.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS")
+if {mode!r} == "scan":
+    relu_doctor.scan(model, input_shape=shape, samples=samples, batch_size=batch)
+else:
+    bare()
+print(json.dumps({{"before_kib": before, "peak_kib": status("VmHWM")}}))
 """
 
 
 def memory(args: argparse.Namespace) -> list[dict]:
+    """Peak RSS of scans of N and 10N samples, and of bare inference over the same batches."""
     rows = []
+    sizes = (args.memory_samples, 10 * args.memory_samples)
     for fmt, name in args.memory_cases:
-        if fmt == "onnx" and not _onnx_backend_ready():
-            rows.append({"model": name, "format": fmt, "pending": True})
-            continue
         peaks = {}
-        for samples in (args.memory_samples, 10 * args.memory_samples):
-            code = _MEMORY_CHILD.format(here=str(HERE), threads=args.threads[0], fmt=fmt, name=name, samples=samples,
-                                        res=args.res, tokens=args.tokens, batch=args.batch)
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-            peaks[samples] = json.loads(done.stdout.strip().splitlines()[-1])
-        small, large = peaks[args.memory_samples], peaks[10 * args.memory_samples]
-        row = {"model": name, "format": fmt, "samples": [small["samples"], large["samples"]],
-               "peak_mib": [small["peak_kib"] / 1024, large["peak_kib"] / 1024],
-               "growth": large["peak_kib"] / small["peak_kib"] - 1}
+        for mode in ("bare", "scan"):
+            for samples in sizes:
+                code = _MEMORY_CHILD.format(here=str(HERE), threads=args.threads[0], fmt=fmt, name=name,
+                                            samples=samples, res=args.res, tokens=args.tokens, batch=args.batch,
+                                            mode=mode)
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                      cwd=ROOT, env={**_default_env(), **FIXED_MMAP})
+                peaks[mode, samples] = json.loads(done.stdout.strip().splitlines()[-1])
+        mib = {k: v["peak_kib"] / 1024 for k, v in peaks.items()}
+        row = {"model": name, "format": fmt, "samples": list(sizes),
+               "before_mib": peaks["scan", sizes[0]]["before_kib"] / 1024,
+               "bare_mib": [mib["bare", n] for n in sizes], "peak_mib": [mib["scan", n] for n in sizes],
+               "bare_growth": mib["bare", sizes[1]] / mib["bare", sizes[0]] - 1,
+               "growth": mib["scan", sizes[1]] / mib["scan", sizes[0]] - 1}
         rows.append(row)
-        print(f"  memory {name} {fmt}: {row['peak_mib'][0]:.0f} MiB ({row['samples'][0]} samples) -> "
-              f"{row['peak_mib'][1]:.0f} MiB ({row['samples'][1]}): {row['growth']:+.1%}", file=sys.stderr, flush=True)
+        print(f"  memory {name} {fmt}: RSS before {row['before_mib']:.0f} MiB; peak of bare inference "
+              f"{row['bare_mib'][0]:.0f} -> {row['bare_mib'][1]:.0f} MiB ({row['bare_growth']:+.1%}), of the scan "
+              f"{row['peak_mib'][0]:.0f} -> {row['peak_mib'][1]:.0f} MiB ({row['growth']:+.1%}) for "
+              f"{sizes[0]} -> {sizes[1]} samples", file=sys.stderr, flush=True)
     return rows
 
 
@@ -356,7 +382,7 @@ def startup(args: argparse.Namespace) -> list[dict]:
     cases = [("relu-doctor --help", [*cli, "--help"], 0.3),
              ("relu-doctor --version", [*cli, "--version"], 0.3)]
     onnx_model, onnx_data = ROOT / "sample_models/sample_cnn.onnx", ROOT / "sample_models/sample_batch.npy"
-    if _onnx_backend_ready() and onnx_model.exists():
+    if onnx_model.exists():
         cases.append(("relu-doctor scan sample_cnn.onnx --data sample_batch.npy",
                       [*cli, "scan", str(onnx_model), "--data", str(onnx_data)], 1.5))
     rows = []
@@ -364,7 +390,7 @@ def startup(args: argparse.Namespace) -> list[dict]:
         times = []
         for _ in range(args.startup_reps + 1):  # the first one warms the page cache
             t = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_default_env())
             times.append(time.perf_counter() - t)
             if done.returncode not in (0, 1):
                 raise RuntimeError(f"{label} failed ({done.returncode}): {done.stderr[-500:]}")
@@ -378,8 +404,13 @@ def startup(args: argparse.Namespace) -> list[dict]:
 def _imports_torch(argv: list[str]) -> bool:
     code = ("import sys\nsys.argv = ['relu-doctor', *sys.argv[1:]]\nfrom relu_doctor.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT,
+                          env=_default_env())
     return done.stderr.strip().splitlines()[-1] == "True"
+
+
+def _default_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in KEEP_MEMORY}
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -397,7 +428,7 @@ def machine() -> dict:
 
 def markdown(args: argparse.Namespace, info: dict, rows: list[dict], mem: list[dict], start: list[dict]) -> str:
     out = [f"Machine: {info['nproc']} CPUs ({info['cpu']}), torch {info['torch']}, onnxruntime "
-           f"{info['onnxruntime']}, numpy {info['numpy']}, Python {info['python']}. "
+           f"{info['onnxruntime']}, numpy {info['numpy']}, Python {info['python']}; malloc: {_malloc(args)}. "
            f"Load average at start {info['load_at_start'][0]:.2f}.", "",
            f"{args.samples} samples, batch {args.batch}, median of {args.reps} interleaved repetitions after a "
            "warm-up; wall seconds (cpu: scan/bare in process CPU time, which the other processes of a shared "
@@ -419,14 +450,15 @@ def markdown(args: argparse.Namespace, info: dict, rows: list[dict], mem: list[d
                        f"{r['scan/bare cpu']:.3f} | <= {target:.2f} ({ok}) | {r['naive/scan']:.2f}{naive_ok} | "
                        f"{r['load']:.1f} |")
     if mem:
-        out += ["", f"Peak RSS of a scan (synthetic inputs, each scan in a fresh process, {args.threads[0]} threads):",
-                "", "| model, format | samples | peak RSS MiB | growth (target <= 5%) |", "|---|---|---|---:|"]
+        out += ["", f"Peak RSS, each run in a fresh process (synthetic inputs, {args.threads[0]} threads, "
+                f"{' '.join(f'{k}={v}' for k, v in FIXED_MMAP.items())}); RSS before the run is the loaded model:", "",
+                "| model, format | samples | RSS before MiB | bare inference peak MiB | scan peak MiB | "
+                "bare growth | scan growth (target <= 5%) |", "|---|---|---:|---|---|---:|---:|"]
         for r in mem:
-            if r.get("pending"):
-                out.append(f"| {r['model']}, {r['format']} | | pending | |")
-                continue
             out.append(f"| {r['model']}, {r['format']} | {r['samples'][0]} -> {r['samples'][1]} | "
-                       f"{r['peak_mib'][0]:.0f} -> {r['peak_mib'][1]:.0f} | {r['growth']:+.1%} |")
+                       f"{r['before_mib']:.0f} | {r['bare_mib'][0]:.0f} -> {r['bare_mib'][1]:.0f} | "
+                       f"{r['peak_mib'][0]:.0f} -> {r['peak_mib'][1]:.0f} | {r['bare_growth']:+.1%} | "
+                       f"{r['growth']:+.1%} |")
     if start:
         out += ["", f"Start-up, wall time of the command, median of {args.startup_reps} after one warm-up:", "",
                 "| command | median s | min s | target s | imports torch |", "|---|---:|---:|---:|---|"]
@@ -435,6 +467,12 @@ def markdown(args: argparse.Namespace, info: dict, rows: list[dict], mem: list[d
                        f"{'yes' if r['imports_torch'] else 'no'} |")
     out.append(f"\nLoad average at the end: {os.getloadavg()[0]:.2f}.")
     return "\n".join(out)
+
+
+def _malloc(args: argparse.Namespace) -> str:
+    if args.system_malloc:
+        return "glibc defaults"
+    return "freed memory kept (" + " ".join(f"{k}={v}" for k, v in KEEP_MEMORY.items()) + ")"
 
 
 def main() -> None:
@@ -452,14 +490,20 @@ def main() -> None:
                    help="the small scan (several batches: the allocator settles); the large one is 10x")
     p.add_argument("--memory-cases", default="eager:resnet18,onnx:resnet18,eager:mlp")
     p.add_argument("--startup-reps", type=int, default=7)
+    p.add_argument("--methods", default="bare,scan,naive", help="which of bare,scan,naive to run")
     p.add_argument("--skip", default="", help="comma list of sections to skip: overhead,memory,startup")
     p.add_argument("--quick", action="store_true", help="112x112 and 32 tokens, 3 repetitions, 64 samples")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--system-malloc", action="store_true", help="time with glibc's default malloc settings")
     args = p.parse_args()
+    if not args.system_malloc and any(os.environ.get(k) != v for k, v in KEEP_MEMORY.items()):
+        # glibc reads these when the process starts: run again with them
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_MEMORY})
     if args.quick:
         args.res, args.tokens, args.reps, args.samples, args.memory_samples = 112, 32, 3, 64, 32
     args.models, args.formats = args.models.split(","), args.formats.split(",")
     args.threads = [int(t) for t in str(args.threads).split(",")]
+    args.methods = args.methods.split(",")
     args.memory_cases = [tuple(c.split(":")) for c in args.memory_cases.split(",") if c]
     skip = set(args.skip.split(","))
 

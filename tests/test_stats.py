@@ -32,6 +32,7 @@ def naive(y: np.ndarray, axis: int, bound: float | None, tau: float) -> dict:
         "sparsity": float((m <= 0).mean()),
         "mean": float(m.mean()),
         "max": float(m.max()),
+        "min": m.min(0),
     }
 
 
@@ -62,6 +63,11 @@ def activations(draw: st.DrawFn) -> tuple[np.ndarray, int, list[int], str]:
     index = [slice(None)] * rank
     index[axis] = dead
     y[tuple(index)] = 0 if kind != "leaky" else -np.abs(y[tuple(index)])
+    if kind == "relu6":  # planted: whole columns saturated, or positive everywhere
+        index[axis] = ~dead & (rng.random(shape[axis]) < 0.3)
+        y[tuple(index)] = 6
+        index[axis] = ~dead & (rng.random(shape[axis]) < 0.3)
+        y[tuple(index)] = rng.uniform(0.5, 6, y[tuple(index)].shape)
     cuts = sorted(draw(st.lists(st.integers(0, shape[0]), max_size=4)))
     return y, axis, cuts, kind
 
@@ -82,6 +88,8 @@ def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, l
     assert m.sparsity == pytest.approx(ref["sparsity"], abs=1e-12)
     assert m.mean == pytest.approx(ref["mean"], rel=1e-6, abs=1e-9)
     assert m.max == pytest.approx(ref["max"])
+    if bound is not None:  # exact, per neuron
+        np.testing.assert_array_equal(counters.min, ref["min"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,3 +134,22 @@ def test_detection_floor_is_rule_of_three() -> None:
     assert detection_floor(300) == pytest.approx(1 - 0.05 ** (1 / 300))
     assert 0.0099 < detection_floor(300) < 0.0101
     assert detection_floor(8) > 0.3
+
+
+def test_reduction_thread_choice_restores_torch_threads_and_counts_the_same() -> None:
+    from relu_doctor.backends.torch_reduce import Workspace
+
+    y = np.maximum(np.random.default_rng(3).standard_normal((6, 4, 50)), 0).astype(np.float32)
+    before = torch.get_num_threads()
+    workspace = Workspace()
+    acc = TorchSiteAccumulator(4, torch.device("cpu"), True, True, workspace=workspace)
+    chosen = set()
+    for part in np.split(y, 6):  # one batch each: the workspace tries each thread count
+        workspace.start_batch()
+        chosen.add(workspace.threads)
+        acc.update(torch.from_numpy(part), 1)
+        assert torch.get_num_threads() == before
+    assert chosen == ({before, 1} if before > 1 else {1})
+    whole = stream(y, 1, [], True, True)
+    np.testing.assert_array_equal(acc.counters().fires, whole.fires)
+    np.testing.assert_array_equal(acc.counters().min, whole.min)

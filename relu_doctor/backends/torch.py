@@ -21,7 +21,7 @@ from ..inputs import InputSpec, Sample
 from ..kinds import KINDS, classify_aten, is_runtime_candidate
 from . import CapturedSite, CaptureResult
 from .torch_naming import CallOrigin, EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
-from .torch_reduce import Scratch, TorchSiteAccumulator
+from .torch_reduce import TorchSiteAccumulator, Workspace
 
 # Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...)
 _CHANNEL_PRODUCERS = ("convolution", "conv1d", "conv2d", "conv3d", "conv_transpose", "mkldnn_convolution",
@@ -72,7 +72,7 @@ class _CaptureMode(TorchDispatchMode):
         self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
         self.include_smooth = include_smooth
         self.sites: dict[str, _SiteState] = {}  # in first-execution order
-        self.scratch = Scratch()  # shared by the sites' reductions
+        self.workspace = Workspace()  # shared by the sites' reductions
         self._ops: dict[Any, tuple[str, str | None, bool]] = {}  # OpOverload -> _op_facts
         self.last_site: str | None = None
         self.candidates = 0  # candidate calls seen in this batch (graph formats align on it)
@@ -86,6 +86,7 @@ class _CaptureMode(TorchDispatchMode):
         self.candidates = 0
         self._name_counts = {}
         self._producer = WeakTensorKeyDictionary()
+        self.workspace.start_batch()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -138,7 +139,7 @@ class _CaptureMode(TorchDispatchMode):
                 name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else f"aten.{op}",
                 params=params, shape=list(y.shape[1:]), axis=axis,
                 acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=KINDS[kind].bounded,
-                                         scratch=self.scratch),
+                                         workspace=self.workspace),
             )
         elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
             raise UserError(f"site {name} changed its number of neurons between batches "

@@ -5,11 +5,13 @@ per-(sample, neuron) partials are summed into device tensors, read once at the e
 
 On CPU this reduction is most of what a scan costs on top of the model
 (benchmarks/README.md), so it takes a faster road there:
-- The activation is reduced in chunks of about 1 MiB per intra-op thread: the first pass
+- The activation is reduced in chunks of about 2 MiB per intra-op thread: the first pass
   over a chunk reads it from memory, the next ones find it in cache, and every temporary
   is chunk-sized. A full-size temporary costs more than the passes themselves (its fresh
-  pages fault in).
-- An op on a 1 MiB chunk is short (tens of microseconds). Split over the intra-op threads
+  pages fault in). The size was measured (AMD EPYC, 1 MiB L2 per core, 32 MiB L3; 128K
+  to 8M elements per thread on MobileNetV2's activations): smaller chunks pay more per-op
+  overhead (1 MiB chunks cost 6-9% more), larger ones fall out of the cache.
+- An op on a chunk is short (about a hundred microseconds). Split over the intra-op threads
   it runs faster on an idle machine; on a busy one a worker that is not scheduled makes
   every fork/join wait for a time slice (measured on a shared 2-core VM: the scan cost 2-4x
   the model). So a scan reduces one batch with all threads and one with a single thread
@@ -18,14 +20,14 @@ On CPU this reduction is most of what a scan costs on top of the model
 - Non-negative kinds (relu, relu6, clip) reduce in the activation's own dtype, with no
   cast of the activation to float64 or int64: per (sample, neuron) row, the sum, the
   count of positive entries as the sum of sign(y) (0 or 1, exact in float32 below 2**24),
-  and the batch maximum. Row sums are float32 (cascade summation, relative error about
-  1e-7); from there everything accumulates in float64 / int64 as on the exact road.
-- Bounded kinds (relu6, clip) also need each neuron's minimum, which decides saturation.
-  A row with an entry that is not positive has minimum 0, so only rows whose every entry
-  is positive are read again: on a trained network a small part, where a minimum taken on
-  every row would be a fifth pass over the whole activation. The minimum is taken on the
-  bits (for values >= 0 the integer order of the bits is the float order, and the integer
-  kernel has no NaN checks: 3x faster on short rows).
+  and for bounded kinds the minimum, taken on the bits (for values >= 0 the integer order
+  of the bits is the float order, and the integer kernel has no NaN checks: 3x faster on
+  short rows). Row sums are float32 (cascade summation, relative error about 1e-7); from
+  there everything accumulates in float64 / int64 as on the exact road.
+- The minimum is taken on every row, in the chunk while it is in cache. Reading only the
+  rows with every entry positive (a row with a zero has minimum 0) looked cheaper, but on
+  the benchmark MobileNetV2 44% of its ReLU6 rows are such rows, and gathering them cost
+  0.27 s a scan against about 0.06 s for the in-cache minimum.
 - That road needs finite values: the host checks the batch total once (free on CPU), and
   a batch holding NaN or inf takes the exact road, which counts them.
 """
@@ -39,7 +41,7 @@ import torch
 
 from ..stats import SiteCounters
 
-CHUNK_PER_THREAD = 1 << 18  # elements: 1 MiB of float32, inside one core's L2
+CHUNK_PER_THREAD = 1 << 19  # elements: 2 MiB of float32 (see above)
 _EXACT_COUNT_LIMIT = 1 << 24  # float32 holds every integer below this exactly
 _BITS = {torch.float32: torch.int32, torch.float64: torch.int64}  # the dtypes of the fast road
 
@@ -152,21 +154,27 @@ class TorchSiteAccumulator:
         """Non-negative values, chunk by chunk; False (nothing counted) if any is not finite."""
         n, c = y3.shape[0], self.neurons
         bits = _BITS[y3.dtype]
-        sums, counts = self._rows(y3, red)
-        blocks = _blocks(y3, red, chunk, sums, counts)
-        if blocks[0][-1] is not None:  # blocks add up into their rows: start from 0
+        sums, counts, mins = self._rows(y3, red, bits)
+        blocks = _blocks(y3, red, chunk, sums, counts, mins)
+        if blocks[0][-1] is not None:  # blocks add up into their rows: start from 0 (and +inf)
             sums.zero_()
             counts.zero_()
+            if mins is not None:
+                mins.view(y3.dtype).fill_(float("inf"))
         maxes = y3.new_empty(len(blocks))
         scratch = self.workspace.like(blocks[0][0])  # the first block is the largest
-        for (a, dim, row_sums, row_counts, sample), m in zip(blocks, maxes.unbind()):
+        for (a, dim, row_sums, row_counts, row_mins, sample), m in zip(blocks, maxes.unbind()):
             sign = torch.sign(a, out=scratch[: a.shape[0]])  # 1 where y > 0, else 0 (or -0.0)
             if sample is None:  # the block holds every position of its rows
                 torch.sum(a, dim, out=row_sums)
                 torch.sum(sign, dim, out=row_counts)
+                if row_mins is not None:
+                    torch.amin(a.view(bits), dim, out=row_mins)
             else:  # a block of one sample's positions (a large channel-last sample): add up
                 row_sums += a.sum(dim)
                 row_counts += sign.sum(dim)
+                if row_mins is not None:
+                    torch.minimum(row_mins, a.view(bits).amin(dim), out=row_mins)
             torch.amax(a, out=m)
         abs_sums = sums.view(n, c).sum(0, dtype=torch.float64)
         total = float(abs_sums.sum())  # NaN or inf anywhere (or a float32 overflow) shows here
@@ -178,24 +186,24 @@ class TorchSiteAccumulator:
         self.abs_sum += abs_sums
         self.total += total
         self.max.clamp_(min=float(maxes.amax()))
-        if self.min is not None:
-            mins = _minima_of_positive_rows(y3, red, counts, bits)
-            self.min = torch.minimum(self.min, mins.amin(0).to(torch.float64))
+        if mins is not None and self.min is not None:
+            self.min = torch.minimum(self.min, mins.view(y3.dtype).view(n, c).amin(0).to(torch.float64))
         self.rows += n * y3.shape[red]
         self.samples += n
         return True
 
-    def _rows(self, y3: torch.Tensor, red: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-(sample, neuron) row sums and counts, in y3's own order: (N*C,)
-        channel-first, (N, C) channel-last. Kept from batch to batch: allocating them anew
-        every time would make the model's own large allocations fault in fresh pages
-        (measured on a TorchScript MLP: 43k page faults a scan)."""
+    def _rows(self, y3: torch.Tensor, red: int, bits: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """The per-(sample, neuron) row results (sums, counts, minima as bits or None), in y3's
+        own order: (N*C,) channel-first, (N, C) channel-last. Kept from batch to batch:
+        allocating them anew every time would make the model's own large allocations
+        fault in fresh pages (measured on a TorchScript MLP: 43k page faults a scan)."""
         key = (y3.shape[0], red, y3.dtype)
         if self._work is None or self._work[0] != key:
             n, c = y3.shape[0], self.neurons
             sums = y3.new_empty((n * c,) if red == 2 else (n, c))
-            self._work = (key, sums, torch.empty_like(sums))
-        return self._work[1], self._work[2]
+            mins = torch.empty_like(sums).view(bits) if self.min is not None else None
+            self._work = (key, sums, torch.empty_like(sums), mins)
+        return self._work[1:]
 
     def _update_exact(self, y3: torch.Tensor, red: int) -> None:
         """Any values, NaN and inf included, in float64: the reference road."""
@@ -236,29 +244,9 @@ class TorchSiteAccumulator:
         )
 
 
-def _minima_of_positive_rows(y3: torch.Tensor, red: int, counts: torch.Tensor, bits: torch.dtype) -> torch.Tensor:
-    """Each (sample, neuron) row's minimum, as (N, C) in y3's dtype, for non-negative y3 whose
-    positive entries per row are `counts`. A row with a zero has minimum 0 (its entries are
-    >= 0), so only the rows with every entry positive are read."""
-    n, c = counts.shape
-    mins = y3.new_zeros(n, c)
-    full = counts == y3.shape[red]
-    if red == 2:  # (N*C, P) rows: read just the full ones
-        rows = full.flatten().nonzero().squeeze(1)
-        if len(rows):
-            found = y3.reshape(n * c, -1).index_select(0, rows).view(bits).amin(1)
-            mins.view(-1).index_copy_(0, rows, found.view(y3.dtype))
-    else:  # (N, P, C): read the samples that have a full row; their other rows give 0
-        samples = full.any(1).nonzero().squeeze(1)
-        if len(samples):
-            found = y3.index_select(0, samples).view(bits).amin(1)
-            mins.index_copy_(0, samples, found.view(y3.dtype))
-    return mins
-
-
-def _blocks(y3: torch.Tensor, red: int, chunk: int, *results: torch.Tensor) -> list[tuple]:
+def _blocks(y3: torch.Tensor, red: int, chunk: int, *results: torch.Tensor | None) -> list[tuple]:
     """Blocks of about `chunk` elements as (block, dim to reduce, its rows of each of the
-    per-row `results`, sample): `sample` is None when the block holds
+    per-row `results` (None stays None), sample): `sample` is None when the block holds
     every position of its rows (results are written in place), else the block is part of
     that sample (results add up).
 
@@ -274,8 +262,8 @@ def _blocks(y3: torch.Tensor, red: int, chunk: int, *results: torch.Tensor) -> l
         step = max(1, chunk // max(1, y3[0].numel()))
     else:
         step = max(1, chunk // max(1, y3.shape[2]))
-        return [(part, 0, *(r[i] for r in results), i)
+        return [(part, 0, *(None if r is None else r[i] for r in results), i)
                 for i in range(y3.shape[0]) for part in y3[i].split(step)]
     parts = rows.split(step)
-    split = [r.split(step) for r in results]
+    split = [[None] * len(parts) if r is None else r.split(step) for r in results]
     return list(zip(parts, [1] * len(parts), *split, [None] * len(parts)))

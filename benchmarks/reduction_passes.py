@@ -78,7 +78,7 @@ def measure(threads: int) -> list[tuple[str, float]]:
     bounded = TorchSiteAccumulator(96, torch.device("cpu"), nonnegative=True, keep_min=True)
     return [
         ("one pass from memory: sum of all", per_element(y, lambda: y.sum())),
-        ("copy (read + write)", per_element(y, lambda: y.clone())),
+        ("copy into new memory (read, write, page faults)", per_element(y, lambda: y.clone())),
         ("alone, chunked: row sums", per_element(y, chunked(row_sum))),
         ("alone, chunked: sign into a chunk buffer", per_element(y, chunked(sign_))),
         ("alone, chunked: batch max", per_element(y, chunked(batch_max))),
@@ -87,9 +87,9 @@ def measure(threads: int) -> list[tuple[str, float]]:
         ("same chunk: + sign", per_element(y, chunked(row_sum, sign_))),
         ("same chunk: + count (sum of sign)", per_element(y, chunked(row_sum, sign_, count))),
         ("same chunk: + batch max", per_element(y, chunked(row_sum, sign_, count, batch_max))),
-        ("same chunk: + row minima (no longer done)", per_element(y, chunked(row_sum, sign_, count, batch_max,
+        ("same chunk: + row minima (bounded kinds)", per_element(y, chunked(row_sum, sign_, count, batch_max,
                                                                              row_min))),
-        ("relu-doctor update, ReLU6 (minima of full rows only)", per_element(y, lambda: bounded.update(y, 1))),
+        ("relu-doctor update, ReLU6 (all of the above)", per_element(y, lambda: bounded.update(y, 1))),
         ("shortcut? count_nonzero per row", per_element(y, lambda: torch.count_nonzero(rows, 1))),
         ("shortcut? vector_norm(ord=0) per row", per_element(y, lambda: torch.linalg.vector_norm(rows, 0, 1))),
         ("shortcut? (y > 0) as bool, summed per row", per_element(y, chunked(lambda a, k: (a > 0).sum(1)))),

@@ -5,13 +5,16 @@
 
 For each model (bench_models.py: ResNet-18, MobileNetV2 with ReLU6, a transformer-style
 MLP) in each format (eager module, TorchScript, .pt2, ONNX), interleaved repetitions of
-  bare   inference over the same batches (torch.inference_mode / onnxruntime),
+  bare   inference over the same batches (torch.inference_mode on the loaded module;
+         onnxruntime from the file, session creation included, since the scan is given
+         the path and loads it too),
   scan   relu_doctor.scan(model, data=..., batch_size=...) through the Python API,
   naive  forward hooks (graph formats: a dispatch mode; ONNX: every activation made a graph
          output) that copy each activation to numpy, reduced with numpy after each batch,
 and the medians of wall time (and of process CPU time, which other processes on a shared
-machine disturb less). Then the peak RSS of scans of N and 10N samples, each in a fresh
-process, and the CLI's start-up and end-to-end times. Prints Markdown tables.
+machine disturb less). Then the peak RSS of scans and of bare inference over N and 10N
+samples, each in a fresh process, and the CLI's start-up and end-to-end times. Prints
+Markdown tables.
 """
 
 from __future__ import annotations
@@ -94,10 +97,10 @@ def build_formats(name: str, example: np.ndarray, formats: list[str], tmp: Path)
 
 def bare_runner(fmt: str, model: object, batches: list[np.ndarray], threads: int) -> Callable[[], None]:
     if fmt == "onnx":
-        sess = _ort_session(str(model), threads)
-        name = sess.get_inputs()[0].name
-
+        # From the file, as the scan starts: the session's creation is part of bare inference
         def run_onnx() -> None:
+            sess = _ort_session(str(model), threads)
+            name = sess.get_inputs()[0].name
             for b in batches:
                 sess.run(None, {name: b})
 
@@ -126,10 +129,9 @@ def scan_runner(fmt: str, model: object, data: np.ndarray, batch: int) -> Callab
 def naive_runner(fmt: str, model: object, batches: list[np.ndarray], threads: int) -> Callable[[], None]:
     """Copy every activation to numpy during the pass, reduce them all afterwards."""
     if fmt == "onnx":
-        sess, names = _ort_session_with_activations(str(model), threads)
-        input_name = sess.get_inputs()[0].name
-
         def run_onnx() -> None:
+            sess, names = _ort_session_with_activations(str(model), threads)
+            input_name = sess.get_inputs()[0].name
             totals: dict[int, dict] = {}
             for b in batches:
                 _naive_reduce(dict(enumerate(sess.run(names, {input_name: b}))), totals)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+MODELS = ("resnet18", "mobilenet_v2", "mlp")
+
 
 def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
@@ -140,3 +142,18 @@ def build(name: str) -> nn.Module:
     if name == "mlp":
         return TransformerMLP().eval()
     raise ValueError(name)
+
+
+def input_shape(name: str, res: int = 224, tokens: int = 128) -> tuple[int, ...]:
+    """Per-sample input shape: images res x res for the CNNs, tokens x 384 for the MLP."""
+    return (tokens, 384) if name == "mlp" else (3, res, res)
+
+
+def export_onnx(model: nn.Module, path: str, example: torch.Tensor) -> None:
+    """The TorchScript-based exporter, opset 17, input "input" with a dynamic batch axis."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices
+        torch.onnx.export(model, (example,), path, dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})

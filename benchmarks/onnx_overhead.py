@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,26 +35,13 @@ import onnxruntime as ort
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+from bench_models import MODELS, build, export_onnx, input_shape  # noqa: E402
+
 from relu_doctor.backends import onnx as backend  # noqa: E402
 from relu_doctor.backends.onnx_counters import SiteAccumulator  # noqa: E402
 from relu_doctor.backends.onnx_graph import find_sites  # noqa: E402
 from relu_doctor.backends.onnx_instrument import instrument, make_session, plan_sites, static_shapes  # noqa: E402
 from relu_doctor.inputs import InputSpec, Sample  # noqa: E402
-
-# Per-sample input shape of each benchmark model (benchmarks/bench_models.py builds them).
-INPUT_SHAPES = {"resnet18": (3, 224, 224), "mobilenet_v2": (3, 224, 224), "mlp": (128, 384)}
-
-
-def export(name: str, path: Path, shape: tuple[int, ...]) -> None:
-    """Build a benchmark model (random weights, no downloads) and export it to ONNX."""
-    import torch
-    from bench_models import build
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(build(name), (torch.randn(1, *shape),), str(path), dynamo=False, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                          opset_version=17)
 
 
 def naive_reduce(y: np.ndarray, axis: int) -> tuple:
@@ -68,7 +54,7 @@ def naive_reduce(y: np.ndarray, axis: int) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(INPUT_SHAPES), default="resnet18")
+    parser.add_argument("--model", choices=MODELS, default="resnet18")
     parser.add_argument("--samples", type=int, default=256)  # relu-doctor's defaults
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
@@ -76,10 +62,12 @@ def main() -> None:
                         help="onnxruntime intra-op threads for all three (default: onnxruntime's, one per core)")
     args = parser.parse_args()
 
-    shape = INPUT_SHAPES[args.model]
+    import torch  # only to build and export the model
+
+    shape = input_shape(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        export(args.model, path, shape)
+        export_onnx(build(args.model), str(path), torch.randn(1, *shape))
         proto = onnx.load(str(path))
     x = np.random.default_rng(0).standard_normal((args.samples, *shape), np.float32)
     batches = [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)]

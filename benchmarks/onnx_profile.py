@@ -1,6 +1,6 @@
 """Where an ONNX scan's time goes: onnxruntime's own per-node profile, bare against instrumented.
 
-    .venv/bin/python benchmarks/onnx_profile.py resnet18|mobilenet_v2
+    .venv/bin/python benchmarks/onnx_profile.py resnet18|mobilenet_v2|mlp
 
 Exports the model (bench_models.py) to a temporary folder, builds relu-doctor's
 instrumented graph, runs 4 batches of 32 on 1 and 2 intra-op threads with onnxruntime's
@@ -29,7 +29,7 @@ import bench_models  # noqa: E402
 from relu_doctor.backends.onnx_graph import find_sites  # noqa: E402
 from relu_doctor.backends.onnx_instrument import instrument, plan_sites, static_shapes  # noqa: E402
 
-BATCH, RUNS, SHAPE = 32, 4, (3, 224, 224)
+BATCH, RUNS = 32, 4
 
 
 def kernel_ms(model: onnx.ModelProto, threads: int, x: np.ndarray, prefix: str, ordered: bool) -> tuple[float, dict]:
@@ -59,13 +59,13 @@ def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "resnet18"
     with tempfile.TemporaryDirectory(prefix="relu-doctor-profile-") as tmp:
         path = os.path.join(tmp, f"{name}.onnx")
-        torch.onnx.export(bench_models.build(name), (torch.zeros(BATCH, *SHAPE),), path, dynamo=False,
-                          opset_version=17, input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+        shape = bench_models.input_shape(name)
+        bench_models.export_onnx(bench_models.build(name), path, torch.zeros(BATCH, *shape))
         model = onnx.load(path)
-        plans, _ = plan_sites(find_sites(model, False).sites, static_shapes(model, {"input": [BATCH, *SHAPE]}),
+        plans, _ = plan_sites(find_sites(model, False).sites, static_shapes(model, {"input": [BATCH, *shape]}),
                               "auto")
         instrumented = instrument(model, plans)
-        x = np.random.default_rng(0).standard_normal((BATCH, *SHAPE)).astype(np.float32)
+        x = np.random.default_rng(0).standard_normal((BATCH, *shape)).astype(np.float32)
         for threads in (1, 2):
             for label, m in (("bare", model), ("instrumented", instrumented)):
                 total, ours = kernel_ms(m, threads, x, os.path.join(tmp, label), label == "instrumented")

@@ -39,7 +39,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-MODELS = ("resnet18", "mobilenet_v2", "mlp")
 FORMATS = ("eager", "torchscript", "pt2", "onnx")
 TARGET = {"eager": 1.10, "onnx": 1.10, "torchscript": 1.30, "pt2": 1.30}  # scan / bare
 # glibc hands every block over 32 MiB back to the OS when it is freed, and trims the heap
@@ -62,10 +61,6 @@ NAIVE_TARGET = 1.5  # naive / scan, on the CNNs
 # ---- models in every format ----------------------------------------------------------------
 
 
-def sample_shape(name: str, res: int, tokens: int) -> tuple[int, ...]:
-    return (tokens, 384) if name == "mlp" else (3, res, res)
-
-
 def build_formats(name: str, example: np.ndarray, formats: list[str], tmp: Path) -> dict[str, object]:
     """The model as each format: the object relu_doctor.scan takes (a path for ONNX)."""
     import bench_models
@@ -85,9 +80,7 @@ def build_formats(name: str, example: np.ndarray, formats: list[str], tmp: Path)
             out["pt2"] = torch.export.export(bench_models.build(name), (x,))  # static batch: the scan's batch
         if "onnx" in formats:
             path = tmp / f"{name}.onnx"
-            torch.onnx.export(bench_models.build(name), (x,), str(path), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+            bench_models.export_onnx(bench_models.build(name), str(path), x)
             out["onnx"] = str(path)
     return out
 
@@ -263,12 +256,13 @@ def interleaved(runs: dict[str, Callable[[], None]], reps: int) -> dict[str, dic
 
 
 def overhead(args: argparse.Namespace) -> list[dict]:
+    import bench_models
     import torch
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="relu-doctor-bench-") as tmp:
         for name in args.models:
-            shape = sample_shape(name, args.res, args.tokens)
+            shape = bench_models.input_shape(name, args.res, args.tokens)
             data = np.random.default_rng(0).standard_normal((args.samples, *shape)).astype(np.float32)
             batches = [data[i: i + args.batch] for i in range(0, args.samples, args.batch)]
             models = build_formats(name, data[: args.batch], args.formats, Path(tmp))
@@ -314,12 +308,11 @@ import torch, relu_doctor
 torch.set_num_threads({threads})
 import bench_models
 fmt, name, samples, res, tokens, batch = {fmt!r}, {name!r}, {samples}, {res}, {tokens}, {batch}
-shape = (tokens, 384) if name == "mlp" else (3, res, res)
+shape = bench_models.input_shape(name, res, tokens)
 model = bench_models.build(name)
 if fmt == "onnx":
     path = tempfile.mkdtemp() + "/m.onnx"
-    torch.onnx.export(model, (torch.zeros(batch, *shape),), path, dynamo=False, opset_version=17,
-                      input_names=["input"], dynamic_axes={{"input": {{0: "batch"}}}})
+    bench_models.export_onnx(model, path, torch.zeros(batch, *shape))
     model = path
 def status(key):
     with open("/proc/self/status") as f:
@@ -479,7 +472,7 @@ def _malloc(args: argparse.Namespace) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default="", help="comma list (default: every model in bench_models.py)")
     p.add_argument("--formats", default=",".join(FORMATS))
     p.add_argument("--res", type=int, default=224, help="CNN input height and width")
     p.add_argument("--tokens", type=int, default=128, help="MLP tokens per sample (384 features)")
@@ -503,7 +496,10 @@ def main() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **KEEP_MEMORY})
     if args.quick:
         args.res, args.tokens, args.reps, args.samples, args.memory_samples = 112, 32, 3, 64, 32
-    args.models, args.formats = args.models.split(","), args.formats.split(",")
+    import bench_models  # imports torch: after the exec above
+
+    args.models = args.models.split(",") if args.models else list(bench_models.MODELS)
+    args.formats = args.formats.split(",")
     args.threads = [int(t) for t in str(args.threads).split(",")]
     args.methods = args.methods.split(",")
     args.memory_cases = [tuple(c.split(":")) for c in args.memory_cases.split(",") if c]

@@ -4,13 +4,12 @@ Both exporters: the TorchScript-based one (dynamo=False) for every case, and the
 torch.export-based one (dynamo=True, needs onnxscript) where it can export the case.
 The dynamo exporter takes seconds per model, so by default it runs on three cases that
 cover its spellings (clamp -> Max(x, 0), relu6 -> Clip, Linear on tokens -> MatMul);
-RELU_DOCTOR_SLOW_TESTS=1 runs it on every case.
+the other cases are in the slow tier (`pytest -m slow`, run by .ci/run).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from tests.models import CASES, ONNX_OPSET, Case, sample_data
 ONNX_KIND = {"rrelu": "leaky_relu"}
 DYNAMO_DEFAULT = ("functional", "relu6", "mlp_tokens")
 DYNAMO_UNSUPPORTED = {"leaky": "the dynamo exporter has no ONNX function for aten.rrelu_with_noise"}
-ALL_DYNAMO = os.environ.get("RELU_DOCTOR_SLOW_TESTS") == "1"
 
 
 def export(case: Case, folder: Path, dynamo: bool) -> Path:
@@ -48,12 +46,10 @@ def export(case: Case, folder: Path, dynamo: bool) -> Path:
 def params() -> list:
     out = [pytest.param(c, False, id=f"{c.name}-torchscript") for c in CASES]
     for c in CASES:
-        marks = []
+        marks = [] if c.name in DYNAMO_DEFAULT else [pytest.mark.slow]
         if c.name in DYNAMO_UNSUPPORTED:
             marks.append(pytest.mark.skip(reason=DYNAMO_UNSUPPORTED[c.name]))
-        elif not ALL_DYNAMO and c.name not in DYNAMO_DEFAULT:
-            marks.append(pytest.mark.skip(reason="dynamo export is slow: RELU_DOCTOR_SLOW_TESTS=1 runs it"))
-        out.append(pytest.param(c, True, id=f"{c.name}-dynamo", marks=[pytest.mark.slow, *marks]))
+        out.append(pytest.param(c, True, id=f"{c.name}-dynamo", marks=marks))
     return out
 
 

@@ -7,6 +7,7 @@ list sits in a collapsed <details> so a big model's summary stays one screen lon
 from __future__ import annotations
 
 from ..report import Report, Site
+from .mermaid import mermaid_dead_chart
 from .text import percent
 
 TOP = 10  # sites listed in the open before the folded full list
@@ -53,6 +54,7 @@ def render_markdown(report: Report, heading: str = "###") -> str:
     if not report.sites:
         lines.append("No ReLU-family activation ran in this model.")
         return "\n".join(lines) + "\n"
+    lines += [*mermaid_dead_chart(report.sites), ""]
     if len(report.sites) <= TOP:
         lines += _table(report.sites)
         return "\n".join(lines) + "\n"

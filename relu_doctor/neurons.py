@@ -1,0 +1,100 @@
+"""Per-neuron counters as arrays (`scan --neurons FILE.npz`, SPEC 13), for notebook analysis.
+
+One `.npz` keyed `SITEINDEX/fires`, `SITEINDEX/entries`, `SITEINDEX/samples_fired`,
+`SITEINDEX/abs_sum`, `SITEINDEX/max`, `SITEINDEX/min` (one value per neuron), plus
+`SITEINDEX/samples` (inputs seen by the site) and the arrays `names`, `kinds` and `axes`
+(one entry per site, in execution order). The arrays are the report's counters, so every
+per-site number of the JSON report follows from them, and the arrays of partial scans
+merge exactly (`merge_neuron_arrays`): sums add, extremes take max/min.
+
+The counters keep a per-neuron minimum only for bounded kinds (relu6, clip: saturation)
+and a site-wide maximum only, so `min` is NaN for the other kinds and `max` is NaN per
+neuron; the site's maximum is `SITEINDEX/site_max`. NaN means "not measured", never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .report import Report, Site
+
+SUMMED = ("fires", "entries", "samples_fired", "abs_sum", "samples")
+LARGEST = ("max", "site_max")
+SMALLEST = ("min",)
+LABELS = ("names", "kinds", "axes")
+
+
+def site_arrays(site: Site) -> dict[str, np.ndarray]:
+    """The per-neuron arrays of one site (keys without the `SITEINDEX/` prefix)."""
+    c = site.counters
+    unknown = np.full(c.neurons, np.nan)
+    return {
+        "fires": c.fires.astype(np.int64),
+        "entries": np.full(c.neurons, c.rows, np.int64),  # every neuron sees every row of the site
+        "samples_fired": c.sample_fires.astype(np.int64),
+        "abs_sum": c.abs_sum.astype(np.float64),
+        "max": unknown.copy(),
+        "min": unknown.copy() if c.min is None else c.min.astype(np.float64),
+        "samples": np.asarray(c.samples, np.int64),
+        "site_max": np.asarray(c.max if c.max > -np.inf else np.nan, np.float64)  # -inf: nothing seen,
+    }
+
+
+def neuron_arrays(report: Report) -> dict[str, np.ndarray]:
+    """Every site's arrays under `SITEINDEX/...`, and the site labels."""
+    out: dict[str, np.ndarray] = {}
+    for site in report.sites:
+        for key, value in site_arrays(site).items():
+            out[f"{site.index}/{key}"] = value
+    out["names"] = np.array([s.name for s in report.sites], dtype=np.str_)
+    out["kinds"] = np.array([s.kind for s in report.sites], dtype=np.str_)
+    out["axes"] = np.array([s.axis for s in report.sites], dtype=np.int64)
+    return out
+
+
+def write_neurons(report: Report, path: Path) -> None:
+    """Write `neuron_arrays(report)` to `path` atomically (no partial file on any error)."""
+    from .files import atomic_path
+
+    arrays = neuron_arrays(report)
+    try:
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:  # a file object: numpy would otherwise append ".npz" to the name
+                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}", "Choose a writable --neurons path.") from None
+
+
+def read_neurons(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a `--neurons` file (no pickles are loaded)."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def merge_neuron_arrays(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of all parts' samples together: what a scan of the whole sample writes."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    for part in parts[1:]:
+        if set(part) != set(first) or any(not np.array_equal(part[k], first[k]) for k in LABELS):
+            raise ValueError("neuron arrays of different models or settings (sites differ)")
+    merged: dict[str, np.ndarray] = {}
+    for key in first:
+        field = key.rsplit("/", 1)[-1]
+        values = [np.asarray(p[key]) for p in parts]
+        if key in LABELS:
+            merged[key] = values[0]
+        elif field in SUMMED:
+            merged[key] = np.sum(values, axis=0, dtype=values[0].dtype)
+        elif field in LARGEST:
+            merged[key] = np.asarray(np.fmax.reduce(values))  # NaN (not measured) only where all are
+        elif field in SMALLEST:
+            merged[key] = np.asarray(np.fmin.reduce(values))
+        else:
+            raise ValueError(f"unknown neuron array {key!r}")
+    return merged

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .archives import check_zip
 from .errors import UserError, summarize_exception
 
 # Formats as they appear in the report's model.format
@@ -99,11 +100,15 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
         from .backends.onnx_loading import load_onnx
 
         return LoadedModel(ONNX, load_onnx(path), path, sha)
+    if fmt in (TORCHSCRIPT, STATE_DICT) and zipfile.is_zipfile(path):
+        check_zip(path)
     if fmt == TORCHSCRIPT:
         module = _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path)
         return LoadedModel(TORCHSCRIPT, module, path, sha)
     if fmt == PT2:
-        return LoadedModel(PT2, _guard_torch(lambda t: t.export.load(str(path)), path), path, sha)
+        from .backends.pt2_loading import load_pt2
+
+        return LoadedModel(PT2, _guard_torch(lambda t: load_pt2(path, trust_pickle), path), path, sha)
     if fmt == SAFETENSORS:
         return LoadedModel(SAFETENSORS, _with_arch(_load_safetensors(path), arch, arch_kwargs, path), path, sha)
     return _load_torch_save(path, sha, arch, arch_kwargs, trust_pickle)
@@ -124,6 +129,8 @@ def _guard_torch(load: Any, path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return load(torch)
+    except UserError:
+        raise
     except Exception as e:  # corrupt archives raise RuntimeError, KeyError, ValueError, ...
         raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
     finally:

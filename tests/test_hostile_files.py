@@ -1,0 +1,113 @@
+"""Hostile files: archives that would run code, expand beyond memory, or read outside their
+folder. Every case ends in exit 2 with one or two lines, no traceback, nothing written or
+changed, and (for code) no marker file: nothing from the file ran."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from typer.testing import CliRunner
+
+from relu_doctor.cli import app
+
+from . import hostile
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    make: Callable[[Path, Path], list[str]]  # (folder, marker) -> CLI arguments after the command
+    message: str
+
+
+def _pt2(edit: Callable[[Path], hostile.Edit]) -> Callable[[Path, Path], list[str]]:
+    def make(d: Path, marker: Path) -> list[str]:
+        hostile.rewrite_pt2(hostile.clean_pt2(d / "clean.pt2"), d / "m.pt2", edit(marker))
+        (d / "clean.pt2").unlink()
+        return [str(d / "m.pt2")]
+    return make
+
+
+def _bomb(d: Path, marker: Path) -> list[str]:
+    hostile.declared_bomb(hostile.clean_pt2(d / "clean.pt2"), d / "m.pt2")
+    (d / "clean.pt2").unlink()
+    return [str(d / "m.pt2")]
+
+
+CODE_IN_PT2 = [
+    Case("pt2 pickled weight", _pt2(hostile.pickled_weight), "use_pickle"),
+    Case("pt2 pickled constant", _pt2(hostile.pickled_constant), "use_pickle"),
+    Case("pt2 opaque object constant", _pt2(hostile.opaque_constant), "pickled"),
+    Case("pt2 example inputs retried with weights_only=False", _pt2(hostile.pickled_sample_inputs),
+         "pickled Python objects"),
+    Case("pt2 shape expression sympy would eval", _pt2(hostile.eval_in_shape_expression), "not arithmetic"),
+    Case("pt2 AOTInductor shared library", _pt2(hostile.aoti_code), "AOTInductor"),
+]
+MEMORY = [
+    Case("pt2 zip member declaring 3 GiB", _bomb, "would need 3.0 GiB"),
+    Case("pt2 empty record declaring 2**31 elements", _pt2(hostile.zero_record_bomb), "would need 16.0 GiB"),
+]
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def check_refused(result: object, message: str) -> None:
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    assert message in result.stderr, result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in result.output  # type: ignore[attr-defined]
+    assert 1 <= len(result.stderr.strip().splitlines()) <= 2, result.stderr  # type: ignore[attr-defined]
+    assert result.stdout == ""  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", ["scan", "patch"])
+@pytest.mark.parametrize("case", CODE_IN_PT2 + MEMORY, ids=lambda c: c.id)
+def test_hostile_archive_is_refused_and_runs_nothing(case: Case, command: str, tmp_path: Path) -> None:
+    marker = tmp_path.parent / f"{tmp_path.name}.marker"  # outside the folder compared below
+    args = case.make(tmp_path, marker)
+    extra = ["-o", str(tmp_path / "out.pt2")] if command == "patch" else []
+    before = _sha(tmp_path)
+    result = CliRunner().invoke(app, [command, *args, "--samples", "4", *extra])
+    check_refused(result, case.message)
+    assert not marker.exists(), "code from the archive ran"
+    assert _sha(tmp_path) == before
+
+
+def test_the_crafted_archive_really_runs_code_when_trusted(tmp_path: Path) -> None:
+    """The oracle for the cases above: with --trust-pickle (torch's own loading) the same
+    archive does create the marker, so its absence above means the guard stopped it."""
+    marker = tmp_path / "ran.marker"
+    args = _pt2(hostile.pickled_weight)(tmp_path, marker)
+    result = CliRunner().invoke(app, ["scan", *args, "--samples", "4", "--trust-pickle", "-f", "json"])
+    assert marker.exists()
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("case", CODE_IN_PT2[:4], ids=lambda c: c.id)
+def test_the_loader_guard_alone_stops_every_unpickle(case: Case, tmp_path: Path) -> None:
+    """Second layer: torch.export.load under the guard, without the archive inspection, runs
+    no pickle either (the guard does not depend on knowing where torch unpickles)."""
+    import torch
+
+    from relu_doctor.backends.pt2_loading import _guarded_loader
+    from relu_doctor.errors import UserError
+
+    marker = tmp_path / "ran.marker"
+    (path,) = case.make(tmp_path, marker)
+    with pytest.raises(UserError, match="pickled"), _guarded_loader(True):
+        torch.export.load(path)
+    assert not marker.exists()
+    assert torch.load.__name__ == "load"  # the patch is scoped: torch is itself again
+
+
+def test_a_clean_pt2_still_loads_and_the_limit_can_be_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = hostile.clean_pt2(tmp_path / "clean.pt2")
+    assert CliRunner().invoke(app, ["scan", str(clean), "--samples", "4", "-q"]).exit_code == 0
+    hostile.rewrite_pt2(clean, tmp_path / "zeros.pt2", hostile.zero_record_bomb(tmp_path))
+    monkeypatch.setenv("RELU_DOCTOR_MAX_LOAD_BYTES", "1K")
+    check_refused(CliRunner().invoke(app, ["scan", str(clean), "--samples", "4"]), "above the limit of 1.0 KiB")

@@ -14,11 +14,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Report", "Site", "UserError", "VerificationError", "__version__", "patch", "scan"]
+__all__ = ["Report", "Site", "UserError", "VerificationError", "__version__", "patch", "scan", "watch"]
 
 _LAZY = {
     "scan": "api", "patch": "patching", "Report": "report", "Site": "report",
     "UserError": "errors", "VerificationError": "errors",
+    "watch": "training.watch",
 }
 
 

@@ -1,0 +1,216 @@
+"""`watch()`: dead ReLUs measured while a model trains, in windows, with one report per window.
+
+Passive mode measures the loop's own forward passes on steps k*every ... k*every+window-1
+(LiveCapture: reduced on the device as they are made, no extra pass, no host sync per
+step). At the end of a window the counters are read once (and all-reduced under torchrun),
+and one Report goes to the sinks. Probe mode instead scans a fixed batch every `every`
+steps (and once on entering), in eval mode under inference_mode, leaving the model as it was.
+
+Steps count optimizer steps: the forward passes between the n-th and the (n+1)-th call of
+`step()` belong to step n (0-based); a probe at step n sees the weights after n updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import gates as gating
+from ..errors import UserError
+from ..report import Report, Site
+from ..stats import DEFAULT_TAU, small_sample_warning
+from .sinks import Sinks
+
+# Measured by benchmarks/watch_overhead.py (benchmarks/README.md): a window costs about a
+# fifth of its steps' time on CPU, so 10 steps in 100 keep the average near 2%.
+DEFAULT_EVERY = 100
+DEFAULT_WINDOW = 10
+
+
+class Watch:
+    """Context manager / object: call `step()` once per optimizer step; `reports` grows per window."""
+
+    def __init__(
+        self,
+        model: Any,
+        every: int = DEFAULT_EVERY,
+        window: int = DEFAULT_WINDOW,
+        history: Any = None,
+        probe: Any = None,
+        writer: Any = None,
+        fail_dead_ratio: float | None = None,
+        fail_total_dead_ratio: float | None = None,
+        on_alert: Callable[[Report], Any] | str | None = None,
+        *,
+        tau: float = DEFAULT_TAU,
+        neuron_axis: str = "auto",
+        include_smooth: bool = False,
+        select: Sequence[str] = (),
+        ignore: Sequence[str] = (),
+        start_step: int = 0,
+    ) -> None:
+        import torch
+
+        from ..api import _check_settings
+        from ..backends.torch_live import LiveCapture
+        from ..distributed import current_world
+
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(f"watch() needs an nn.Module (got {type(model).__name__})")
+        if not isinstance(every, int) or every < 1:
+            raise UserError(f"every must be a positive number of steps (got {every!r})")
+        if probe is None and (not isinstance(window, int) or not 1 <= window <= every):
+            raise UserError(f"window must be between 1 and every={every} steps (got {window!r})")
+        _check_settings(None, 1, tau, neuron_axis, None)
+        gating.check_threshold("fail_dead_ratio", fail_dead_ratio)
+        gating.check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
+        self.model = model
+        self.every, self.window = every, window
+        self.probe = probe
+        self.tau, self.neuron_axis, self.include_smooth = tau, neuron_axis, include_smooth
+        self.select, self.ignore = list(select), list(ignore)
+        self.fail_dead_ratio, self.fail_total_dead_ratio = fail_dead_ratio, fail_total_dead_ratio
+        self.world = current_world()
+        self.sinks = Sinks(history, writer, on_alert, self.world.is_writer)
+        self.capture = LiveCapture(model, neuron_axis, include_smooth)
+        self.reports: list[Report] = []
+        self.steps = start_step  # optimizer steps done so far
+        self._window_start: int | None = None
+        self.probe_seconds: list[float] = []
+        self._closed = False
+
+    @property
+    def mode(self) -> str:
+        return "probe" if self.probe is not None else "passive"
+
+    def __enter__(self) -> Watch:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the loop failed: take the hooks away, report nothing half-measured
+            self.capture.detach()
+            self._window_start = None
+            self._closed = True
+
+    def start(self) -> None:
+        """Begin measuring at the current step (entering the context does this)."""
+        if self.probe is not None:
+            self._run_probe()
+        else:
+            self._maybe_open()
+
+    def step(self) -> Report | None:
+        """Mark one optimizer step done; returns the report of a window (or probe) it finished."""
+        if self._closed:
+            raise UserError("step() after the watch was closed")
+        self.steps += 1
+        report = None
+        if self.probe is not None:
+            if self.steps % self.every == 0:
+                report = self._run_probe()
+        else:
+            if self._window_start is not None and self.steps - self._window_start >= self.window:
+                report = self._close_window(self.steps - 1)
+            self._maybe_open()
+        return report
+
+    def close(self) -> None:
+        """Finish: a window cut short by the end of training is reported for the steps it saw."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._window_start is not None:
+            if self.steps > self._window_start:
+                self._close_window(self.steps - 1)
+            else:
+                self.capture.detach()
+                self._window_start = None
+
+    # ---- passive ----------------------------------------------------------------------
+
+    def _maybe_open(self) -> None:
+        if self._window_start is None and self.steps % self.every == 0:
+            self._window_start = self.steps
+            self.capture.attach()
+
+    def _close_window(self, last: int) -> Report:
+        from ..distributed import all_reduce_count, all_reduce_sites
+
+        first = self._window_start
+        assert first is not None
+        self._window_start = None
+        warnings = self.capture.warnings
+        captured = all_reduce_sites(self.capture.detach(), self.world)
+        samples = all_reduce_count(self.capture.samples, self.world)
+        sample = {
+            "source": "training", "samples": samples, "batch_size": self.capture.batch_size, "seed": None,
+            "inputs": [], "steps": [first, last], "forward_passes": self.capture.forward_passes,
+        }
+        if self.world.size > 1:
+            sample["ranks"] = self.world.size
+        return self._finish(captured, sample, warnings)
+
+    # ---- probe ------------------------------------------------------------------------
+
+    def _run_probe(self) -> Report:
+        from ..api import scan
+        from ..backends.torch_live import unwrap
+        from .state import preserved
+
+        model = unwrap(self.model)
+        device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
+        began = time.perf_counter()
+        with preserved(model):
+            scanned = scan(model, self.probe, tau=self.tau, neuron_axis=self.neuron_axis,
+                           include_smooth=self.include_smooth, device=str(device) if device is not None else "cpu")
+        self.probe_seconds.append(time.perf_counter() - began)
+        sample = dict(scanned.sample, source="probe", steps=[self.steps, self.steps])
+        return self._finish(scanned.sites, sample, scanned.warnings)
+
+    # ---- both -------------------------------------------------------------------------
+
+    def _finish(self, captured: Sequence[Any], sample: dict[str, Any], warnings: list[str]) -> Report:
+        sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, self.tau)
+                 for i, s in enumerate(captured)]
+        notes = list(warnings)
+        small = small_sample_warning(int(sample["samples"]))
+        if small and small not in notes:
+            notes.append(small)
+        report = Report(
+            model={"path": None, "format": "module", "sha256": None, "class": type(self.model).__name__},
+            sample=sample,
+            settings={"tau": self.tau, "neuron_axis": self.neuron_axis, "include_smooth": self.include_smooth,
+                      "select": self.select, "ignore": self.ignore, "every": self.every,
+                      "window": self.window if self.probe is None else None, "mode": self.mode},
+            sites=sites,
+            warnings=notes,
+        )
+        report.gates = self._gate(sites, report)
+        self.reports.append(report)
+        self.sinks.emit(report)
+        return report
+
+    def _gate(self, sites: list[Site], report: Report) -> Any:
+        try:
+            return gating.gate(sites, self.select, self.ignore, self.fail_dead_ratio, self.fail_total_dead_ratio)
+        except UserError as e:  # a --select matching nothing must not stop a training run
+            report.warnings.append(str(e))
+            return gating.evaluate(gating.selected(sites, (), self.ignore), self.fail_dead_ratio,
+                                   self.fail_total_dead_ratio)
+
+
+def watch(model: Any, every: int = DEFAULT_EVERY, window: int = DEFAULT_WINDOW, history: Any = None,
+          probe: Any = None, writer: Any = None, fail_dead_ratio: float | None = None,
+          fail_total_dead_ratio: float | None = None, on_alert: Callable[[Report], Any] | str | None = None,
+          **scan_options: Any) -> Watch:
+    """Watch `model` while it trains (SPEC 12). Use as a context manager, calling `.step()` per optimizer step.
+
+    `on_alert`: called with the report when a threshold is breached; "warn" (default) or
+    "raise" (DeadReLUAlert). `scan_options`: tau, neuron_axis, include_smooth, select, ignore.
+    """
+    return Watch(model, every, window, history, probe, writer, fail_dead_ratio, fail_total_dead_ratio, on_alert,
+                 **scan_options)

@@ -304,8 +304,9 @@ def _prepare_eager(module: torch.nn.Module, device: torch.device) -> TorchModel:
 def _prepare_script(module: torch.jit.ScriptModule, device: torch.device) -> TorchModel:
     module.eval()
     module = _on_device(module, device)
+    # Arguments with a default (`mask: Optional[Tensor] = None`) are optional, as in eager
     args = module.forward.schema.arguments[1:]  # skip self
-    specs = [InputSpec(a.name) for a in args]
+    specs = [InputSpec(a.name) for a in args if not a.has_default_value()]
     return TorchModel(forward=module, specs=specs, device=device, dtype=_param_dtype(module),
                       make_origins=lambda: torchscript_origins(module))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -73,15 +73,9 @@ class PatchPlan:
     def by_name(self) -> dict[str, SitePatch]:
         return {p.name: p for p in self.sites}
 
-    def by_index(self) -> dict[int, SitePatch]:
-        return {p.index: p for p in self.sites}
-
     @property
     def leaky_neurons(self) -> int:
         return sum(p.leaky_neurons for p in self.sites)
-
-    def with_slope(self, slope: float) -> PatchPlan:
-        return PatchPlan(self.mode, slope, [replace(p, slope=slope) for p in self.sites], list(self.site_names))
 
 
 def check_options(slope: float, mode: str, min_dead_ratio: float) -> None:

@@ -9,12 +9,13 @@ that file, and renamed into place only when verification passes; any failure on 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, VerificationError
 from ..files import atomic_path, check_output_path
+from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
 from ..report import Report
@@ -33,21 +34,26 @@ class ScanOptions:
     data: Any = None
     input_shape: Any = None
     samples: int | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | str = DEFAULT_BATCH_SIZE  # or "auto"
+    max_batches: int | None = None
     seed: int = 0
     device: str = "auto"
     tau: float = 0.025
     neuron_axis: str = "auto"
     include_smooth: bool = False
     input_range: Any = None
+    image_size: Any = None
+    mean: Any = None
+    std: Any = None
     arch: str | None = None
     arch_kwargs: Any = None
     trust_pickle: bool = False
 
     def scan_kwargs(self) -> dict[str, Any]:
-        return dict(input_shape=self.input_shape, samples=self.samples, batch_size=self.batch_size, seed=self.seed,
-                    device=self.device, tau=self.tau, neuron_axis=self.neuron_axis,
-                    include_smooth=self.include_smooth, input_range=self.input_range)
+        return dict(input_shape=self.input_shape, samples=self.samples, batch_size=self.batch_size,
+                    max_batches=self.max_batches, seed=self.seed, device=self.device, tau=self.tau,
+                    neuron_axis=self.neuron_axis, include_smooth=self.include_smooth, input_range=self.input_range,
+                    image_size=self.image_size, mean=self.mean, std=self.std)
 
 
 @dataclass
@@ -118,13 +124,19 @@ def patch_file(
     include_smooth = bool(report.settings.get("include_smooth", False))
     specs, fixed_batch = _specs(loaded, opts.device)
     # the scan's own sample (same data, seed and shapes), for the rewrite's example and the checks
-    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range))
+    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range),
+                              image_options(opts.image_size, opts.mean, opts.std))
+    # --batch-size auto: the size the scan chose
+    chosen = opts.batch_size if isinstance(opts.batch_size, int) else report.sample.get("batch_size")
+    batch_size = fixed_batch or int(chosen or DEFAULT_BATCH_SIZE)
+    if opts.max_batches is not None:  # the sample the scan saw: its first max_batches batches
+        sample = replace(sample, count=min(sample.count, opts.max_batches * batch_size))
     patched, example = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
     try:
         # torch.export reads and writes only paths ending in .pt2
         with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp") as tmp:
             _write(patched, tmp, fmt)
-            outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report)
+            outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size)
             problems = outcome.verification.all_problems()
             if problems:
                 raise VerificationError("; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
@@ -197,7 +209,7 @@ def _write(obj: Any, path: Path, fmt: str) -> None:
 
 
 def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,
-            opts: ScanOptions, report: Report) -> Verification:
+            opts: ScanOptions, report: Report, batch_size: int) -> Verification:
     """Reload what was written and check it (see verify.py); rescan it the way it was scanned."""
     from .. import api
 
@@ -212,12 +224,12 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
             from .torch import onnx_proto
 
             original = onnx_proto(loaded.obj, example, [s.name for s in sample.specs])
-        result = verify_onnx(original, reloaded.obj, plan, sample, fresh, opts.batch_size, opts.device,
+        result = verify_onnx(original, reloaded.obj, plan, sample, fresh, batch_size, opts.device,
                              include_smooth)
     else:
         from .verify_torch import verify_torch
 
-        result = verify_torch(loaded.obj, reloaded.obj, plan, sample, fresh, opts.batch_size, opts.device,
+        result = verify_torch(loaded.obj, reloaded.obj, plan, sample, fresh, batch_size, opts.device,
                               include_smooth)
     kwargs = opts.scan_kwargs()
     kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import TYPE_CHECKING
 
-from ..report import Report
+if TYPE_CHECKING:
+    from ..report import Report
 
 # The keys of Site.to_dict(with_counters=False); used as the header when there is no site.
 COLUMNS = ["index", "name", "kind", "op", "params", "shape", "axis", "neurons", "grad_blocked", "dead",

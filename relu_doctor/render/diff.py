@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..compare import Diff, SiteChange, SiteOnly
-from ..report import Report
 from .markdown import code, render_markdown
-from .text import percent, shorten_middle
+from .text import percent, plain_text, shorten_middle
+
+if TYPE_CHECKING:
+    from ..compare import Diff, SiteChange, SiteOnly
+    from ..report import Report
+
+DIFF_FORMATS = ("table", "json", "markdown")
 
 NAME_WIDTH = 24
 TOP = 10  # changed sites shown in Markdown before the folded full list
@@ -158,6 +164,15 @@ def render_diff_markdown(d: Diff, new: Report | None = None) -> str:
         lines += ["<details><summary>New report</summary>", "", render_markdown(new, heading="####").rstrip(), "",
                   "</details>", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_diff(d: Diff, fmt: str, new: Report | None = None, width: int = 80) -> str:
+    """The diff as `fmt` text; Markdown folds `new`'s full report at the end."""
+    if fmt == "json":
+        return d.to_json()
+    if fmt == "markdown":
+        return render_diff_markdown(d, new)
+    return plain_text(lambda console: render_diff_table(d, console), width)
 
 
 def _more(n: int) -> list[str]:

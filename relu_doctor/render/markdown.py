@@ -6,9 +6,13 @@ list sits in a collapsed <details> so a big model's summary stays one screen lon
 
 from __future__ import annotations
 
-from ..report import Report, Site
+from typing import TYPE_CHECKING
+
 from .mermaid import mermaid_dead_chart
 from .text import percent
+
+if TYPE_CHECKING:
+    from ..report import Report, Site
 
 TOP = 10  # sites listed in the open before the folded full list
 MAX_ROWS = 500  # a huge model's summary stays well under GitHub's 1 MiB step-summary limit

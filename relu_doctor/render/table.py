@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..report import Report, Site
 from .text import percent, shorten_middle
+
+if TYPE_CHECKING:
+    from ..report import Report, Site
 
 BAR_WIDTH = 6
 NAME_WIDTH = 22

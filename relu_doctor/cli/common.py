@@ -1,0 +1,143 @@
+"""What every command shares: exit codes, the error-to-exit-code mapping, output, progress.
+
+stdout carries data, stderr carries progress, warnings and errors (SPEC 10, DESIGN 7-8).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+EXIT_OK, EXIT_GATE, EXIT_USER, EXIT_BUG = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
+
+
+class ErrorMappingGroup(typer.core.TyperGroup):
+    """Click's usage errors in our two-line shape: what is wrong, then where to look."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        ClickException: Any
+        try:  # typer >= 0.25 vendors click
+            from typer._click import ClickException
+        except ImportError:
+            from click import ClickException
+
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(EXIT_INTERRUPTED)
+        except ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `relu-doctor`: the help is the answer
+                stderr().print(e.format_message(), highlight=False, markup=False)
+                sys.exit(EXIT_USER)
+            ctx = getattr(e, "ctx", None)
+            command = ctx.command_path if ctx is not None else "relu-doctor"
+            say("error:", e.format_message(), "bold red")
+            stderr().print(f"See '{command} --help'.", highlight=False, markup=False)
+            sys.exit(EXIT_USER)
+        # without standalone mode click returns a command's exit code instead of exiting
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(label: str, message: str, style: str) -> None:
+    """One stderr line: a styled label, then the message as plain text (never Rich markup)."""
+    from rich.text import Text
+
+    stderr().print(Text.assemble((label, style), " ", message))
+
+
+def warn(warnings: Sequence[str], quiet: bool) -> None:
+    if not quiet:
+        for w in warnings:
+            say("warning:", w, "yellow")
+
+
+def gate_failed(title: str, lines: Sequence[str]) -> None:
+    """A breached gate on stderr: the title, then one line per offending site."""
+    say("gate failed:", title, "bold red")
+    for line in lines:
+        stderr().print(f"  {line}", highlight=False, markup=False)
+
+
+def run_guarded(debug: bool, body: Callable[[], int]) -> None:
+    """Run a command body; user errors become two lines and exit 2, bugs exit 3."""
+    from ..errors import UserError, VerificationError, summarize_exception
+
+    try:
+        code = body()
+    except UserError as e:
+        say("error:", e.message, "bold red")
+        if e.hint:
+            stderr().print(e.hint, highlight=False, markup=False)
+        if debug:
+            raise
+        raise typer.Exit(EXIT_USER) from None
+    except VerificationError as e:
+        say("verification failed:", str(e), "bold red")
+        if debug:
+            raise
+        raise typer.Exit(EXIT_BUG) from None
+    except KeyboardInterrupt:
+        stderr().print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as e:  # a bug in relu-doctor: say so, keep the traceback for --debug
+        if debug:
+            raise
+        say("internal error:", f"{type(e).__name__}: {summarize_exception(e)}", "bold red")
+        stderr().print("This is a bug in relu-doctor; rerun with --debug for the traceback and report it.")
+        raise typer.Exit(EXIT_BUG) from None
+    raise typer.Exit(code)
+
+
+def emit(text: str, output: Path | None, protected: Sequence[Path]) -> None:
+    """Write data to -o FILE (atomically) or to stdout."""
+    from ..files import atomic_write_text, check_output_path
+
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    check_output_path(output, protected)
+    atomic_write_text(output, text)
+
+
+def stdout_console(soft_wrap: bool = False) -> Console:
+    """Straight to the terminal, in colour when stdout is one (Rich honours NO_COLOR)."""
+    return Console(highlight=False, soft_wrap=soft_wrap)
+
+
+class ProgressBar:
+    """A Rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress: Any = None
+        self.task: Any = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self.progress = Progress(
+                "scanning", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr(), transient=True
+            )
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("scan", total=total)
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

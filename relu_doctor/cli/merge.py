@@ -1,0 +1,52 @@
+"""relu-doctor merge: partial scans of one model into the report of the whole sample (SPEC 11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import EXIT_GATE, EXIT_OK, emit, gate_failed, run_guarded, stdout_console, warn
+from .options import REPORT_OUTPUT, RUN, Options, report_format, takes
+from .scan import Format
+
+
+@takes((report_format(Format, Format.json), REPORT_OUTPUT), RUN)
+def merge(
+    reports: list[Path] = typer.Argument(
+        ..., metavar="REPORT.json", help="JSON reports of partial scans of the same model."
+    ),
+    *,
+    opts: Options,
+) -> None:
+    """Combine partial scans (same model, same sites) into the report of the whole sample.
+
+    Gates recorded in the parts (--fail-dead-ratio, ...) are evaluated again on the whole.
+    """
+
+    def body() -> int:
+        from ..errors import UserError
+        from ..merge import merge_reports
+        from ..render.formats import print_report, render_report
+        from ..report import Report
+
+        seen: dict[Path, Path] = {}
+        for p in reports:
+            if p.resolve() in seen:
+                raise UserError(
+                    f"{p} is given twice (as {seen[p.resolve()]})",
+                    "Each partial scan counts once; pass every report file once.",
+                )
+            seen[p.resolve()] = p
+        merged = merge_reports([Report.load(p) for p in reports], [str(p) for p in reports])
+        warn(merged.warnings, opts.quiet)
+        if opts.format == "table" and opts.output is None:
+            print_report(merged, stdout_console())
+        else:
+            emit(render_report(merged, opts.format), opts.output, protected=list(reports))
+        if not merged.gates.passed:
+            gate_failed(f"{len(merged.gates.violations)} violation(s)", [v.describe() for v in merged.gates.violations])
+            return EXIT_GATE
+        return EXIT_OK
+
+    run_guarded(opts.debug, body)

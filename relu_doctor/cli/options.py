@@ -1,0 +1,212 @@
+"""Every command-line option, declared once, in groups that commands share.
+
+A command names the groups it takes (`@takes(MODEL, SAMPLE, ...)`); their options are
+added to its signature and arrive as one `Options` value, keyed by the Python API's
+keyword names (SPEC 9: every CLI option is a keyword argument of the same name). So a
+new sample option reaches `scan` and `patch` at once, and the two cannot drift.
+
+Each option's callback parses and checks its value where it is parsed: a bad value is
+click's usage error (exit 2, two lines) before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: its keyword name, Python type, default, and typer declaration."""
+
+    name: str
+    type: Any
+    default: Any
+    flags: tuple[str, ...]
+    help: str
+    metavar: str | None = None
+    callback: Callable[..., Any] | None = None  # parses and checks the value while click parses
+    finish: Callable[[Any], Any] | None = None  # applied after typer's own conversion
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def parameter(self) -> inspect.Parameter:
+        info = typer.Option(self.default, *self.flags, help=self.help, metavar=self.metavar,
+                            callback=self.callback, **dict(self.extra))
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=self.type)
+
+    def with_default(self, default: Any) -> Opt:
+        return replace(self, default=default)
+
+
+Group = tuple[Opt, ...]
+
+
+class Options(dict):  # type: ignore[type-arg]
+    """The parsed values of a command's option groups, by keyword name."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def of(self, *groups: Group) -> dict[str, Any]:
+        """The values of these groups only, as keyword arguments."""
+        return {o.name: self[o.name] for g in groups for o in g}
+
+
+def takes(*groups: Group) -> Callable[[F], F]:
+    """Add the groups' options to a command; the command receives them as `opts: Options`."""
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        own = [p for name, p in signature.parameters.items() if name != "opts"]
+        added = [o for g in groups for o in g]
+        names = [o.name for o in added]
+        if len(set(names)) != len(names) or set(names) & {p.name for p in own}:
+            raise TypeError(f"{func.__name__}: an option is taken twice")
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            opts = Options((o.name, o.finish(kwargs.pop(o.name)) if o.finish else kwargs.pop(o.name)) for o in added)
+            return func(**kwargs, opts=opts)
+
+        params = own + [o.parameter() for o in added]
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer must read the signature above, not the original's
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+# -- parsers ---------------------------------------------------------------------------------------
+
+
+def _api_check(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A callback running the API's own parser: its UserError becomes click's usage error (exit 2)."""
+
+    def callback(value: Any) -> Any:
+        from ..errors import UserError
+
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except UserError as e:
+            raise typer.BadParameter(e.message + (f" {e.hint}" if e.hint else "")) from None
+
+    return callback
+
+
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number; give a positive integer or auto") from None
+    return number
+
+
+def _choice(value: Enum | None) -> str | None:
+    return None if value is None else value.value
+
+
+def _list(value: list[str] | None) -> tuple[str, ...]:
+    return tuple(value or ())
+
+
+class NeuronAxis(str, Enum):
+    auto = "auto"
+    channel = "channel"
+    last = "last"
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+ARCH = Opt("arch", str | None, None, ("--arch",), "MODULE:CALLABLE building the model for a state dict.",
+           "MODULE:CALLABLE")
+ARCH_KWARGS = Opt("arch_kwargs", str | None, None, ("--arch-kwargs",), "JSON keyword arguments for --arch.", "JSON")
+TRUST_PICKLE = Opt("trust_pickle", bool, False, ("--trust-pickle",),
+                   "Allow loading a pickled nn.Module. Unpickling runs code from the file.")
+MODEL: Group = (ARCH, ARCH_KWARGS, TRUST_PICKLE)
+
+# -- the sample the model runs on ------------------------------------------------------------------
+
+SAMPLE: Group = (
+    Opt("data", Path | None, None, ("--data",),
+        "Sample inputs: .npy, .npz (by input name), .pt, or a folder of .png/.jpg images.", "PATH"),
+    Opt("input_shape", list[str] | None, None, ("--input-shape",),
+        "Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable.", "SHAPE"),
+    Opt("samples", int | None, None, ("--samples",), "Samples to scan (synthetic default 256).", "N"),
+    Opt("batch_size", str, "32", ("--batch-size",), "Samples per forward pass, or auto.", "B", _batch_size),
+    Opt("max_batches", int | None, None, ("--max-batches",), "Stop after this many batches.", "N"),
+    Opt("seed", int, 0, ("--seed",), "Seed of the synthetic inputs.", "N"),
+    Opt("input_range", str | None, None, ("--input-range",),
+        "Synthetic inputs uniform in LO,HI instead of standard normal.", "LO,HI"),
+    Opt("image_size", str | None, None, ("--image-size",), "With --data FOLDER of images: resize them to H,W.",
+        "H,W"),
+    Opt("mean", str | None, None, ("--mean",), "Images: subtract this mean.", "R,G,B"),
+    Opt("std", str | None, None, ("--std",), "Images: divide by this std.", "R,G,B"),
+    Opt("device", str, "auto", ("--device",), "cpu, cuda or auto.", "DEVICE"),
+)
+
+# -- what is measured ------------------------------------------------------------------------------
+
+MEASURE: Group = (
+    Opt("tau", float, 0.025, ("--tau",), "ReDo dormancy threshold.", "TAU"),
+    Opt("neuron_axis", NeuronAxis, NeuronAxis.auto, ("--neuron-axis",), "auto, channel or last.", "AXIS", _choice),
+    Opt("include_smooth", bool, False, ("--include-smooth",), "Also report GELU, SiLU, ELU, ... sites."),
+)
+
+SHARD = Opt("shard", str | None, None, ("--shard",),
+            "Scan only shard I of N of the sample (I/N, from 0); combine with `merge`.", "I/N")
+
+# -- which sites count -----------------------------------------------------------------------------
+
+SELECT: Group = (
+    Opt("select", list[str] | None, None, ("--select",), "Only sites whose name matches this glob. Repeatable.",
+        "GLOB", finish=_list),
+    Opt("ignore", list[str] | None, None, ("--ignore",), "Skip sites whose name matches this glob. Repeatable.",
+        "GLOB", finish=_list),
+)
+
+# -- gates -----------------------------------------------------------------------------------------
+
+GATES: Group = (
+    Opt("fail_dead_ratio", float | None, None, ("--fail-dead-ratio",),
+        "Exit 1 if any ReLU-type site has a dead ratio above R.", "R"),
+    Opt("fail_total_dead_ratio", float | None, None, ("--fail-total-dead-ratio",),
+        "Exit 1 if the model's dead ratio is above R.", "R"),
+)
+FAIL_INCREASE = Opt("fail_increase", float | None, None, ("--fail-increase",),
+                    "Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points.", "PP")
+BASELINE = Opt("baseline", Path | None, None, ("--baseline",),
+               "Also compare with this earlier JSON report (as `diff`).", "BASE.json")
+
+# -- output and run --------------------------------------------------------------------------------
+
+REPORT_OUTPUT = Opt("output", Path | None, None, ("--output", "-o"), "Write here instead of stdout.", "FILE")
+
+
+def report_format(choices: type[Enum], default: Enum) -> Opt:
+    """-f/--format with the choices a command renders."""
+    names = [c.value for c in choices]  # type: ignore[attr-defined]
+    listed = ", ".join(names[:-1]) + " or " + names[-1]
+    return Opt("format", choices, default, ("--format", "-f"), f"{listed}.", "FORMAT", _choice)
+
+
+RUN: Group = (
+    Opt("quiet", bool, False, ("--quiet", "-q"), "No progress bar, no warnings."),
+    Opt("debug", bool, False, ("--debug",), "Show tracebacks."),
+)

@@ -1,0 +1,86 @@
+"""relu-doctor patch: rewrite dead ReLUs to leak, verify, write OUT (SPEC 7).
+
+The summary (plan, verification, cost) is the command's result and goes to stdout;
+warnings and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
+from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, Options, takes
+
+
+class Mode(str, Enum):
+    channel = "channel"
+    layer = "layer"
+
+
+class OutputFormat(str, Enum):
+    module = "module"
+    onnx = "onnx"
+    pt2 = "pt2"
+    torchscript = "torchscript"
+
+
+@takes(MODEL, SAMPLE, MEASURE, SELECT, RUN)
+def patch(
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Model file: .onnx, .pt2, pickled module, state dict, safetensors."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", metavar="OUT", help="Where to write the patched model."),
+    report: Path | None = typer.Option(
+        None, "--report", metavar="R.json", help="Reuse this scan of MODEL (its model.sha256 must match)."
+    ),
+    mode: Mode = typer.Option(
+        Mode.channel, "--mode", metavar="MODE", help="channel: only dead neurons leak; layer: LeakyReLU."
+    ),
+    slope: float = typer.Option(0.01, "--slope", metavar="SLOPE", help="Negative slope of the leaking neurons."),
+    min_dead_ratio: float = typer.Option(
+        0.0, "--min-dead-ratio", metavar="R", help="Patch only sites with at least this dead ratio."
+    ),
+    to: OutputFormat | None = typer.Option(
+        None,
+        "--to",
+        metavar="FORMAT",
+        help="Output format for a state dict / safetensors / pickled module: onnx, pt2, torchscript.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
+    *,
+    opts: Options,
+) -> None:
+    """Rewrite the dead ReLUs of MODEL so that they leak, verify, and write OUT."""
+
+    def body() -> int:
+        from ..patching.run import ScanOptions, patch_file
+        from ..render.patch import print_outcome
+
+        bar = ProgressBar(enabled=not opts.quiet)
+        try:
+            outcome = patch_file(
+                model,
+                output,
+                options=ScanOptions(**opts.of(MODEL, SAMPLE, MEASURE)),
+                report_path=report,
+                slope=slope,
+                mode=mode.value,
+                min_dead_ratio=min_dead_ratio,
+                select=opts.select,
+                ignore=opts.ignore,
+                to=to.value if to else None,
+                force=force,
+                dry_run=dry_run,
+                progress=bar,
+            )
+        finally:
+            bar.close()
+        warn([*outcome.report.warnings, *outcome.warnings], opts.quiet)
+        print_outcome(outcome, stdout_console(soft_wrap=True))
+        return EXIT_OK
+
+    run_guarded(opts.debug, body)

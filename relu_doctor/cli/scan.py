@@ -1,0 +1,85 @@
+"""relu-doctor scan: run MODEL on a sample and report dead ReLUs per activation site (SPEC 6)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from .common import EXIT_GATE, EXIT_OK, ProgressBar, emit, gate_failed, run_guarded, stdout_console, warn
+from .options import (
+    BASELINE,
+    FAIL_INCREASE,
+    GATES,
+    MEASURE,
+    MODEL,
+    REPORT_OUTPUT,
+    RUN,
+    SAMPLE,
+    SELECT,
+    SHARD,
+    Options,
+    report_format,
+    takes,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    csv = "csv"
+
+
+@takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT), GATES, SELECT,
+       (BASELINE, FAIL_INCREASE), RUN)
+def scan(
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Model file: .onnx, TorchScript, .pt2, state dict, safetensors."
+    ),
+    *,
+    opts: Options,
+) -> None:
+    """Scan MODEL on a sample and report dead ReLUs per activation site."""
+
+    def body() -> int:
+        from ..api import scan as api_scan
+        from ..distributed import current_world
+        from ..files import check_output_path
+        from ..gates import check_threshold
+        from .baseline import emit_with_baseline, load_baseline
+
+        # Wrong flags and a missing baseline fail now, not after a long scan.
+        check_threshold("fail_dead_ratio", opts.fail_dead_ratio)
+        check_threshold("fail_total_dead_ratio", opts.fail_total_dead_ratio)
+        base = load_baseline(opts.baseline, opts.fail_increase)
+        protected = [model] + ([opts.data] if opts.data else [])
+        if opts.output is not None:
+            check_output_path(opts.output, protected)
+        bar = ProgressBar(enabled=not opts.quiet)
+        try:
+            report = api_scan(model, **opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES), progress=bar)
+        finally:
+            bar.close()
+        if not current_world().is_writer:  # under torchrun, rank 0 alone speaks and writes
+            return EXIT_OK if report.gates.passed else EXIT_GATE
+        warn(report.warnings, opts.quiet)
+        diff_passed = True
+        if base is not None and opts.baseline is not None:
+            diff_passed = emit_with_baseline(report, base, opts.baseline, opts.format, opts.output, protected,
+                                             opts.fail_increase, opts.select, opts.ignore, opts.quiet)
+        elif opts.format == "table" and opts.output is None:
+            from ..render.formats import print_report
+
+            print_report(report, stdout_console())
+        else:
+            from ..render.formats import render_report
+
+            emit(render_report(report, opts.format), opts.output, protected=protected)
+        if not report.gates.passed:
+            gate_failed(f"{len(report.gates.violations)} violation(s)", [v.describe() for v in report.gates.violations])
+            return EXIT_GATE
+        return EXIT_OK if diff_passed else EXIT_GATE
+
+    run_guarded(opts.debug, body)

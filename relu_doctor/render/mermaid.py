@@ -9,9 +9,12 @@ escape the chart. Leaky kinds are marked with `*` (their dead neurons still pass
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from ..report import Site
 from .text import shorten_middle
+
+if TYPE_CHECKING:
+    from ..report import Site
 
 MAX_SITES = 100  # more bars than this are unreadable in a PR comment: the worst are charted
 LABEL_WIDTH = 24

@@ -21,11 +21,14 @@ import numpy as np
 
 from .errors import UserError
 from .report import Report, Site
+from .stats import RARELY_ACTIVE, dead_mask, saturated_mask
 
 SUMMED = ("fires", "entries", "samples_fired", "abs_sum", "samples")
 LARGEST = ("max", "site_max")
 SMALLEST = ("min",)
 LABELS = ("names", "kinds", "axes")
+# Disjoint classes of a site's neurons by how often they fire, in the order charts stack them.
+CLASSES = ("dead", "rarely active", "healthy", "always on", "saturated")
 
 
 def site_arrays(site: Site) -> dict[str, np.ndarray]:
@@ -98,3 +101,20 @@ def merge_neuron_arrays(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, 
         else:
             raise ValueError(f"unknown neuron array {key!r}")
     return merged
+
+
+def neuron_classes(site: Site) -> dict[str, int]:
+    """How many of the site's neurons are dead, rarely active, healthy, always on or saturated.
+
+    The classes are disjoint (saturated neurons are also always on; they count as saturated
+    only) and add up to the site's neurons; a site that never ran has none.
+    """
+    c = site.counters
+    if c.rows == 0:
+        return dict.fromkeys(CLASSES, 0)
+    dead = dead_mask(c)
+    rarely = ~dead & (c.fires < RARELY_ACTIVE * c.rows)
+    saturated = saturated_mask(c, site.upper_bound)
+    always = (c.fires == c.rows) & ~saturated
+    healthy = ~(dead | rarely | saturated | always)
+    return {name: int(mask.sum()) for name, mask in zip(CLASSES, (dead, rarely, healthy, always, saturated))}

@@ -174,6 +174,17 @@ class Report:
 
         return render_markdown(self)
 
+    def to_html(self) -> str:
+        """A self-contained, offline HTML page (needs matplotlib: the `html` extra)."""
+        from .render.html import render_html
+
+        return render_html(self)
+
+    def _repr_html_(self) -> str:  # Jupyter shows a report as its page
+        from .render.html import render_html
+
+        return render_html(self, standalone=False)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
         if not isinstance(d, dict):

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import UserError
-from .report import Report, Site
 from .stats import RARELY_ACTIVE, dead_mask, saturated_mask
+
+if TYPE_CHECKING:
+    from .report import Report, Site
 
 SUMMED = ("fires", "entries", "samples_fired", "abs_sum", "samples")
 LARGEST = ("max", "site_max")

@@ -27,7 +27,7 @@ def big_report(sites: int, neurons: int, seed: int = 0, leaky_every: int = 7) ->
     rng = np.random.default_rng(seed)
     out = []
     for i in range(sites):
-        fires = rng.integers(1, ROWS + 1, neurons)
+        fires = rng.integers(ROWS // 50, ROWS + 1, neurons)  # none rarely active by chance
         fires[: i % 11] = 0
         fires[i % 11: i % 11 + 2] = 1  # rarely active
         kind = "leaky_relu" if i % leaky_every == leaky_every - 1 else "relu"

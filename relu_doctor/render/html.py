@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..compare import Diff
 from ..neurons import CLASSES, neuron_classes
-from ..report import Report, Site
 from . import html_charts as charts
 from .html_page import card, cell, document, esc, figure, filter_box, fragment, root_id, table
 from .text import percent
+
+if TYPE_CHECKING:  # render/ reads reports; it never needs them at import time
+    from ..compare import Diff
+    from ..report import Report, Site
 
 WORST = 20  # sites listed with their dead indices
 MAX_INDICES = 200  # dead indices shown per site (the rest: JSON report or --neurons)

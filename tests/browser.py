@@ -50,18 +50,16 @@ class Chromium:
         to_child_r, self._write = os.pipe()
         self._read, from_child_w = os.pipe()
 
-        def fds() -> None:  # in the child: the pipe ends become fds 3 (commands) and 4 (replies)
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
-
         args = [executable, "--headless=new", "--remote-debugging-pipe", "--disable-gpu", "--no-first-run",
                 "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND",
                 f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root (CI containers)
-        self.proc = subprocess.Popen(args, preexec_fn=fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        # Through sh: the pipe ends become the child's fds 3 (commands) and 4 (replies).
+        redirect = f'exec "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
+        self.proc = subprocess.Popen(["/bin/sh", "-c", redirect, "sh", *args], pass_fds=(to_child_r, from_child_w),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child_r)
         os.close(from_child_w)
         self._next = 0

@@ -77,7 +77,7 @@ def main() -> None:
 
     print("\nwhole pages (relu_doctor.render.html)")
     for n, c in ((4, 32), (120, 64), (500, 200)):
-        text, seconds = timed(lambda: big_report(n, c).to_html())
+        text, seconds = timed(lambda report: report.to_html(), big_report(n, c))
         print(f"scan of {n} sites x {c} neurons: {len(text.encode()) // 1024} KB, {seconds:.2f} s")
     text, seconds = timed(lambda: render_timeline_html(timeline(500, 50)))
     print(f"timeline of 500 sites x 50 points: {len(text.encode()) // 1024} KB, {seconds:.2f} s")

@@ -89,7 +89,8 @@ CHECK = """(() => {
   const bars = [...document.querySelectorAll('figure [id^="dead-"], figure [id^="change-"]')];
   const drawn = bars.filter(b => b.querySelector('path') && b.getBBox().width > 0);
   return {figs: figs.length,
-          sized: figs.filter(s => { const r = s.getBoundingClientRect(); return r.width > 300 && r.height > 80; }).length,
+          sized: figs.filter(s => { const r = s.getBoundingClientRect(); return r.width > 300 && r.height > 80; })
+                     .length,
           bars: new Set(bars.map(b => b.id.replace(/^[a-z]+-/, ''))).size, drawn: drawn.length,
           scripts: document.scripts.length,
           injected: document.querySelectorAll('img, iframe, object, embed, link, base').length,

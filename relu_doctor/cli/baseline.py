@@ -51,7 +51,8 @@ def emit_with_baseline(
 ) -> bool:
     """Emit the scan with its diff against BASE; True when the --fail-increase gate passed.
 
-    Table and Markdown get the diff appended (one summary for a terminal or a PR);
+    Table and Markdown get the diff appended (one summary for a terminal or a PR), HTML is
+    the diff's page with the scan's after it;
     JSON and CSV stay the report alone, so the diff goes to stderr as a table.
     """
     from ..compare import diff as compare
@@ -70,6 +71,8 @@ def emit_with_baseline(
         render_diff_table(d, console)
     elif fmt in ("table", "markdown"):
         emit(render_report(report, fmt) + "\n" + render_diff(d, fmt), output, inputs)
+    elif fmt == "html":  # one page: the diff, then the new scan
+        emit(render_diff(d, fmt, report), output, inputs)
     else:
         emit(render_report(report, fmt), output, inputs)
         if not quiet:  # the diff is not data here: stderr, wrapped to the terminal like stdout's tables

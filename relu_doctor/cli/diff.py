@@ -15,6 +15,7 @@ class DiffFormat(str, Enum):
     table = "table"
     json = "json"
     markdown = "markdown"
+    html = "html"
 
 
 @takes((FAIL_INCREASE,), (report_format(DiffFormat, DiffFormat.table), REPORT_OUTPUT), SELECT, RUN)

@@ -191,6 +191,8 @@ GATES: Group = (
 )
 FAIL_INCREASE = Opt("fail_increase", float | None, None, ("--fail-increase",),
                     "Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points.", "PP")
+NEURONS = Opt("neurons", Path | None, None, ("--neurons",),
+              "Also write every site's per-neuron counters here (.npz: fires, entries, abs_sum, ...).", "FILE.npz")
 BASELINE = Opt("baseline", Path | None, None, ("--baseline",),
                "Also compare with this earlier JSON report (as `diff`).", "BASE.json")
 

@@ -14,6 +14,7 @@ from .options import (
     GATES,
     MEASURE,
     MODEL,
+    NEURONS,
     REPORT_OUTPUT,
     RUN,
     SAMPLE,
@@ -30,9 +31,10 @@ class Format(str, Enum):
     json = "json"
     markdown = "markdown"
     csv = "csv"
+    html = "html"
 
 
-@takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT), GATES, SELECT,
+@takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT, NEURONS), GATES, SELECT,
        (BASELINE, FAIL_INCREASE), RUN)
 def scan(
     model: Path = typer.Argument(
@@ -46,6 +48,7 @@ def scan(
     def body() -> int:
         from ..api import scan as api_scan
         from ..distributed import current_world
+        from ..errors import UserError
         from ..files import check_output_path
         from ..gates import check_threshold
         from .baseline import emit_with_baseline, load_baseline
@@ -57,6 +60,14 @@ def scan(
         protected = [model] + ([opts.data] if opts.data else [])
         if opts.output is not None:
             check_output_path(opts.output, protected)
+        if opts.neurons is not None:
+            if opts.output is not None and opts.neurons.resolve() == opts.output.resolve():
+                raise UserError("--neurons and -o name the same file", "Give the .npz its own path.")
+            check_output_path(opts.neurons, protected)
+        if opts.format == "html":  # a missing extra fails now, not after the scan
+            from ..render.html_charts import matplotlib
+
+            matplotlib()
         bar = ProgressBar(enabled=not opts.quiet)
         try:
             report = api_scan(model, **opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES), progress=bar)
@@ -65,6 +76,10 @@ def scan(
         if not current_world().is_writer:  # under torchrun, rank 0 alone speaks and writes
             return EXIT_OK if report.gates.passed else EXIT_GATE
         warn(report.warnings, opts.quiet)
+        if opts.neurons is not None:
+            from ..neurons import write_neurons
+
+            write_neurons(report, opts.neurons)
         diff_passed = True
         if base is not None and opts.baseline is not None:
             diff_passed = emit_with_baseline(report, base, opts.baseline, opts.format, opts.output, protected,

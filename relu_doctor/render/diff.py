@@ -172,6 +172,10 @@ def render_diff(d: Diff, fmt: str, new: Report | None = None, width: int = 80) -
         return d.to_json()
     if fmt == "markdown":
         return render_diff_markdown(d, new)
+    if fmt == "html":
+        from .html import render_diff_html
+
+        return render_diff_html(d, new)
     return plain_text(lambda console: render_diff_table(d, console), width)
 
 

@@ -11,7 +11,7 @@ from .text import plain_text
 if TYPE_CHECKING:
     from ..report import Report
 
-REPORT_FORMATS = ("table", "json", "markdown", "csv")
+REPORT_FORMATS = ("table", "json", "markdown", "csv", "html")
 
 
 def render_report(report: Report, fmt: str, width: int = 80) -> str:
@@ -26,6 +26,10 @@ def render_report(report: Report, fmt: str, width: int = 80) -> str:
         from .csv import render_csv
 
         return render_csv(report)
+    if fmt == "html":
+        from .html import render_html
+
+        return render_html(report)
     if fmt != "table":
         raise ValueError(f"unknown report format {fmt!r}")
     return plain_text(lambda console: print_report(report, console), width)

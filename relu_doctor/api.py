@@ -101,7 +101,7 @@ def scan(
                   "select": list(select), "ignore": list(ignore)},
         sites=sites,
         warnings=sample.warnings + result.warnings + _sample_warnings(
-            count, all_reduce_count(sample.nonfinite_inputs, world), bool(sites)),
+            count, all_reduce_count(sample.nonfinite_inputs, world), bool(sites) or bool(result.unmeasured)),
     )
     report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio)
     return report

@@ -24,3 +24,6 @@ class CapturedSite:
 class CaptureResult:
     sites: list[CapturedSite]
     warnings: list[str] = field(default_factory=list)
+    # activations that ran (or exist) but could not be measured (a Loop body, a fused kernel
+    # on quantized values): each has its warning; a scan never says "no ReLU" when this is set
+    unmeasured: list[str] = field(default_factory=list)

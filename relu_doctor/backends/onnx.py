@@ -88,9 +88,9 @@ def prepare(model: onnx.ModelProto, providers: list[Any]) -> OnnxModel:
 def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
     """Run the sample through the instrumented graph and return the counters of every site."""
-    search = find_sites(model.proto, include_smooth)
     rows = model.fixed_batch or batch_size
     shapes = static_shapes(model.proto, {s.name: [rows, *(s.shape or ())] for s in sample.specs})
+    search = find_sites(model.proto, include_smooth, {name: dims for name, (_, dims) in shapes.items()})
     plans, warnings = plan_sites(search.sites, shapes, neuron_axis)
     warnings = search.warnings + warnings
     session = _session(model, instrument(model.proto, plans))
@@ -116,7 +116,7 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
             continue
         sites.append(CapturedSite(site.name, site.kind, site.op, site.params, list(acc.shape or []),
                                   int(acc.axis or 0), acc.counters()))
-    return CaptureResult(sites, warnings)
+    return CaptureResult(sites, warnings, search.unmeasured)
 
 
 def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.ndarray], valid: int, rows: int,

@@ -1,9 +1,10 @@
 """Find the activation sites of an ONNX graph, in execution order, with their neuron-axis rule.
 
-What counts as a site is decided by kinds.py (`classify_onnx`); this module reads the
-graph around each node: constant inputs (initializers, Constant nodes), the exporters'
-written-out hard-swish / silu shapes, which layer produced a tensor, and the If / Loop /
-Scan subgraphs that a site may live in.
+What counts as a site is decided by the kinds registry (`classify_onnx` for single
+nodes, kinds/onnx_patterns/ for written-out activations such as hard-swish, SiLU and
+Max(x, 0)); this module reads the graph around each node for them: constant inputs
+(initializers, Constant nodes), producers and consumers, where each tensor's neuron axis
+is (kinds/axis.py), and the If / Loop / Scan subgraphs that a site may live in.
 """
 
 from __future__ import annotations
@@ -18,27 +19,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..kinds import (
-    ABSENT,
-    KINDS,
-    ONNX_CANDIDATE_OPS,
-    ONNX_HARD_SIGMOID_SCALE,
-    ONNX_HARD_SIGMOID_SHIFT,
-    ONNX_SIGMOID_OPS,
-    Activation,
-    classify_onnx,
-)
+from ..kinds import ABSENT, KINDS, ONNX_CANDIDATE_OPS, Activation, classify_onnx
+from ..kinds import axis as neuron_axes
+from ..kinds.onnx_patterns import PATTERN_OPS, match_pattern
 
-# Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...),
-# the same rule as the torch backend: channel axis after a convolution, last after a matmul.
-CHANNEL, LAST = "channel", "last"
-_CHANNEL_PRODUCERS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "DeformConv"})
-_LAST_AXIS_PRODUCERS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "FusedGemm",
-                                  "MatMulNBits", "Einsum"})
-_AXIS_RESETTERS = frozenset({"Transpose"})  # after it, the old axis no longer means the same thing
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _BRANCHES = ("then_branch", "else_branch")
-_LOOPS = frozenset({"Loop", "Scan"})
 _SMALL = 64  # constants larger than this are never a bound or a zero: skip converting them
 
 
@@ -60,7 +46,8 @@ class GraphSite:
     params: dict[str, float]
     output: str  # the tensor measured
     scope: tuple[Step, ...] = ()  # If branches from the main graph down to the site
-    axis_rule: str | None = None  # CHANNEL / LAST from the producer walk, None if unknown
+    axis_rule: int | None = None  # the neuron-axis tag from the producer walk (kinds/axis.py), None if unknown
+    data_input: str = ""  # the tensor the activation reads (what a leak reads)
 
 
 @dataclass
@@ -71,14 +58,27 @@ class _Scope:
     constants: ChainMap  # tensor name -> TensorProto or np.ndarray
     producers: ChainMap  # tensor name -> NodeProto
     consumers: dict[str, list[onnx.NodeProto]]
-    tags: ChainMap  # tensor name -> CHANNEL / LAST
+    tags: ChainMap  # tensor name -> neuron-axis tag (kinds/axis.py)
     path: tuple[Step, ...] = ()
     prefix: str = ""  # name prefix for unnamed nodes of subgraphs
     in_loop: bool = False
+    shapes: dict[str, list | None] = field(default_factory=dict)  # tensor name -> dims, where known
 
     def child(self, graph: onnx.GraphProto, step: Step | None, prefix: str, in_loop: bool) -> _Scope:
         return _Scope(graph, self.constants.new_child(), self.producers.new_child(), {}, self.tags.new_child(),
-                      self.path + ((step,) if step else ()), prefix, in_loop)
+                      self.path + ((step,) if step else ()), prefix, in_loop, self.shapes)
+
+    # the GraphView the ONNX patterns read (kinds/onnx_patterns)
+    def constant(self, name: str) -> Any:
+        return _constant(self, name)
+
+    def producer(self, name: str) -> onnx.NodeProto | None:
+        return self.producers.get(name)
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        users = self.consumers.get(name, [])
+        is_output = any(o.name == name for o in self.graph.output)
+        return users[0] if len(users) == 1 and not is_output else None
 
 
 @dataclass
@@ -87,6 +87,7 @@ class SiteSearch:
 
     sites: list[GraphSite] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)  # sites that exist but cannot be measured
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -144,10 +145,14 @@ def _outer_names(graph: onnx.GraphProto) -> Iterator[str]:
                 yield name
 
 
-def find_sites(model: onnx.ModelProto, include_smooth: bool = False) -> SiteSearch:
-    """Every site of `model` in execution order; sites inside Loop/Scan bodies become warnings."""
+def find_sites(model: onnx.ModelProto, include_smooth: bool = False,
+               shapes: dict[str, list | None] | None = None) -> SiteSearch:
+    """Every site of `model` in execution order; sites inside Loop/Scan bodies become warnings.
+
+    `shapes` (tensor name -> dims, from shape inference) lets the neuron axis follow
+    reshapes; without it, only transposes are followed."""
     graph = model.graph
-    root = _Scope(graph, ChainMap(), ChainMap(), {}, ChainMap())
+    root = _Scope(graph, ChainMap(), ChainMap(), {}, ChainMap(), shapes=shapes or {})
     search = SiteSearch()
     names: dict[str, int] = {}
     _walk(root, include_smooth, search, names)
@@ -192,38 +197,33 @@ def _walk(scope: _Scope, include_smooth: bool, search: SiteSearch, names: dict[s
         found = _classify(scope, node, include_smooth)
         if found is None:
             continue
-        activation, measured = found  # a written-out activation is measured at its last node
+        activation, measured, data_input = found  # a written-out activation is measured at its last node
         name = _unique(_base_name(scope, node, index), names)
         if scope.in_loop:
             search.warnings.append(f"site {name} ({node.op_type}) is inside a Loop/Scan body: not measured")
+            search.unmeasured.append(name)
             continue
         out = measured.output[0]
         search.sites.append(GraphSite(name, activation.kind, node.op_type, dict(activation.params), out,
-                                      scope.path, scope.tags.get(out)))
+                                      scope.path, scope.tags.get(out), data_input))
 
 
-def _classify(scope: _Scope, node: onnx.NodeProto, include_smooth: bool) -> tuple[Activation, onnx.NodeProto] | None:
-    """The activation this node applies and the node whose output to measure, or None."""
+def _classify(scope: _Scope, node: onnx.NodeProto,
+              include_smooth: bool) -> tuple[Activation, onnx.NodeProto, str] | None:
+    """The activation this node applies, the node whose output to measure and the
+    activation's data input, or None."""
     op = node.op_type
-    if op in ONNX_SIGMOID_OPS:
-        final = _gated_product(scope, node)
-        if final is None or not include_smooth:
-            return None
-        return Activation(ONNX_SIGMOID_OPS[op], {}), final
+    if op in PATTERN_OPS:
+        found = match_pattern(scope, node, include_smooth)
+        if found is not None:
+            return (found.activation, found.measured, found.data_input) if found.activation else None
     if op not in ONNX_CANDIDATE_OPS:
         return None
     activation = classify_onnx(op, _attributes(node), [_constant(scope, n) if n else ABSENT for n in node.input],
                                include_smooth)
-    if activation is None:
+    if activation is None or (KINDS[activation.kind].smooth and not include_smooth):
         return None
-    if activation.kind == "relu6" and _is_hard_sigmoid_clip(scope, node):
-        final = _hard_swish_end(scope, node)
-        if final is not None and include_smooth:
-            return Activation("hardswish", {}), final
-        return None  # part of a hard-sigmoid / hard-swish: that smooth activation, not a relu6 site
-    if KINDS[activation.kind].smooth and not include_smooth:
-        return None
-    return activation, node
+    return activation, node, node.input[0]
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
@@ -265,93 +265,18 @@ def _small_array(t: onnx.TensorProto) -> np.ndarray | None:
     return numpy_helper.to_array(t)
 
 
-def _is_value(value: Any, target: float) -> bool:
-    return value is not None and np.size(value) == 1 and abs(float(np.reshape(value, -1)[0]) - target) < 1e-6
-
-
-def _only_consumer(scope: _Scope, name: str) -> onnx.NodeProto | None:
-    users = scope.consumers.get(name, [])
-    is_output = any(o.name == name for o in scope.graph.output)
-    return users[0] if len(users) == 1 and not is_output else None
-
-
-def _other_input(node: onnx.NodeProto, name: str) -> str | None:
-    others = [i for i in node.input if i != name]
-    return others[0] if len(node.input) == 2 and len(others) == 1 else None
-
-
-def _is_div_by_scale(scope: _Scope, node: onnx.NodeProto | None, name: str) -> bool:
-    """node computes name / 6 (or name * 1/6)."""
-    if node is None or len(node.input) != 2:
-        return False
-    if node.op_type == "Div" and node.input[0] == name:
-        return _is_value(_constant(scope, node.input[1]), ONNX_HARD_SIGMOID_SCALE)
-    if node.op_type == "Mul":
-        other = _other_input(node, name)
-        return other is not None and _is_value(_constant(scope, other), 1 / ONNX_HARD_SIGMOID_SCALE)
-    return False
-
-
-def _shifted_input(scope: _Scope, node: onnx.NodeProto) -> str | None:
-    """x when this node's data input is x + 3, else None."""
-    add = scope.producers.get(node.input[0]) if node.input else None
-    if add is None or add.op_type != "Add" or len(add.input) != 2:
-        return None
-    for a, b in (add.input, reversed(add.input)):
-        if _is_value(_constant(scope, b), ONNX_HARD_SIGMOID_SHIFT) and _constant(scope, a) is None:
-            return a
-    return None
-
-
-def _is_hard_sigmoid_clip(scope: _Scope, clip: onnx.NodeProto) -> bool:
-    """Clip(x + 3, 0, 6) followed by / 6, directly or after a product with x."""
-    x = _shifted_input(scope, clip)
-    if x is None:
-        return False
-    y = clip.output[0]
-    after = _only_consumer(scope, y)
-    if _is_div_by_scale(scope, after, y):
-        return True
-    if after is not None and after.op_type == "Mul" and _other_input(after, y) == x:
-        return _is_div_by_scale(scope, _only_consumer(scope, after.output[0]), after.output[0])
-    return False
-
-
-def _hard_swish_end(scope: _Scope, clip: onnx.NodeProto) -> onnx.NodeProto | None:
-    """The last node of x * Clip(x + 3, 0, 6) / 6 (either order), None for a hard-sigmoid."""
-    x = _shifted_input(scope, clip)
-    first = _only_consumer(scope, clip.output[0])
-    if first is None or x is None:
-        return None
-    second = _only_consumer(scope, first.output[0])
-    if first.op_type == "Mul" and _other_input(first, clip.output[0]) == x:
-        return second  # (x * clip) / 6
-    if second is not None and second.op_type == "Mul" and _other_input(second, first.output[0]) == x:
-        return second  # x * (clip / 6)
-    return None
-
-
-def _gated_product(scope: _Scope, gate: onnx.NodeProto) -> onnx.NodeProto | None:
-    """The Mul of x * Sigmoid(x) (or x * HardSigmoid(x)) that this gate node feeds, if any."""
-    if not gate.input or not gate.output:
-        return None
-    mul = _only_consumer(scope, gate.output[0])
-    if mul is not None and mul.op_type == "Mul" and _other_input(mul, gate.output[0]) == gate.input[0]:
-        return mul
-    return None
-
-
 def _tag(scope: _Scope, node: onnx.NodeProto) -> None:
-    """Follow which layer produced each tensor (the neuron-axis rule)."""
-    op = node.op_type
-    if op in _CHANNEL_PRODUCERS:
-        tag: str | None = CHANNEL
-    elif op in _LAST_AXIS_PRODUCERS:
-        tag = LAST
-    elif op in _AXIS_RESETTERS:
-        return
-    else:
+    """Follow where each tensor's neuron axis is (the neuron-axis rule, kinds/axis.py)."""
+    role, tag = neuron_axes.onnx_role(node.op_type)
+    if role == neuron_axes.FOLLOWER:
         tag = next((scope.tags[i] for i in node.input if i in scope.tags), None)
+    elif role == neuron_axes.LAYOUT:
+        source = node.input[0] if node.input else ""
+        if source not in scope.tags:
+            return
+        shapes = scope.shapes
+        tag = neuron_axes.onnx_layout(node.op_type, scope.tags[source], _attributes(node), shapes.get(source),
+                                      shapes.get(node.output[0]) if node.output else None)
     if tag is not None:
         for out in node.output:
             if out:

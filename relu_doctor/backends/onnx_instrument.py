@@ -30,7 +30,8 @@ from google.protobuf.message import EncodeError
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ..kinds import KINDS
-from .onnx_graph import CHANNEL, LAST, GraphSite, Step, default_opset
+from ..kinds import axis as neuron_axes
+from .onnx_graph import GraphSite, Step, default_opset
 
 POOL, REDUCE, RAW = "pool", "reduce", "raw"
 _INDICATOR_GAIN = 2.0**127  # y * 2**127 >= 1 for every normal float y > 0
@@ -64,12 +65,9 @@ class SitePlan:
         return int(np.prod(dims, dtype=np.int64))
 
 
-def neuron_axis(rank: int, rule: str | None, override: str) -> int:
-    """The torch backend's rule: rank <= 2 -> 1 (0 for rank 1); else channel 1 or last."""
-    if rank <= 2:
-        return min(1, rank - 1)
-    chosen = override if override != "auto" else (rule or CHANNEL)
-    return rank - 1 if chosen == LAST else 1
+def neuron_axis(rank: int, rule: int | None, override: str) -> int:
+    """The neuron-axis rule (kinds/axis.py), shared with the torch backend."""
+    return neuron_axes.neuron_axis(rank, rule, override)
 
 
 def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, tuple[int, list | None]]:

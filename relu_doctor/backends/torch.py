@@ -1,8 +1,8 @@
 """Capture in eager modules, TorchScript and torch.export programs with one TorchDispatchMode.
 
-Every aten call of the forward pass reaches `_CaptureMode`; the ReLU-family ones are
-classified by kinds.py and reduced on the spot into device counters (torch_reduce.py).
-The mode also follows which layer produced each tensor, for the neuron-axis rule.
+Every aten call of the forward pass reaches the mode (torch_calls.py); the ReLU-family
+ones are classified by the kinds registry and reduced on the spot into device counters
+(torch_reduce.py). The mode also follows where each tensor's neuron axis is.
 """
 
 from __future__ import annotations
@@ -13,23 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..errors import UserError, summarize_exception
 from ..inputs import InputSpec, Sample
-from ..kinds import KINDS, classify_aten, is_runtime_candidate
+from ..kinds import KINDS
+from ..kinds.axis import neuron_axis
 from . import CapturedSite, CaptureResult
-from .torch_naming import CallOrigin, EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
+from .torch_calls import ActivationCall, ActivationCalls
+from .torch_naming import EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
 from .torch_reduce import TorchSiteAccumulator, Workspace
-
-# Producers that decide the neuron axis of what follows them (through BN, bias, adds, ...)
-_CHANNEL_PRODUCERS = ("convolution", "conv1d", "conv2d", "conv3d", "conv_transpose", "mkldnn_convolution",
-                      "cudnn_convolution", "_convolution")
-_LAST_AXIS_PRODUCERS = frozenset({"addmm", "mm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"})
-# Ops after which the old axis no longer means the same thing
-_AXIS_RESETTERS = frozenset({"permute", "transpose", "t", "movedim", "swapaxes", "swapdims", "flatten"})
-CHANNEL, LAST = "channel", "last"
 
 
 @dataclass
@@ -56,88 +48,38 @@ class _SiteState:
     acc: TorchSiteAccumulator
 
 
-class _CaptureMode(TorchDispatchMode):
-    # Every aten call of the forward pass runs the Python below: keep it lean.
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # torch >= 2.9 wraps __torch_dispatch__ of every mode in torch._dynamo.disable unless
-        # this says no: the first call then imports torch._dynamo (about a second) and every
-        # call pays for the wrapper. Nothing here is ever compiled.
-        return False
-
+class _CaptureMode(ActivationCalls):
     def __init__(self, origins: Any, neuron_axis: str, include_smooth: bool) -> None:
-        super().__init__()
-        self.origins = origins
-        self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
-        self.include_smooth = include_smooth
         self.sites: dict[str, _SiteState] = {}  # in first-execution order
         self.workspace = Workspace()  # shared by the sites' reductions
-        self._ops: dict[Any, tuple[str, str | None, bool]] = {}  # OpOverload -> _op_facts
         self.last_site: str | None = None
-        self.candidates = 0  # candidate calls seen in this batch (graph formats align on it)
         self.warnings: list[str] = []
         self.unsplit: set[str] = set()  # sites already warned about
+        self._name_counts: dict[str, int] = {}
+        super().__init__(include_smooth, origins, track_axes=neuron_axis == "auto")
+        self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
         self.start_batch(0, 0)
 
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
         self.valid_rows = valid_rows  # rows of the batch that belong to the sample
         self.batch_rows = batch_rows  # rows fed to the model (a fixed batch pads the last one)
-        self.candidates = 0
         self._name_counts = {}
-        self._producer = WeakTensorKeyDictionary()
+        self.start_pass()
         self.workspace.start_batch()
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        facts = self._ops.get(func)
-        if facts is None:
-            facts = self._ops[func] = _op_facts(func)
-        op, tag, candidate = facts
-        if tag != _RESET:
-            self._follow_producer(tag, args, out)
-        if candidate:
-            index = self.candidates
-            self.candidates += 1
-            activation = classify_aten(op, args, kwargs, self.include_smooth)
-            if activation is not None and isinstance(out, torch.Tensor) and out.is_floating_point():
-                self._record(index, op, activation.kind, dict(activation.params), out)
-        return out
-
-    def _follow_producer(self, tag: str | None, args: tuple, out: Any) -> None:
-        producer = self._producer
-        if tag is None:  # the output follows its first tagged input
-            for a in _tensors_in(args):
-                tag = producer.get(a)
-                if tag is not None:
-                    break
-            else:
-                return
-        if isinstance(out, torch.Tensor):
-            producer[out] = tag
-        else:
-            for t in _tensors_in(out):
-                producer[t] = tag
-
-    def _axis(self, y: torch.Tensor) -> int:
-        if y.dim() <= 2:
-            return min(1, y.dim() - 1)
-        rule = self.neuron_axis if self.neuron_axis != "auto" else self._producer.get(y, CHANNEL)
-        return y.dim() - 1 if rule == LAST else 1
-
-    def _record(self, index: int, op: str, kind: str, params: dict[str, float], y: torch.Tensor) -> None:
-        origin = self.origins.origin(index)
-        name = self._name(origin, kind)
+    def on_call(self, call: ActivationCall) -> None:
+        y, kind = call.output, call.activation.kind
+        origin = call.origin
+        name = site_name(origin, kind, self._name_counts)
         self.last_site = name
-        y, axis = self._sample_first(y, self._axis(y), name)
+        y, axis = self._sample_first(y, neuron_axis(y.dim(), call.tag, self.neuron_axis), name)
         state = self.sites.get(name)
         if state is None:
-            module_site = origin is not None and origin.is_activation_module
+            module_site = origin is not None and origin.is_activation_module and not call.fused
             neurons = y.shape[axis] if y.dim() > 1 else 1
             state = self.sites[name] = _SiteState(
-                name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else f"aten.{op}",
-                params=params, shape=list(y.shape[1:]), axis=axis,
+                name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else call.label,
+                params=dict(call.activation.params), shape=list(y.shape[1:]), axis=axis,
                 acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=KINDS[kind].bounded,
                                          workspace=self.workspace),
             )
@@ -166,38 +108,6 @@ class _CaptureMode(TorchDispatchMode):
             return y, axis
         return y[: self.valid_rows], axis
 
-    def _name(self, origin: CallOrigin | None, kind: str) -> str:
-        return site_name(origin, kind, self._name_counts)
-
-
-_RESET = "reset"
-
-
-def _op_facts(func: Any) -> tuple[str, str | None, bool]:
-    """(aten name, what its output's neuron-axis tag is, whether it is a site candidate).
-
-    The tag is CHANNEL or LAST for producers, _RESET for ops after which the old axis no
-    longer means the same thing, None for ops whose output follows their inputs."""
-    op = func._overloadpacket.__name__
-    if op.startswith(_CHANNEL_PRODUCERS):
-        tag: str | None = CHANNEL
-    elif op in _LAST_AXIS_PRODUCERS:
-        tag = LAST
-    elif op in _AXIS_RESETTERS:
-        tag = _RESET
-    else:
-        tag = None
-    return op, tag, is_runtime_candidate(op)
-
-
-def _tensors_in(values: Any) -> Iterable[torch.Tensor]:
-    """The tensors among aten arguments or outputs: tensors, and lists / tuples of them."""
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            yield v
-        elif isinstance(v, (list, tuple)):
-            yield from (t for t in v if isinstance(t, torch.Tensor))
-
 
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
@@ -213,6 +123,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
                 try:
                     with mode:
                         model.forward(*tensors)
+                    mode.finish_pass()
                 except UserError:
                     raise
                 except Exception as e:
@@ -230,7 +141,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
         warnings.append(origins.warning)
     sites = [CapturedSite(s.name, s.kind, s.op, s.params, s.shape, s.axis, s.acc.counters())
              for s in mode.sites.values()]
-    return CaptureResult(sites, warnings + mode.warnings)
+    return CaptureResult(sites, warnings + mode.warnings + mode.unmeasured, list(mode.unmeasured))
 
 
 def _to_tensor(a: Any, model: TorchModel) -> torch.Tensor:

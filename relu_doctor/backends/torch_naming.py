@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..kinds import ACTIVATION_MODULES, GRAPH_CANDIDATE_OPS
+from ..kinds import ACTIVATION_MODULES, is_graph_candidate, split_op_name
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _has_candidate(block: Any) -> bool:
 
 
 def _is_candidate_kind(kind: str) -> bool:
-    return kind.startswith("aten::") and kind[len("aten::"):] in GRAPH_CANDIDATE_OPS
+    return is_graph_candidate(*split_op_name(kind))
 
 
 def _origin_from_hierarchy(hierarchy: str, root: torch.jit.ScriptModule) -> CallOrigin:
@@ -169,13 +169,18 @@ def _find_called_child(module: Any, name: str, type_name: str) -> tuple[list[str
     return None
 
 
+def is_export_candidate(node: torch.fx.Node) -> bool:
+    """A torch.export graph node that makes a candidate call (see kinds.is_graph_candidate)."""
+    if node.op != "call_function" or not hasattr(node.target, "_overloadpacket"):
+        return False
+    return is_graph_candidate(getattr(node.target, "namespace", "aten"), node.target._overloadpacket.__name__)
+
+
 def export_origins(graph: torch.fx.Graph) -> GraphOrigins:
     """From torch.export node metadata: nn_module_stack, outermost first."""
     origins = []
     for node in graph.nodes:
-        if node.op != "call_function" or not hasattr(node.target, "_overloadpacket"):
-            continue
-        if node.target._overloadpacket.__name__ not in GRAPH_CANDIDATE_OPS:
+        if not is_export_candidate(node):
             continue
         stack = node.meta.get("nn_module_stack") or {}
         if not stack:

@@ -1,8 +1,9 @@
-"""Patch an ONNX model: each selected site's node becomes a PRelu (channel mode) or a
-LeakyRelu (layer mode); relu6 / clip sites keep their upper bound with a Clip before it.
+"""Patch an ONNX model: each selected site's node becomes the prelu kind (channel mode) or
+the leaky_relu kind (layer mode); relu6 / clip sites keep their upper bound with a clip before it.
 
 Sites are found by the ONNX backend's own `find_sites`, so names and order are the
-scan's. The leaky node keeps the site node's name and output tensor, so a rescan names
+scan's. Op types come from the kinds registry (`onnx_writer`).
+The leaky node keeps the site node's name and output tensor, so a rescan names
 the site as before and every consumer reads the leak. Unnamed site nodes get their
 generated name written in, so inserting a Clip does not renumber later sites. Never
 imports torch.
@@ -16,6 +17,7 @@ from onnx import helper, numpy_helper
 
 from ..backends.onnx_graph import GraphSite, default_opset, find_sites
 from ..errors import UserError
+from ..kinds import onnx_writer
 from .plan import CHANNEL, PatchPlan, SitePatch
 
 _PROTO_LIMIT = 2**31 - 2**27  # protobuf cannot write a message of 2 GiB or more (kept: room for the graph)
@@ -65,7 +67,7 @@ def patch_onnx(model: onnx.ModelProto, plan: PatchPlan, include_smooth: bool = F
                 rebuilt.append(node)
                 continue
             elem = types.get(site.output, onnx.TensorProto.FLOAT)
-            replacement = _rewrite(new, graph, node, patch, elem, opset, taken)
+            replacement = _rewrite(new, node, site.data_input, patch, elem, opset, taken)
             orphans.update(set(node.input) - {i for n in replacement for i in n.input})
             rebuilt.extend(replacement)
         del graph.node[:]
@@ -125,30 +127,21 @@ def _fresh(base: str, taken: set[str]) -> str:
     return name
 
 
-def _data_input(graph: onnx.GraphProto, model: onnx.ModelProto, node: onnx.NodeProto) -> str:
-    """The activation's input: Max(x, 0) may list the zero first."""
-    if node.op_type != "Max":
-        return node.input[0]
-    constants = {t.name for t in [*model.graph.initializer, *graph.initializer]}
-    for g in (model.graph, graph):
-        constants |= {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
-    return next(i for i in node.input if i not in constants)
-
-
-def _rewrite(model: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, patch: SitePatch,
+def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, x: str, patch: SitePatch,
              elem: int, opset: int, taken: set[str]) -> list[onnx.NodeProto]:
-    """The nodes that replace `node`: [Clip to the upper bound,] PRelu or LeakyRelu."""
+    """The nodes that replace `node` (reading `x`): [a clip to the upper bound,] the leak
+    (per-channel: the prelu kind's op; layer: the leaky_relu kind's op)."""
     if elem not in _FLOAT_TYPES:
         raise UserError(f"site {patch.name} computes {onnx.TensorProto.DataType.Name(elem)}: only float sites "
                         "can leak", f"Skip it with --ignore '{patch.name}'.")
-    x = _data_input(graph, model, node)
     name, out = node.name, node.output[0]
     added: list[onnx.NodeProto] = []
     if patch.upper is not None:
         clipped = _fresh(f"{out}_upper", taken)
         upper_name = _fresh(f"{name}/upper", taken)
-        if node.op_type == "Clip" and len(node.input) > 2 and node.input[2]:  # reuse its max input
-            added.append(helper.make_node("Clip", [x, "", node.input[2]], [clipped], name=upper_name))
+        clip = onnx_writer("clip")
+        if node.op_type == clip and len(node.input) > 2 and node.input[2]:  # reuse its max input
+            added.append(helper.make_node(clip, [x, "", node.input[2]], [clipped], name=upper_name))
         else:
             added.append(_upper_clip(model, x, clipped, patch.upper, elem, opset, upper_name, taken))
         x = clipped
@@ -160,23 +153,24 @@ def _rewrite(model: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProt
         if elem == onnx.TensorProto.BFLOAT16:
             slopes = helper.make_tensor(slopes.name, elem, shape, patch.slopes().tolist())
         model.graph.initializer.append(slopes)  # outer scope: visible inside If branches too
-        added.append(helper.make_node("PRelu", [x, slopes.name], [out], name=name))
+        added.append(helper.make_node(onnx_writer("prelu"), [x, slopes.name], [out], name=name))
     else:
-        added.append(helper.make_node("LeakyRelu", [x], [out], name=name, alpha=patch.slope))
+        added.append(helper.make_node(onnx_writer("leaky_relu"), [x], [out], name=name, alpha=patch.slope))
     return added
 
 
 def _upper_clip(model: onnx.ModelProto, x: str, out: str, upper: float, elem: int, opset: int, name: str,
                 taken: set[str]) -> onnx.NodeProto:
     """min(x, upper), as a Clip with no lower bound (not a site for the scan)."""
+    clip = onnx_writer("clip")
     if opset < 11:
-        return helper.make_node("Clip", [x], [out], name=name, max=float(upper))
+        return helper.make_node(clip, [x], [out], name=name, max=float(upper))
     dtype = helper.tensor_dtype_to_np_dtype(elem) if elem != onnx.TensorProto.BFLOAT16 else np.float32
     bound = numpy_helper.from_array(np.array(upper, dtype=dtype), _fresh(f"{name}_max", taken))
     if elem == onnx.TensorProto.BFLOAT16:
         bound = helper.make_tensor(bound.name, elem, [], [float(upper)])
     model.graph.initializer.append(bound)
-    return helper.make_node("Clip", [x, "", bound.name], [out], name=name)
+    return helper.make_node(clip, [x, "", bound.name], [out], name=name)
 
 
 def _drop_unused(model: onnx.ModelProto, names: set[str]) -> None:

@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..backends.torch_calls import ActivationCall, ActivationCalls
 from ..backends.torch_naming import CallOrigin, EagerModuleTracker, site_name
 from ..errors import UserError, summarize_exception
-from ..kinds import ACTIVATION_MODULES, classify_aten, is_runtime_candidate
+from ..kinds import ACTIVATION_MODULES
 from .plan import PatchPlan, SitePatch
 from .torch_graph import leak_module, replace_site
 
@@ -177,30 +177,26 @@ class _Interpreter(fx.Interpreter):
         return result
 
 
-class _MappingMode(TorchDispatchMode):
+class _MappingMode(ActivationCalls):
     def __init__(self, tracker: EagerModuleTracker, mapping: _Mapping, include_smooth: bool) -> None:
-        super().__init__()
-        self.tracker, self.mapping, self.include_smooth = tracker, mapping, include_smooth
+        super().__init__(include_smooth, tracker)
+        self.tracker, self.mapping = tracker, mapping
         self.counts: dict[str, int] = {}
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        op = func._overloadpacket.__name__
-        if is_runtime_candidate(op):
-            activation = classify_aten(op, args, kwargs, self.include_smooth)
-            # the same filter as the capture, so that names are numbered the same way
-            if activation is not None and isinstance(out, torch.Tensor) and out.is_floating_point():
-                origin = self.tracker.origin(0)
-                hit = _Hit(site_name(origin, activation.kind, self.counts), op, out.dtype, out.device)
-                self._locate(hit, origin, out)
-                self.mapping.hits.append(hit)
-        return out
+    def _origin(self, index: int) -> Any:
+        # the module and the traced node running at the call (the capture's naming rule)
+        return self.tracker.origin(index), (self.mapping.frames[-1] if self.mapping.frames else None)
 
-    def _locate(self, hit: _Hit, origin: CallOrigin, out: Any) -> None:
-        if not self.mapping.frames:
-            return
-        path, node = self.mapping.frames[-1]
+    def on_call(self, call: ActivationCall) -> None:
+        origin, frame = call.origin
+        out = call.output
+        hit = _Hit(site_name(origin, call.activation.kind, self.counts), call.op, out.dtype, out.device)
+        if frame is not None and not call.fused:
+            self._locate(hit, origin, frame, out)
+        self.mapping.hits.append(hit)
+
+    def _locate(self, hit: _Hit, origin: CallOrigin, frame: tuple[str, fx.Node], out: Any) -> None:
+        path, node = frame
         if origin.is_activation_module:
             target = f"{path}.{node.target}" if path else str(node.target)
             ok = node.op == "call_module" and target == origin.path
@@ -225,8 +221,10 @@ def _map_calls(work: nn.Module, traced: dict[str, fx.GraphModule], example: Sequ
         gm.forward = types.MethodType(run, gm)  # type: ignore[method-assign]
     tracker = EagerModuleTracker(work)
     try:
-        with torch.inference_mode(), _MappingMode(tracker, mapping, include_smooth):
+        mode = _MappingMode(tracker, mapping, include_smooth)
+        with torch.inference_mode(), mode:
             work(*example)
+        mode.finish_pass()
     except UserError:
         raise
     except Exception as e:

@@ -20,9 +20,9 @@ from torch import fx, nn
 from torch.export import Dim, ExportedProgram
 from torch.utils import _pytree as pytree
 
-from ..backends.torch_naming import export_origins, site_name
+from ..backends.torch_naming import export_origins, is_export_candidate, site_name
 from ..errors import UserError, summarize_exception
-from ..kinds import GRAPH_CANDIDATE_OPS, classify_aten
+from ..kinds import classify_aten
 from .plan import PatchPlan
 from .torch_graph import replace_site
 
@@ -35,11 +35,9 @@ def graph_sites(graph: fx.Graph, include_smooth: bool = False) -> list[tuple[str
     index = 0
     for node in graph.nodes:
         # the same candidates, in the same order, as export_origins lists
-        if node.op != "call_function" or not hasattr(node.target, "_overloadpacket"):
+        if not is_export_candidate(node):
             continue
-        op = node.target._overloadpacket.__name__
-        if op not in GRAPH_CANDIDATE_OPS:
-            continue
+        op = node.target._overloadpacket.__name__  # type: ignore[union-attr]
         origin = origins.origin(index)
         index += 1
         activation = classify_aten(op, tuple(node.args), dict(node.kwargs), include_smooth)

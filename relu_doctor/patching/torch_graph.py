@@ -2,7 +2,8 @@
 
 Used for eager modules (a shallow fx trace of the module that makes the call) and for
 torch.export programs (the graph of `ExportedProgram.module()`, exported again after).
-Only stock torch ops go in, so a patched model loads without relu-doctor installed:
+Only stock torch ops go in (the functions the kinds registry names as each kind's
+writer), so a patched model loads without relu-doctor installed:
 
     channel mode:  prelu(clamp(x, max=upper), slopes)   slopes along the neuron axis
     layer mode:    leaky_relu(clamp(x, max=upper), slope)
@@ -18,9 +19,9 @@ import re
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
+from ..kinds import torch_writer
 from .plan import CHANNEL, SitePatch
 
 # Node metadata that names sites (nn_module_stack) and points at the source: new nodes
@@ -57,14 +58,15 @@ def insert_leak(graph: fx.Graph, x: fx.Node, patch: SitePatch, slopes: fx.Node |
 
     h = x
     if patch.upper is not None:
-        h = call(torch.clamp, h, max=patch.upper)
+        h = call(torch_writer("clip"), h, max=patch.upper)
+    prelu = torch_writer("prelu")
     if patch.mode != CHANNEL:
-        y = call(F.leaky_relu, h, patch.slope)
+        y = call(torch_writer("leaky_relu"), h, patch.slope)
     elif patch.axis == 1 or patch.rank <= 2:
-        y = call(torch.prelu, h, slopes)
+        y = call(prelu, h, slopes)
     else:
-        # torch.prelu's slopes run along dim 1: bring the neuron axis there and back (views)
-        y = call(torch.movedim, call(torch.prelu, call(torch.movedim, h, patch.axis, 1), slopes), 1, patch.axis)
+        # prelu's slopes run along dim 1: bring the neuron axis there and back (views)
+        y = call(torch.movedim, call(prelu, call(torch.movedim, h, patch.axis, 1), slopes), 1, patch.axis)
     for node in added:
         node.meta.update({k: v for k, v in (meta or {}).items() if k in _KEPT_META})
     return y

@@ -2,7 +2,7 @@
 
 The patched model's sites are found again with the backend's `find_sites` (same order
 as the original's report); a copy of it also returns the input and the output of each
-patched site's PRelu / LeakyRelu, which the checks of verify.py read. Never imports torch.
+patched site's leak, which the checks of verify.py read. Never imports torch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import onnx
 from onnx import helper
 
 from ..inputs import Sample
+from ..kinds import onnx_writer
 from .onnx import elem_types
 from .plan import CHANNEL, PatchPlan
 from .verify import TIMING_BATCHES, SiteCheck, Verification, max_abs_change, new_checks, time_pair
@@ -75,14 +76,14 @@ def _probe_outputs(model: onnx.ModelProto, checks: dict[int, SiteCheck], plan: P
     fetch = {}
     for index, check in checks.items():
         site = sites[index]
-        want = "PRelu" if check.patch.mode == CHANNEL else "LeakyRelu"
+        want = "prelu" if check.patch.mode == CHANNEL else "leaky_relu"
         if site.scope:
             check.probed = False
             result.notes.append(f"site {check.patch.name} is inside an If branch: checked by the rescan only")
-        elif site.op != want or site.output not in producers:
-            check.notes.append(f"the patched model has a {site.op} there, not a {want}")
+        elif site.kind != want or site.output not in producers:
+            check.notes.append(f"the patched model has a {site.op} ({site.kind}) there, not a {onnx_writer(want)}")
         else:
-            fetch[index] = (producers[site.output].input[0], site.output)
+            fetch[index] = (site.data_input, site.output)
     return fetch
 
 
@@ -107,7 +108,7 @@ def _slope_shapes(model: onnx.ModelProto, fetch: dict[int, tuple[str, str]]) -> 
     out = {}
     for index, (_, y) in fetch.items():
         node = producers[y]
-        if node.op_type == "PRelu" and node.input[1] in stored:
+        if node.op_type == onnx_writer("prelu") and node.input[1] in stored:
             out[index] = stored[node.input[1]]
     return out
 

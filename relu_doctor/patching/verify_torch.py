@@ -1,6 +1,7 @@
 """Run the sample through an original and a reloaded patched torch model, and check them.
 
-The patched model runs under a dispatch mode that sees every activation call, in order;
+The patched model runs under the capture's dispatch mode (backends/torch_calls.py), which
+sees every activation call, in order;
 the k-th one of a forward pass is the k-th site of the original's report (a rewrite
 replaces each call by exactly one leaky call), so the plan says what it must compute.
 """
@@ -13,50 +14,43 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..backends.torch_calls import ActivationCall, ActivationCalls
 from ..inputs import Sample
-from ..kinds import classify_aten, is_runtime_candidate
 from .plan import CHANNEL, PatchPlan
 from .verify import TIMING_BATCHES, SiteCheck, Verification, max_abs_change, new_checks, time_pair
 
 
-class _Probe(TorchDispatchMode):
+class _Probe(ActivationCalls):
     def __init__(self, checks: dict[int, SiteCheck], sites: int, include_smooth: bool) -> None:
-        super().__init__()
-        self.checks, self.sites, self.include_smooth = checks, sites, include_smooth
+        super().__init__(include_smooth)
+        self.checks, self.sites = checks, sites
         self.calls = 0
         self.miscounts = 0
 
     def forward(self, run: Callable[[], Any]) -> None:
         self.calls = 0
+        self.start_pass()
         with self:
             run()
+        self.finish_pass()
         if self.calls != self.sites:
             self.miscounts += 1
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        op = func._overloadpacket.__name__
-        if not is_runtime_candidate(op):
-            return out
-        activation = classify_aten(op, args, kwargs, self.include_smooth)
-        if activation is None or not (isinstance(out, torch.Tensor) and out.is_floating_point()):
-            return out
+    def on_call(self, call: ActivationCall) -> None:
         check = self.checks.get(self.calls)
         self.calls += 1
-        if check is not None:
-            want = "prelu" if check.patch.mode == CHANNEL else "leaky_relu"
-            if activation.kind != want:
-                check.notes.append(f"the model calls {op} ({activation.kind}) there, not a {want}")
-            else:
-                x = args[0]
-                # prelu's slopes run along dim 1 of its input (the rewrite moved the neuron axis there)
-                axis = min(1, x.dim() - 1) if check.patch.mode == CHANNEL else check.patch.axis
-                check.add(_host(x), _host(out), axis, rtol=1e-2 if x.dtype == torch.bfloat16 else None)
-        return out
+        if check is None:
+            return
+        want = "prelu" if check.patch.mode == CHANNEL else "leaky_relu"
+        x = call.input
+        if call.activation.kind != want or x is None:
+            check.notes.append(f"the model calls {call.op} ({call.activation.kind}) there, not a {want}")
+            return
+        # prelu's slopes run along dim 1 of its input (the rewrite moved the neuron axis there)
+        axis = min(1, x.dim() - 1) if check.patch.mode == CHANNEL else check.patch.axis
+        check.add(_host(x), _host(call.output), axis, rtol=1e-2 if x.dtype == torch.bfloat16 else None)
 
 
 def _host(t: torch.Tensor) -> np.ndarray:

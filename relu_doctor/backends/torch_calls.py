@@ -1,0 +1,249 @@
+"""The activation calls of a torch forward pass: one TorchDispatchMode shared by the
+capture, the patcher's call mapping and the patch verification, so all three see the
+same sites in the same order.
+
+Every aten call reaches `__torch_dispatch__`. Calls of a kind's op (the kinds registry)
+are classified; fused kernels that hold an activation (kinds/fused.py) are measured
+from their arguments or reported as not measured; a relu6 of x + 3 waits until the
+calls after it say whether it is part of a hand-written hard-swish
+(kinds/torch_hard_swish.py). Optionally the mode follows where each tensor's neuron
+axis is (kinds/axis.py). Subclasses get each activation as an `ActivationCall`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.weak import WeakTensorKeyDictionary
+
+from ..kinds import ATEN, Activation, classify_aten, fused_kernel, is_graph_candidate, torch_op_label
+from ..kinds import axis as neuron_axes
+from ..kinds import torch_hard_swish as hard_swish
+from ..kinds.fused import NotMeasured
+
+
+@dataclass
+class ActivationCall:
+    """One activation applied in the forward pass."""
+
+    index: int  # which candidate call of the pass made it (graph formats name sites by it)
+    op: str  # the aten op's overload packet name, or the fused kernel's "namespace.name"
+    label: str  # how a report names the op ("aten.clamp")
+    activation: Activation
+    output: torch.Tensor  # what to measure
+    input: torch.Tensor | None  # the activation's data input, when the op is the activation itself
+    tag: int | None  # its neuron-axis tag
+    origin: Any  # what the mode's `origins` said at the call (the module that made it)
+    fused: bool = False
+
+
+# _facts flags
+_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE = 1, 2, 4, 8, 16
+
+
+class ActivationCalls(TorchDispatchMode):
+    """Base mode: subclasses implement `on_call` (and may read `unmeasured`)."""
+
+    # Every aten call of the forward pass runs the Python below: keep it lean.
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch >= 2.9 wraps __torch_dispatch__ of every mode in torch._dynamo.disable unless
+        # this says no: the first call then imports torch._dynamo (about a second) and every
+        # call pays for the wrapper. Nothing here is ever compiled.
+        return False
+
+    def __init__(self, include_smooth: bool, origins: Any = None, track_axes: bool = False) -> None:
+        super().__init__()
+        self.include_smooth = include_smooth
+        self.origins = origins  # .origin(candidate index) -> where the call comes from
+        self.track_axes = track_axes
+        self._facts: dict[Any, tuple[str, str, int, str, int | None]] = {}
+        self.unmeasured: list[str] = []  # warnings: activations that ran but were not measured
+        self._unmeasured_seen: set[str] = set()
+        self.start_pass()
+
+    # ---- the pass --------------------------------------------------------------------------
+
+    def start_pass(self) -> None:
+        """Before each forward pass."""
+        self.candidates = 0  # candidate calls seen in this pass (graph formats align on it)
+        self._tags = WeakTensorKeyDictionary()
+        self._shifted = WeakTensorKeyDictionary()  # x + 3 -> x
+        self._pending: list[tuple[ActivationCall, hard_swish.Pending]] = []
+
+    def finish_pass(self) -> None:
+        """After each forward pass: settle what is still waiting."""
+        self._settle()
+
+    def on_call(self, call: ActivationCall) -> None:
+        raise NotImplementedError
+
+    def tag_of(self, t: torch.Tensor) -> int | None:
+        return self._tags.get(t)
+
+    # ---- dispatch ------------------------------------------------------------------------------
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        facts = self._facts.get(func)
+        if facts is None:
+            facts = self._facts[func] = _op_facts(func)
+        op, qualified, flags, role, tag = facts
+        if self._pending and flags & _MUTABLE and not flags & _PRODUCT:
+            self._settle_touched(args)  # an in-place op may change a waiting relu6's output
+        out = func(*args, **kwargs)
+        if self.track_axes:
+            self._follow(op, role, tag, args, out)
+        if flags & _SHIFT:
+            x = hard_swish.shifted_input(op, args, kwargs)
+            if x is not None and isinstance(out, torch.Tensor):
+                self._shifted[out] = x
+        elif flags & _PRODUCT and self._pending:
+            self._step_pending(op, args, out)
+        if flags & _CANDIDATE:
+            index = self.candidates
+            self.candidates += 1
+            self._settle()  # sites stay in execution order
+            if flags & _FUSED:
+                self._fused(index, op, qualified, args, kwargs, out)
+            else:
+                self._activation(index, op, args, kwargs, out)
+        return out
+
+    def _activation(self, index: int, op: str, args: tuple, kwargs: dict, out: Any) -> None:
+        activation = classify_aten(op, args, kwargs, self.include_smooth)
+        if activation is None or not (isinstance(out, torch.Tensor) and out.is_floating_point()):
+            return
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        call = ActivationCall(index, op, torch_op_label(op), activation, out, x, self._tags.get(out),
+                              self._origin(index))
+        shifted = self._shifted.get(x) if activation.kind == hard_swish.RELU6 and x is not None else None
+        if shifted is not None:
+            self._pending.append((call, hard_swish.Pending(shifted, out)))
+            return
+        self.on_call(call)
+
+    def _fused(self, index: int, op: str, qualified: str, args: tuple, kwargs: dict, out: Any) -> None:
+        kernel = fused_kernel(*qualified.split(".", 1))
+        assert kernel is not None
+        origin = self._origin(index)
+        try:
+            assert kernel.measure is not None
+            found = kernel.measure(args, kwargs, out, self.include_smooth)
+        except NotMeasured as reason:
+            self._not_measured(qualified, kernel.holds, str(reason), origin)
+            return
+        first = next(iter(_tensors_in(args)), None)
+        for activation, y, tag in found:
+            if not (isinstance(y, torch.Tensor) and y.is_floating_point()):
+                self._not_measured(qualified, kernel.holds, "its non-float values", origin)
+                continue
+            if tag is None and first is not None:
+                tag = self._tags.get(first)
+            self.on_call(ActivationCall(index, qualified, f"{qualified}", activation, y, None, tag, origin, True))
+
+    def _not_measured(self, qualified: str, holds: str, reason: str, origin: Any) -> None:
+        where = getattr(origin, "path", "") or "the model"
+        key = f"{where}:{qualified}"
+        if key in self._unmeasured_seen:
+            return
+        self._unmeasured_seen.add(key)
+        self.unmeasured.append(f"{qualified} in {where} applies {holds}, but {reason} cannot be measured: "
+                               "its activations are not in this report")
+
+    def _origin(self, index: int) -> Any:
+        """Where the call comes from, read when it runs (a call may be reported later)."""
+        return self.origins.origin(index) if self.origins is not None else None
+
+    # ---- hand-written hard-swish ------------------------------------------------------------
+
+    def _step_pending(self, op: str, args: tuple, out: Any) -> None:
+        for _, pending in self._pending:
+            if pending.step(op, args):
+                pending.advance(op, args, out)
+                return
+
+    def _settle_touched(self, args: tuple) -> None:
+        touched = {id(t) for t in _tensors_in(args)}
+        if any(id(p.current) in touched or id(c.output) in touched for c, p in self._pending):
+            self._settle()
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, []
+        for call, p in pending:
+            outcome = p.outcome()
+            if outcome == hard_swish.RELU6:
+                self.on_call(call)
+            elif outcome == hard_swish.HARD_SWISH and self.include_smooth:
+                self.on_call(ActivationCall(call.index, call.op, call.label, Activation("hardswish", {}), p.final,
+                                            None, self._tags.get(p.final), call.origin))
+
+    # ---- neuron axis ------------------------------------------------------------------------------
+
+    def _follow(self, op: str, role: str, tag: int | None, args: tuple, out: Any) -> None:
+        tags = self._tags
+        if role == neuron_axes.FOLLOWER:
+            for a in _tensors_in(args):
+                tag = tags.get(a)
+                if tag is not None:
+                    if isinstance(out, torch.Tensor):
+                        tags[out] = neuron_axes.broadcast(tag, a.dim(), out.dim())
+                        return
+                    break
+            else:
+                return
+        elif role == neuron_axes.LAYOUT:
+            source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            tag = tags.get(source) if source is not None else None
+            if tag is None or source is None or not isinstance(out, torch.Tensor):
+                if isinstance(out, torch.Tensor) and out in tags:
+                    del tags[out]  # an in-place layout op (transpose_) moved the axis away
+                return
+            tag = neuron_axes.torch_layout(op, tag, args, tuple(source.shape), tuple(out.shape))
+            if tag is None:
+                if out in tags:
+                    del tags[out]
+                return
+        if tag is None:
+            return
+        for t in _tensors_in(out):
+            tags[t] = tag
+
+
+def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:
+    """(overload packet name, "namespace.name", flags, neuron-axis role, producer tag)."""
+    packet = func._overloadpacket
+    op = packet.__name__
+    namespace = getattr(func, "namespace", ATEN)
+    qualified = f"{namespace}.{op}"
+    flags = 0
+    if is_graph_candidate(namespace, op):
+        flags |= _CANDIDATE
+        if fused_kernel(namespace, op) is not None:
+            flags |= _FUSED
+    if namespace == ATEN and op in hard_swish.ADDS:
+        flags |= _SHIFT
+    if namespace == ATEN and op in hard_swish.PRODUCTS:
+        flags |= _PRODUCT
+    if func._schema.is_mutable:
+        flags |= _MUTABLE
+    role, tag = neuron_axes.torch_role(op) if namespace == ATEN else (neuron_axes.FOLLOWER, None)
+    return op, qualified, flags, role, tag
+
+
+def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in aten arguments or outputs, however nested (an op may return an int,
+    a float, None, or lists of tensors)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors_in(v)

@@ -300,6 +300,25 @@ class Conv1dNet(nn.Module):
         return self.relu(self.bn(self.conv(x)))
 
 
+class HandHardSwishNet(nn.Module):
+    """A hard-swish written by hand, h * relu6(h + 3) / 6, then a relu and a relu6.
+
+    The relu6 inside the hard-swish is that smooth activation, not a relu6 site (SPEC 3,
+    one rule in every format): the sites are the relu and the real relu6 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(3, 8)
+        self.conv2, self.bn2 = _conv_bn(8, 8)
+        self.conv3, self.bn3 = _conv_bn(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn1(self.conv1(x))
+        x = h * F.relu6(h + 3.0) / 6.0
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.relu6(self.bn3(self.conv3(x)))
+
+
 class NoReluNet(nn.Module):
     """Conv + BN + tanh + sigmoid head: no ReLU-family activation at all (0 sites)."""
 
@@ -327,6 +346,8 @@ LEAKY_DEAD = ((1,), (4, 6), (0, 2), (3,))
 MLP_TOKENS_DEAD = ((3, 9), (0, 6))
 MLP_DEAD = ((2, 11), (5,))
 CONV1D_DEAD = (1, 4, 6)
+HARDSWISH_DEAD = ((2, 7), (0, 5))
+HARDSWISH_SATURATED = (3,)
 
 
 def build_reused_relu() -> nn.Module:
@@ -412,6 +433,16 @@ def build_conv1d() -> nn.Module:
     torch.manual_seed(7)
     model = Conv1dNet()
     _plant_bn(model.bn, CONV1D_DEAD)
+    return model.eval()
+
+
+def build_hand_hardswish() -> nn.Module:
+    """Case `hand_hardswish` (the hard-swish's own BN is live: hard-swish is never "dead")."""
+    torch.manual_seed(9)
+    model = HandHardSwishNet()
+    _plant_bn(model.bn1, ())
+    _plant_bn(model.bn2, HARDSWISH_DEAD[0])
+    _plant_bn(model.bn3, HARDSWISH_DEAD[1], HARDSWISH_SATURATED)
     return model.eval()
 
 
@@ -511,6 +542,15 @@ CASES: list[Case] = [
         factory=_factory("conv1d"),
         input_shape=(4, 20),
         sites=(ExpectedSite("relu", "relu", 8, 1, CONV1D_DEAD),),
+    ),
+    Case(
+        name="hand_hardswish",
+        factory=_factory("hand_hardswish"),
+        input_shape=(3, 8, 8),
+        sites=(
+            ExpectedSite("/relu", "relu", 8, 1, HARDSWISH_DEAD[0]),
+            ExpectedSite("/relu6", "relu6", 8, 1, HARDSWISH_DEAD[1], HARDSWISH_SATURATED),
+        ),
     ),
     Case(
         name="no_relu",

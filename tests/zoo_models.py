@@ -333,41 +333,32 @@ def _features(samples: int, seed: int) -> list[np.ndarray]:
     return [np.random.default_rng(seed).standard_normal((samples, 16)).astype(np.float32)]
 
 
-# Known capture bugs of issue 14, fixed in the backends by another change: each marks the
-# formats it breaks as xfail(strict), so the fix turns them into failures to unmark.
-SIZE_OP = "issue 14: aten::size (a non-tensor result) crashes the producer tracking (exit 3)"
-ASSERT_META = "issue 14: aten._assert_tensor_metadata (a None result) crashes the producer tracking (exit 3)"
-EINSUM_AXIS = "issue 14: an einsum linear is reported on the token axis, not the last"
-PERMUTE_AXIS = "issue 14: conv -> permute(0, 2, 3, 1) loses the channel axis"
-FUSED = "issue 14: the traced _transformer_encoder_layer_fwd hides its ReLU"
 ZOO: list[ZooCase] = [
     ZooCase("flatten_by_size", build_flatten, _images, ["x"],
-            {"relu": (1, (2, 5)), "head_relu": (1, (0, 7))}, xfail={"torchscript": SIZE_OP}),
+            {"relu": (1, (2, 5)), "head_relu": (1, (0, 7))}),
     ZooCase("optional_mask", build_optional_mask, _features, ["x"], {"relu": (1, (0, 9, 23))}, script=True),
-    ZooCase("einsum_linear", build_einsum, _tokens_16, ["x"], {"relu": (2, (1, 10, 23))},
-            xfail=dict.fromkeys(("eager", "torchscript", "pt2"), EINSUM_AXIS)),
-    ZooCase("channels_last", build_channels_last, _images, ["x"], {"relu": (3, (1, 6))},
-            xfail=dict.fromkeys(("eager", "torchscript", "pt2", "onnx"), PERMUTE_AXIS)),
+    ZooCase("einsum_linear", build_einsum, _tokens_16, ["x"], {"relu": (2, (1, 10, 23))}),
+    ZooCase("channels_last", build_channels_last, _images, ["x"], {"relu": (3, (1, 6))}),
     ZooCase("encoder_layer", build_encoder_layer, _tokens_16, ["x"], {},
-            functional={"layer.linear1": (2, (2, 13, 30))}, xfail={"torchscript": FUSED}),
+            functional={"layer.linear1": (2, (2, 13, 30))}),
     ZooCase("opt", build_opt, _tokens, ["input_ids"],
             {f"model.decoder.layers.{i}.activation_fn": (1, OPT_DEAD[i]) for i in range(2)},
-            slow=True, xfail={"torchscript": SIZE_OP, "pt2": ASSERT_META}),
+            slow=True),
     ZooCase("bert", build_bert, _tokens, ["input_ids"],
             {f"model.encoder.layer.{i}.intermediate.intermediate_act_fn": (2, BERT_DEAD[i]) for i in range(2)},
-            slow=True, xfail={"torchscript": SIZE_OP}),
+            slow=True),
     ZooCase("t5", build_t5, _tokens, ["input_ids"],
             {f"model.encoder.block.{i}.layer.1.DenseReluDense.act": (2, T5_DEAD[i]) for i in range(2)},
-            slow=True, xfail={"torchscript": SIZE_OP, "pt2": ASSERT_META}),
+            slow=True),
     ZooCase("whisper", build_whisper, _mels, ["input_features"],
             {f"model.layers.{i}.activation_fn": (2, WHISPER_DEAD[i]) for i in range(2)},
-            slow=True, xfail={"torchscript": SIZE_OP}),
+            slow=True),
     ZooCase("wav2vec2", build_wav2vec2, _audio, ["input_values"],
             {"model.feature_extractor.conv_layers.0.activation": (1, WAV2VEC2_DEAD[0]),
              "model.feature_extractor.conv_layers.1.activation": (1, WAV2VEC2_DEAD[1]),
              "model.encoder.pos_conv_embed.activation": (1, ()),
              "model.encoder.layers.0.feed_forward.intermediate_act_fn": (2, WAV2VEC2_DEAD[2])},
-            slow=True, xfail={"torchscript": SIZE_OP}),
+            slow=True),
 ]
 
 

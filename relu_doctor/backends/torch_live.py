@@ -108,6 +108,7 @@ class LiveCapture:
         self._depth -= 1
         if self._depth == 0:
             self._mode.__exit__(None, None, None)
+            self._mode.finish_pass()  # settles calls that wait for what follows them (hand-written hard-swish)
 
 
 def _batch_rows(args: tuple, kwargs: dict) -> int:

@@ -25,20 +25,20 @@ def _is_number(value: Any, target: float) -> bool:
     if isinstance(value, bool):
         return False
     if not isinstance(value, (int, float)):
-        if getattr(value, "shape", None) is None or value.numel() != 1 or value.is_complex():
+        if not hasattr(value, "numel") or value.numel() != 1 or value.is_complex():
             return False
         value = float(value)
     return abs(float(value) - target) < 1e-6
 
 
 def shifted_input(op: str, args: tuple, kwargs: dict) -> Any:
-    """x when the call computes x + 3 (or 3 + x), else None."""
+    """x when the call computes x + 3 (or 3 + x), else None (args: tensors, or fx nodes)."""
     if op not in ADDS or len(args) < 2 or kwargs.get("alpha", 1) != 1:
         return None
     a, b = args[0], args[1]
-    if hasattr(a, "shape") and _is_number(b, SHIFT):
+    if _is_number(b, SHIFT) and not isinstance(a, (int, float)):
         return a
-    if hasattr(b, "shape") and _is_number(a, SHIFT):
+    if _is_number(a, SHIFT) and not isinstance(b, (int, float)):
         return b
     return None
 
@@ -81,3 +81,26 @@ class Pending:
         if self.stage == "done":
             return HARD_SWISH
         return HARD_SIGMOID if self.stage == "div" else RELU6
+
+
+def graph_outcome(node: Any) -> str:
+    """The same rule on a torch.export / fx graph: what the relu6 call `node` is, read
+    from its input's producer and the calls that use it."""
+    source = node.args[0] if node.args else None
+    producer = getattr(source, "target", None)
+    packet = getattr(producer, "_overloadpacket", None)
+    if packet is None:
+        return RELU6
+    x = shifted_input(packet.__name__, tuple(source.args), dict(source.kwargs))
+    if x is None:
+        return RELU6
+    pending = Pending(x, node)
+    for _ in range(2):
+        for user in pending.current.users:
+            op = getattr(getattr(user.target, "_overloadpacket", None), "__name__", None)
+            if user.op == "call_function" and op in PRODUCTS and pending.step(op, tuple(user.args)):
+                pending.advance(op, tuple(user.args), user)
+                break
+        else:
+            break
+    return pending.outcome()

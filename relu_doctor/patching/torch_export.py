@@ -23,6 +23,7 @@ from torch.utils import _pytree as pytree
 from ..backends.torch_naming import export_origins, is_export_candidate, site_name
 from ..errors import UserError, summarize_exception
 from ..kinds import classify_aten
+from ..kinds import torch_hard_swish as hard_swish
 from .plan import PatchPlan
 from .torch_graph import replace_site
 
@@ -44,6 +45,13 @@ def graph_sites(graph: fx.Graph, include_smooth: bool = False) -> list[tuple[str
         val = node.meta.get("val")
         if activation is None or not (isinstance(val, torch.Tensor) and val.is_floating_point()):
             continue
+        if activation.kind == hard_swish.RELU6:  # the capture's rule for hand-written hard-swish
+            outcome = hard_swish.graph_outcome(node)
+            if outcome == hard_swish.HARD_SIGMOID or (outcome == hard_swish.HARD_SWISH and not include_smooth):
+                continue
+            if outcome == hard_swish.HARD_SWISH:
+                sites.append((site_name(origin, "hardswish", counts), node))
+                continue
         sites.append((site_name(origin, activation.kind, counts), node))
     return sites
 

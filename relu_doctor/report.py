@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .kinds import KINDS, Activation
+from .kinds import KINDS
+from .kinds import upper_bound as kind_upper_bound
 from .stats import DEFAULT_TAU, SiteCounters, SiteMetrics, detection_floor, site_metrics
 
 SCHEMA = "relu-doctor/report/v1"
@@ -35,7 +36,7 @@ class Site:
 
     @property
     def upper_bound(self) -> float | None:
-        return Activation(self.kind, self.params).upper_bound
+        return kind_upper_bound(self.kind, self.params)
 
     @cached_property
     def metrics(self) -> SiteMetrics:

@@ -144,7 +144,7 @@ class Recorder(TorchFunctionMode):
         self.sites: list[Recorded] = []
         self.counts: Counter[str] = Counter()
         self.handles: list[Any] = []
-        self.shifted: set[int] = set()
+        self.shifted: list[torch.Tensor] = []
 
     def _add(self, base: str, kind: str, output: torch.Tensor) -> None:
         self.counts[base] += 1
@@ -185,10 +185,10 @@ class Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func in _ADD_FUNCS and len(args) == 2 and args[1] == 3.0:
-            self.shifted.add(id(out))  # x + 3: a relu6 of it is a hand-written hard-swish
+            self.shifted.append(out)  # x + 3: a relu6 of it is a hand-written hard-swish (held: ids get reused)
         inside_activation = bool(self.stack) and _module_kind(self.stack[-1][1]) is not None
         kind = None if inside_activation else _function_kind(func, args, kwargs)
-        if kind == "relu6" and args and id(args[0]) in self.shifted:
+        if kind == "relu6" and args and any(args[0] is t for t in self.shifted):
             kind = None  # relu6(x + 3) inside x * relu6(x + 3) / 6 is the hard-swish, not a site (SPEC 3)
         if kind is not None:
             path = self.stack[-1][0] if self.stack else ""

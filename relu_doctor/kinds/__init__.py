@@ -24,6 +24,7 @@ from .registry import (
     onnx_writer,
     torch_op_label,
     torch_writer,
+    upper_bound,
 )
 
 ATEN = "aten"
@@ -47,5 +48,5 @@ def split_op_name(qualified: str) -> tuple[str, str]:
 __all__ = [
     "ABSENT", "ACTIVATION_MODULES", "ATEN_ACTIVATION_OPS", "FUSED_KERNELS", "KINDS", "ONNX_CANDIDATE_OPS",
     "Activation", "Kind", "OnnxSpelling", "TorchSpelling", "classify_aten", "classify_onnx", "fused_kernel",
-    "is_graph_candidate", "onnx_writer", "split_op_name", "torch_op_label", "torch_writer",
+    "is_graph_candidate", "onnx_writer", "split_op_name", "torch_op_label", "torch_writer", "upper_bound",
 ]

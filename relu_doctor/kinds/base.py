@@ -19,14 +19,7 @@ class Activation:
     """One classified call: its kind and the parameters that define it."""
 
     kind: str
-    params: Mapping[str, float]
-
-    @property
-    def upper_bound(self) -> float | None:
-        from .registry import KINDS
-
-        fixed = KINDS[self.kind].upper
-        return fixed if fixed is not None else self.params.get("max")
+    params: Mapping[str, float]  # its upper bound: registry.upper_bound
 
 
 # (args, kwargs) of an aten call -> the activation, or None

@@ -55,6 +55,12 @@ def classify_onnx(op_type: str, attrs: Mapping[str, Any], inputs: Sequence[Any],
     return _first(classifiers, include_smooth, attrs, inputs) if classifiers else None
 
 
+def upper_bound(kind: str, params: Mapping[str, float]) -> float | None:
+    """The upper bound a site of `kind` saturates at: the kind's own (relu6: 6) or params["max"]."""
+    fixed = KINDS[kind].upper
+    return fixed if fixed is not None else params.get("max")
+
+
 def torch_op_label(aten_name: str) -> str:
     """How a report names an aten op a site calls ("aten.clamp")."""
     return f"aten.{aten_name}"

@@ -62,11 +62,38 @@ def neuron_arrays(report: Report) -> dict[str, np.ndarray]:
     return out
 
 
-def write_neurons(report: Report, path: Path) -> None:
-    """Write `neuron_arrays(report)` to `path` atomically (no partial file on any error)."""
+def neuron_arrays_over_time(reports: Sequence[Report], steps: Sequence[int]) -> dict[str, np.ndarray]:
+    """The arrays of a timeline: `SITEINDEX/KEY` of shape (points, neurons) (`samples`,
+    `site_max`: (points,)), sites matched by name in first-appearance order, and `steps`.
+    A site missing at a point has 0 entries there (counts 0, floats NaN): not measured."""
+    first: dict[str, Site] = {}
+    for report in reports:
+        for s in report.sites:
+            first.setdefault(s.name, s)
+    out: dict[str, np.ndarray] = {}
+    for position, (name, site) in enumerate(first.items()):
+        per_point = []
+        for report in reports:
+            match = next((s for s in report.sites if s.name == name), None)
+            per_point.append(site_arrays(match) if match is not None else _unmeasured(site_arrays(site)))
+        for key in per_point[0]:
+            out[f"{position}/{key}"] = np.stack([p[key] for p in per_point])
+    out["names"] = np.array(list(first), dtype=np.str_)
+    out["kinds"] = np.array([s.kind for s in first.values()], dtype=np.str_)
+    out["axes"] = np.array([s.axis for s in first.values()], dtype=np.int64)
+    out["steps"] = np.array(list(steps), dtype=np.int64)
+    return out
+
+
+def _unmeasured(like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else np.zeros_like(v) for k, v in like.items()}
+
+
+def write_neurons(report: Report | dict[str, np.ndarray], path: Path) -> None:
+    """Write a report's arrays (or ready arrays) to `path` atomically (no partial file on any error)."""
     from .files import atomic_path
 
-    arrays = neuron_arrays(report)
+    arrays = report if isinstance(report, dict) else neuron_arrays(report)
     try:
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:  # a file object: numpy would otherwise append ".npz" to the name

@@ -40,8 +40,8 @@ def big_report(sites: int, neurons: int, seed: int = 0, leaky_every: int = 7) ->
                   settings={"tau": 0.025, "neuron_axis": "auto", "include_smooth": False}, sites=out)
 
 
-def timeline(sites: int, points: int, neurons: int = 64) -> dict[str, Any]:
-    """Site i loses a neuron every (i % 5 + 1) points, from point 1 on."""
+def timeline(sites: int, points: int, neurons: int = 64, fail_new_dead: float | None = None) -> dict[str, Any]:
+    """Site i loses a neuron every (i % 5 + 1) points, from point 1 on (Timeline.to_dict()'s shape)."""
     steps = [100 * p for p in range(points)]
     out_sites, dead_at = [], np.zeros((points, sites))
     for i in range(sites):
@@ -49,9 +49,18 @@ def timeline(sites: int, points: int, neurons: int = 64) -> dict[str, Any]:
         died = {str(n): steps[1 + n * every] for n in range(neurons) if 1 + n * every < points}
         ratios = [sum(1 for s in died.values() if s <= step) / neurons for step in steps]
         dead_at[:, i] = [r * neurons for r in ratios]
-        out_sites.append({"name": site_name(i), "kind": "relu" if i % 7 else "leaky_relu", "dead_ratio": ratios,
-                          "died_at": died})
+        out_sites.append({"name": site_name(i), "kind": "relu" if i % 7 else "leaky_relu", "grad_blocked": i % 7 != 0,
+                          "neurons": neurons, "dead_ratio": ratios, "dead": [round(r * neurons) for r in ratios],
+                          "died_at": died, "revived": {}})
     total = sites * neurons
-    pts = [{"step": s, "summary": {"sites": sites, "neurons": total, "dead": int(dead_at[p].sum()),
-                                   "dead_ratio": float(dead_at[p].sum() / total)}} for p, s in enumerate(steps)]
-    return {"schema": "relu-doctor/timeline/v1", "points": pts, "sites": out_sites}
+    pts = [{"step": s, "label": f"steps {s}-{s + 9}",
+            "summary": {"sites": sites, "neurons": total, "dead": int(dead_at[p].sum()),
+                        "dead_ratio": float(dead_at[p].sum() / total)}} for p, s in enumerate(steps)]
+    violations = [] if fail_new_dead is None else [
+        {"site": s["name"], "new_dead": s["dead"][-1] - s["dead"][0], "neurons": neurons,
+         "threshold_pp": fail_new_dead, "points": 100 * (s["dead"][-1] - s["dead"][0]) / neurons}
+        for s in out_sites if s["grad_blocked"] and 100 * (s["dead"][-1] - s["dead"][0]) / neurons > fail_new_dead]
+    gates = {"passed": not violations, "checked": {} if fail_new_dead is None else {"fail_new_dead": fail_new_dead},
+             "violations": violations}
+    return {"schema": "relu-doctor/timeline/v1", "source": "history", "points": pts, "sites": out_sites,
+            "gates": gates, "warnings": []}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import re
 import sys
 from html.parser import HTMLParser
@@ -181,3 +182,18 @@ def test_missing_matplotlib_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> 
         big_report(2, 4).to_html()
     assert "relu-doctor[html]" in (e.value.hint or "")
 
+
+
+def test_timeline_page_lists_the_gate_and_sites_missing_at_first() -> None:
+    tl = timeline(6, 8, fail_new_dead=5)  # sites 1 and 5 lose 4 and 7 of 64 neurons
+    tl["sites"][5]["dead_ratio"][:3] = [None, None, None]  # a site that ran only from the 4th point
+    text = render_timeline_html(tl)
+    page = assert_offline_and_escaped(text)
+    failed = [v["site"] for v in tl["gates"]["violations"]]
+    assert failed == [tl["sites"][1]["name"], tl["sites"][5]["name"]] and "FAILED" in text
+    for name in failed:
+        assert f"site {html.escape(name)}: " in text
+    row = next(a for t, a in page.tags if t == "tr" and a.get("data-name") == tl["sites"][5]["name"])
+    start = 100 * tl["sites"][5]["dead_ratio"][3]
+    assert (row["data-tip"] or "").split(": ", 1)[1].startswith(f"{start:.1f}%")  # first measured point
+    assert "nan" not in text.lower().replace("nanmax", "")

@@ -109,3 +109,20 @@ def test_hostile_names_round_trip_without_pickles(tmp_path: Path) -> None:
     path = tmp_path / "n.npz"
     write_neurons(report, path)
     assert read_neurons(path)["names"][0] == "<script>alert(1)</script>\"'&"
+
+
+def test_arrays_over_time_stack_points_and_mark_missing_sites(tmp_path: Path) -> None:
+    from relu_doctor.neurons import neuron_arrays_over_time
+
+    reports = [scan("mlp"), scan("mlp"), scan("mlp")]
+    reports[1].sites.pop(0)  # relu1 did not run at the second point
+    arrays = neuron_arrays_over_time(reports, [0, 100, 200])
+    path = tmp_path / "t.npz"
+    write_neurons(arrays, path)
+    back = read_neurons(path)
+    assert list(back["names"]) == ["relu1", "relu2"] and list(back["steps"]) == [0, 100, 200]
+    assert back["0/fires"].shape == (3, 16) and back["1/fires"].shape == (3, 10)
+    for point in (0, 2):
+        np.testing.assert_array_equal(back["0/fires"][point], reports[point].sites[0].counters.fires)
+    assert (back["0/entries"][1] == 0).all() and np.isnan(back["0/abs_sum"][1]).all()  # not measured
+    np.testing.assert_array_equal(back["1/fires"][1], reports[1].sites[0].counters.fires)

@@ -192,8 +192,9 @@ def render_diff_html(d: Diff, new: Report | None = None) -> str:
 
 
 def render_timeline_html(timeline: dict[str, Any]) -> str:
-    """The timeline's page from its JSON form: `points` (step, summary), `sites` (name, kind,
-    dead_ratio per point, died_at {neuron: step})."""
+    """The timeline's page from its JSON form (`Timeline.to_dict()`, schema relu-doctor/timeline/v1):
+    `points` (step, summary), `sites` (name, kind, grad_blocked, dead_ratio per point with None
+    where the site did not run, died_at and revived {neuron: step}), `gates`, `warnings`."""
     points = list(timeline.get("points", []))
     sites = list(timeline.get("sites", []))
     steps = [int(p["step"]) for p in points]
@@ -208,10 +209,7 @@ def render_timeline_html(timeline: dict[str, Any]) -> str:
                  "fail" if model and model[-1] > model[0] else "pass"),
             card(str(last.get("dead", "-")), "dead at the end"),
             card(str(sum(len(s.get("died_at") or {}) for s in sites)), "neurons that died"), "</div>"]
-    gate = timeline.get("gate") or timeline.get("gates")
-    if isinstance(gate, dict) and "passed" in gate:
-        body.append(f'<p>Gate: <span class="{"pass" if gate["passed"] else "fail"}">'
-                    f'{"passed" if gate["passed"] else "FAILED"}</span></p>')
+    body += _timeline_gates(timeline.get("gates"))
     body += [f'<p class="warn">{esc(w)}</p>' for w in timeline.get("warnings", [])]
     if not points or not sites:
         return document("relu-doctor timeline", root_id(salt), [*body, "<p>Nothing measured.</p>", _footer("timeline")])
@@ -232,17 +230,35 @@ def render_timeline_html(timeline: dict[str, Any]) -> str:
     for i, s in enumerate(sites):
         died = s.get("died_at") or {}
         first = min(died.values()) if died else None
-        tip = f"{names[i]}: {percent((ratios[i][0] if ratios[i] else 0) / 100)} → {percent(final[i] / 100)}"
+        start = _first(ratios[i])
+        start_text = "-" if start is None else percent(start / 100)
+        tip = f"{names[i]}: {start_text} → {percent(final[i] / 100)}"
+        revived = len(s.get("revived") or {})
         rows.append(f'<tr data-i="{i}" data-name="{esc(names[i])}" data-tip="{esc(tip)}">{cell(i, i)}'
                     f'{cell(names[i], cls="n")}{cell(_kind(str(s.get("kind")), not leaky[i]))}'
-                    f'{cell(percent((ratios[i][0] if ratios[i] else 0) / 100), ratios[i][0] if ratios[i] else 0)}'
-                    f'{cell(percent(final[i] / 100), final[i])}{cell(len(died), len(died))}'
-                    f'{cell("-" if first is None else first, first)}'
+                    f'{cell(start_text, start)}{cell(percent(final[i] / 100), final[i])}{cell(len(died), len(died))}'
+                    f'{cell(revived, revived)}{cell("-" if first is None else first, first)}'
                     f'{cell(_died(died), cls="idx")}</tr>')
     body += [f"<h2>All {len(sites)} sites</h2>", filter_box(), table(
         [("#", ""), ("site", "n"), ("kind", ""), ("dead % first", ""), ("dead % last", ""), ("neurons died", ""),
-         ("first death (step)", ""), ("neuron: step it died", "idx")], rows), _footer("timeline")]
+         ("revived", ""), ("first death (step)", ""), ("neuron: step it died", "n")], rows), _footer("timeline")]
     return document("relu-doctor timeline", root_id(salt), body)
+
+
+def _timeline_gates(gates: Any) -> list[str]:
+    if not isinstance(gates, dict) or not gates.get("checked"):
+        return ['<p class="sub">Gate: none set (--fail-new-dead PP).</p>']
+    out = [f'<p>Gate --fail-new-dead {esc(gates["checked"].get("fail_new_dead"))} pp: '
+           f'<span class="{"pass" if gates.get("passed") else "fail"}">'
+           f'{"passed" if gates.get("passed") else "FAILED"}</span></p>']
+    items = [f'<li class="fail">site {esc(v.get("site"))}: {esc(v.get("new_dead"))} of {esc(v.get("neurons"))} '
+             "neurons died since the first point</li>" for v in gates.get("violations", [])]
+    return out + ([f"<ul>{''.join(items)}</ul>"] if items else [])
+
+
+def _first(values: Sequence[float]) -> float | None:
+    """The first measured value (a site can be missing at the first points)."""
+    return next((v for v in values if v == v), None)
 
 
 def _grad_blocked(site: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ page tried.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import queue
@@ -23,6 +24,12 @@ from pathlib import Path
 from typing import Any
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def _above_ten(fd: int) -> int:
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return moved
 
 
 def find_chromium() -> str | None:
@@ -49,6 +56,8 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="rd-chromium-")
         to_child_r, self._write = os.pipe()
         self._read, from_child_w = os.pipe()
+        # The child's ends move above fd 10, so that the shell's `3<&N 4>&M` cannot clobber them.
+        to_child_r, from_child_w = (_above_ten(fd) for fd in (to_child_r, from_child_w))
 
         args = [executable, "--headless=new", "--remote-debugging-pipe", "--disable-gpu", "--no-first-run",
                 "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
@@ -56,9 +65,11 @@ class Chromium:
                 f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root (CI containers)
-        # Through sh: the pipe ends become the child's fds 3 (commands) and 4 (replies).
+        # Through bash (dash takes one-digit fds only): the pipe ends become the child's fds 3
+        # (commands) and 4 (replies).
         redirect = f'exec "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
-        self.proc = subprocess.Popen(["/bin/sh", "-c", redirect, "sh", *args], pass_fds=(to_child_r, from_child_w),
+        shell = shutil.which("bash") or "/bin/bash"
+        self.proc = subprocess.Popen([shell, "-c", redirect, "bash", *args], pass_fds=(to_child_r, from_child_w),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child_r)
         os.close(from_child_w)

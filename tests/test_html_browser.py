@@ -141,3 +141,30 @@ def test_the_harness_sees_fetches_and_errors(browser: Chromium, tmp_path: Path) 
     _, load = browser.open(bad.as_uri())
     assert "http://example.com/x.png" in load.requests
     assert any("undefined_function" in e for e in load.errors) and "boom" in load.errors
+
+
+def test_two_reports_in_one_notebook_page_stay_apart(browser: Chromium, tmp_path: Path) -> None:
+    """Jupyter puts `_repr_html_` fragments into one document: each one's filter is its own."""
+    from tests.html_cases import big_report
+
+    first, second = big_report(30, 8, seed=0), big_report(40, 8, seed=1)
+    second.sites[7].name = "only.in.the.second"
+    page = tmp_path / "notebook.html"
+    cells = f"{first._repr_html_()}<p>cell 2</p>{second._repr_html_()}"
+    page.write_text(f"<!doctype html><html><body>{cells}</body></html>")
+    session, load = browser.open(page.as_uri())
+    assert load.errors == [] and [u for u in load.requests if not u.startswith(("file:", "data:"))] == []
+    got = browser.evaluate(session, """(async () => {
+      const roots = [...document.querySelectorAll('div.rd')];
+      const input = roots[1].querySelector('.rd-filter');
+      input.value = 'only.in'; input.dispatchEvent(new Event('input'));
+      await new Promise(r => setTimeout(r, 400));
+      const shown = root => new Set([...root.querySelectorAll('tr[data-name]')].filter(r => !r.hidden)
+                                     .map(r => r.dataset.i)).size;
+      return {roots: roots.length, ids: roots.map(r => r.id), first: shown(roots[0]), second: shown(roots[1]),
+              rows0: new Set([...roots[0].querySelectorAll('tr[data-name]')].map(r => r.dataset.i)).size,
+              dimmed: roots.map(r => r.querySelectorAll('figure .dim').length)};
+    })()""")
+    assert got["roots"] == 2 and got["ids"][0] != got["ids"][1]
+    assert got["first"] == got["rows0"] == 30  # the first report's sites all still shown
+    assert got["second"] == 1 and got["dimmed"] == [0, 39]

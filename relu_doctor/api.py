@@ -89,6 +89,7 @@ def scan(
     sample_info = {
         "source": sample.source, "samples": count, "batch_size": size,
         "seed": seed if sample.source == "synthetic" else None, "inputs": sample.describe_inputs(),
+        **sample.details,
     }
     if shard is not None:
         sample_info.update(shard=f"{shard[0]}/{shard[1]}", of_samples=whole)
@@ -200,6 +201,14 @@ def build_sample(data: Any, specs: list, input_shape: Any, samples: int | None, 
     specs = resolve_specs(specs, input_shape)
     if data is None:
         return synthetic_sample(specs, samples, seed, input_range)
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        from .images import load_image_folder
+
+        folder = load_image_folder(Path(data), images or ImageOptions())
+        sample = array_sample([folder.array], specs, str(data), samples)
+        sample.warnings += folder.warnings
+        sample.details["images"] = folder.info
+        return sample
     if isinstance(data, (str, Path)):
         return array_sample(load_data_file(Path(data), images), specs, str(data), samples)
     return array_sample(as_arrays(data), specs, "array", samples)

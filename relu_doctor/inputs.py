@@ -49,6 +49,7 @@ class Sample:
     warnings: list[str] = field(default_factory=list)
     nonfinite_inputs: int = 0  # NaN / inf values met in the batches served so far
     offset: int = 0  # index of this sample's first row in the whole sample (shards)
+    details: dict[str, Any] = field(default_factory=dict)  # more for the report's sample (e.g. images)
 
     def shard(self, index: int, count: int) -> Sample:
         """Rows [index*N/count, (index+1)*N/count) of this sample: contiguous, so shards of a
@@ -256,7 +257,7 @@ def load_data_file(path: Path, images: Any = None) -> dict[str, np.ndarray] | li
     if path.is_dir():
         from .images import ImageOptions, load_image_folder
 
-        return [load_image_folder(path, images or ImageOptions())]
+        return [load_image_folder(path, images or ImageOptions()).array]
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":

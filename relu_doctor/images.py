@@ -101,7 +101,8 @@ def load_image_folder(folder: Path, options: ImageOptions) -> ImageFolder:
     RGB, scaled to [0, 1], then (x - mean) / std. Other files are skipped and counted."""
     Image = _pillow()
     suffixes = readable_suffixes(Image)
-    files, skipped = [], Counter()
+    files: list[Path] = []
+    skipped: Counter[str] = Counter()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue  # hidden files and folders (.DS_Store, .ipynb_checkpoints): never data

@@ -28,6 +28,9 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...] | None = None
     dtype: str = "float32"
+    # False where the model does not say (eager, TorchScript): float32 is then a guess, and
+    # integer data stays integer until the model shows it takes floats (backends/torch.py)
+    dtype_known: bool = False
 
 
 @dataclass
@@ -71,11 +74,20 @@ class Sample:
                 arrays = [np.concatenate([a, np.repeat(a[:1], fixed_batch - valid, 0)]) for a in arrays]
             yield Batch(arrays, valid)
 
+    def head(self, rows: int) -> list[np.ndarray]:
+        """The first `rows` rows of every input, as a batch would serve them (not counted)."""
+        stop = self.offset + min(rows, self.count)
+        return [self._rows(i, self.offset, stop) for i in range(len(self.specs))]
+
     def _rows(self, input_index: int, start: int, stop: int) -> np.ndarray:
-        if self.arrays is not None:
-            # A copy: data may be a read-only memory map, and in-place ReLUs write their input
-            return np.array(self.arrays[input_index][start:stop], order="C", copy=True)
         spec = self.specs[input_index]
+        if self.arrays is not None:
+            # A copy: data may be a read-only memory map, and in-place ReLUs write their input.
+            # Integer data for a float input becomes float here, the same for every format.
+            rows = self.arrays[input_index][start:stop]
+            if rows.dtype.kind != np.dtype(spec.dtype).kind:
+                return np.array(rows, dtype=spec.dtype, order="C")
+            return np.array(rows, order="C", copy=True)
         return np.stack([self._synthetic(spec, input_index, i) for i in range(start, stop)])
 
     def _synthetic(self, spec: InputSpec, input_index: int, sample_index: int) -> np.ndarray:
@@ -211,14 +223,45 @@ def array_sample(arrays: dict[str, np.ndarray] | list[np.ndarray], specs: list[I
     count = counts.pop()
     if count == 0:
         raise UserError(f"the data in {source} holds no samples", "Pass an array whose first axis has samples.")
-    resolved = []
+    resolved, notes = [], []
     for spec, a in zip(specs, ordered):
         _check_fits(spec, a, source)
-        dtype = spec.dtype if a.dtype.kind == np.dtype(spec.dtype).kind else str(a.dtype)
-        resolved.append(InputSpec(spec.name, tuple(a.shape[1:]), dtype))
+        dtype, note = data_dtype(spec, a.dtype, source)
+        resolved.append(InputSpec(spec.name, tuple(a.shape[1:]), dtype, spec.dtype_known))
+        notes += [note] if note else []
     if samples is not None:
         count = min(count, samples)
-    return Sample(source=source, specs=resolved, count=count, arrays=ordered)
+    return Sample(source=source, specs=resolved, count=count, arrays=ordered, warnings=notes)
+
+
+def data_dtype(spec: InputSpec, data: np.dtype, source: str) -> tuple[str, str | None]:
+    """The dtype an input is fed in, and a warning when the data is converted.
+
+    One rule for every format: integer data stays integer for an integer input (token
+    ids); for a float input it is converted, values unchanged, with a warning. Converting
+    (not refusing) because many exported models take raw 0..255 pixels and normalise inside;
+    the warning is for the others. Float data for an integer input is refused: a token id
+    cannot be guessed from a float. Where the model does not say (eager, TorchScript), the
+    data's own dtype is tried first (backends/torch.py converts when the model refuses it).
+    """
+    want = np.dtype(spec.dtype)
+    if data.kind == want.kind:
+        return spec.dtype, None
+    if not spec.dtype_known:
+        return (spec.dtype, None) if data.kind == "f" else (data.name, None)
+    if want.kind == "f":
+        return spec.dtype, float_conversion_note(spec.name, data.name, spec.dtype, source)
+    if data.kind == "f":
+        raise UserError(f"the data for input {spec.name!r} in {source} is {data.name}, but the model takes "
+                        f"{spec.dtype} (integers such as token ids)",
+                        f"Save that input as integers ({spec.dtype}).")
+    return spec.dtype, None  # integers or bools for an integer input: values unchanged
+
+
+def float_conversion_note(name: str, data: str, dtype: str, source: str) -> str:
+    return (f"the data for input {name!r} in {source} is {data}, the model takes {dtype}: converted with "
+            "values unchanged (not scaled to [0, 1]); if the model expects normalised inputs, "
+            "normalise the data first")
 
 
 def _check_fits(spec: InputSpec, a: np.ndarray, source: str) -> None:

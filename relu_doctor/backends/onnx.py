@@ -80,7 +80,7 @@ def prepare(model: onnx.ModelProto, providers: list[Any]) -> OnnxModel:
             if t.HasField("shape") else None
         if dims and dims[0] is not None and fixed_batch is None and not specs:
             fixed_batch = dims[0]  # a batch dim fixed at export (often 1) sets the batch size
-        specs.append(InputSpec(inp.name, tuple(dims[1:]) if dims else None, dtype.name))
+        specs.append(InputSpec(inp.name, tuple(dims[1:]) if dims else None, dtype.name, dtype_known=True))
         dtypes[inp.name] = dtype
     return OnnxModel(model, specs, fixed_batch, providers, dtypes)
 

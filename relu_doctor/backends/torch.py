@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import UserError, summarize_exception
-from ..inputs import InputSpec, Sample
+from ..inputs import InputSpec, Sample, float_conversion_note
 from ..kinds import KINDS
 from ..kinds.axis import neuron_axis
 from . import CapturedSite, CaptureResult
@@ -112,9 +113,9 @@ class _CaptureMode(ActivationCalls):
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
     """Run the sample through the model and return the counters of every site."""
+    warnings = _settle_input_dtypes(model, sample)
     origins = model.make_origins()
     mode = _CaptureMode(origins, neuron_axis, include_smooth)
-    warnings: list[str] = []
     try:
         with torch.inference_mode():
             for batch in sample.batches(batch_size, model.fixed_batch):
@@ -142,6 +143,34 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
     sites = [CapturedSite(s.name, s.kind, s.op, s.params, s.shape, s.axis, s.acc.counters())
              for s in mode.sites.values()]
     return CaptureResult(sites, warnings + mode.warnings + mode.unmeasured, list(mode.unmeasured))
+
+
+def _settle_input_dtypes(model: TorchModel, sample: Sample) -> list[str]:
+    """Eager and TorchScript models do not say what dtype they take. Integer data is first
+    tried as it is (token ids); if the model refuses it but runs on floats, it is converted,
+    with the warning every format gives (inputs.data_dtype)."""
+    guessed = [i for i, s in enumerate(sample.specs)
+               if not s.dtype_known and np.dtype(s.dtype).kind in "iub"]
+    if not guessed or sample.count == 0:
+        return []
+    head = sample.head(2)
+    with torch.inference_mode():
+        try:
+            model.forward(*[_to_tensor(a, model) for a in head])
+            return []
+        except Exception:
+            pass
+        floats = [a.astype(np.float32) if i in guessed else a for i, a in enumerate(head)]
+        try:
+            model.forward(*[_to_tensor(a, model) for a in floats])
+        except Exception:
+            return []  # fails either way: the scan reports the model's own error
+    notes = []
+    for i in guessed:
+        spec = sample.specs[i]
+        notes.append(float_conversion_note(spec.name, spec.dtype, "float32", sample.source))
+        spec.dtype = "float32"
+    return notes
 
 
 def _to_tensor(a: Any, model: TorchModel) -> torch.Tensor:
@@ -245,7 +274,8 @@ def _exported_specs(program: torch.export.ExportedProgram) -> tuple[list[InputSp
         if dims and dims[0] is not None:
             fixed = dims[0]
         dtype = str(val.dtype).removeprefix("torch.")
-        specs.append(InputSpec(node.name, tuple(dims[1:]), dtype if dtype != "bfloat16" else "float32"))
+        specs.append(InputSpec(node.name, tuple(dims[1:]), dtype if dtype != "bfloat16" else "float32",
+                               dtype_known=True))
     return specs, fixed
 
 

@@ -169,7 +169,7 @@ def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | Non
         from ..backends import torch as backend  # type: ignore[no-redef]
     prepared = backend.prepare(loaded.obj, backend.resolve_device(device))
     getattr(prepared, "restore", lambda: None)()
-    return [InputSpec(s.name, s.shape, s.dtype) for s in prepared.specs], prepared.fixed_batch
+    return [InputSpec(s.name, s.shape, s.dtype, s.dtype_known) for s in prepared.specs], prepared.fixed_batch
 
 
 def _range(value: Any) -> tuple[float, float] | None:

@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import gates as gating
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
@@ -79,7 +81,7 @@ def scan(
     world = current_world()
     if world.size > 1:  # torchrun: each rank its own part, then all-reduce
         sample = sample.shard(world.rank, world.size)
-    size = backend.fixed_batch or (backend.auto_batch_size(sample) if auto_batch else int(batch_size))
+    size = backend.settle_batch(sample, backend.auto_batch_size(sample) if auto_batch else int(batch_size))
     check_batch_size(size, sample.specs)
     if max_batches is not None:
         sample = replace(sample, count=min(sample.count, max_batches * size))
@@ -182,6 +184,38 @@ class _Backend:
         self.model = backend.prepare(loaded.obj, backend.resolve_device(device))
         self.specs = self.model.specs
         self.fixed_batch = self.model.fixed_batch
+
+    def settle_batch(self, sample: Sample, requested: int) -> int:
+        """The batch size to run: `requested`, unless the model's batch is fixed (an export
+        bakes it in, often as 1). ONNX graphs are relaxed where the graph computes the same;
+        otherwise a warning says why batches are small and how to re-export."""
+        fixed = self.fixed_batch
+        if fixed is None:
+            return requested
+        if sample.count <= fixed or requested <= fixed:
+            return fixed
+        why = ""
+        if self.is_onnx:
+            from .backends.onnx_batch import relax_batch
+
+            names = [s.name for s in sample.specs]
+            rows = [np.asarray(np.resize(a, (2 * fixed, *a.shape[1:])), self.model.input_dtypes.get(n))
+                    for n, a in zip(names, sample.head(2 * fixed))]
+            relaxed, why = relax_batch(self.model.proto, fixed, rows, self.model.providers, names)
+            if relaxed is not None:
+                self.model = replace(self.model, proto=relaxed, fixed_batch=None)
+                self.fixed_batch = None
+                return requested
+            how = "export it with a dynamic batch axis (dynamic_axes or dynamic_shapes) to scan faster"
+            what = f"the ONNX model's batch dimension is fixed at {fixed}, and {why}"
+        else:
+            name = sample.specs[0].name if sample.specs else "x"
+            how = (f"re-export with a dynamic batch to scan faster: torch.export.export(model, args, "
+                   f"dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}})")
+            what = f"the .pt2 program was exported with a fixed batch of {fixed}"
+        sample.warnings.append(f"{what}: scanning {fixed} sample{'s' if fixed > 1 else ''} at a time, "
+                               f"not {requested}; {how}")
+        return fixed
 
     def auto_batch_size(self, sample: Sample) -> int:
         if self.is_onnx:  # onnxruntime plans its own memory; the default batch is a safe choice

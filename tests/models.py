@@ -653,3 +653,179 @@ def _save(
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             opset_version=ONNX_OPSET,
         )
+
+
+# --------------------------------------------------------------------------
+# Capture cases (issue 14): ops and layouts that trip activation capture.
+# Not in CASES (every format of every test module): tests/test_capture_cases.py runs
+# them through the module, TorchScript, .pt2 and ONNX against explicit math.
+# --------------------------------------------------------------------------
+
+
+class LinearMapsNet(nn.Module):
+    """Linear maps over the last axis written as einsum, tensordot, bmm and matmul, with
+    `.to(dtype)` (a None-returning assert in .pt2) and `x.view(x.size(0), -1)` (aten::size
+    in a trace): every relu's neurons are the last axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(10, 12) / 4)
+        self.b1 = nn.Parameter(torch.rand(10) * 0.3 + 0.3)
+        self.w2 = nn.Parameter(torch.randn(10, 9) / 4)
+        self.b2 = nn.Parameter(torch.rand(9) * 0.3 + 0.3)
+        self.w3 = nn.Parameter(torch.randn(9, 7) / 4)
+        self.b3 = nn.Parameter(torch.rand(7) * 0.3 + 0.3)
+        self.head = nn.Linear(5 * 7, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        h = F.relu(torch.einsum("btd,fd->btf", x, self.w1) + self.b1)  # (B, T, 10)
+        h = F.relu(torch.tensordot(h, self.w2, dims=([2], [0])) + self.b2)  # (B, T, 9)
+        w3 = self.w3.unsqueeze(0).expand(h.shape[0], 9, 7)
+        h = F.relu(torch.bmm(h, w3) + self.b3)  # (B, T, 7)
+        return F.relu(self.head(h.view(h.size(0), -1)))
+
+
+class ChannelsLastNet(nn.Module):
+    """conv -> BN -> permute(0, 2, 3, 1) -> relu (ConvNeXt-style channels last), and
+    conv -> BN -> flatten(2).transpose(1, 2) -> relu (ViT-style patch tokens)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(3, 8)
+        self.conv2, self.bn2 = _conv_bn(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)).permute(0, 2, 3, 1))  # (B, H, W, 8)
+        h = h.permute(0, 3, 1, 2)
+        t = F.relu(self.bn2(self.conv2(h)).flatten(2).transpose(1, 2))  # (B, H*W, 6)
+        return t.mean(dim=1)
+
+
+class ReluRNN(nn.Module):
+    """A two-layer relu RNN (a fused aten.rnn_relu kernel: no relu call surfaces)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(6, 10, num_layers=2, nonlinearity="relu", batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+class EncoderLayerNet(nn.Module):
+    """nn.TransformerEncoderLayer (relu feed-forward): in eval its fast path is one fused
+    kernel (aten._transformer_encoder_layer_fwd) whose relu never surfaces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(12, 2, 24, dropout=0.0, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+LINEAR_MAPS_DEAD = ((1, 6), (3,), (0, 5), (2,))
+CHANNELS_LAST_DEAD = ((2, 5), (1,))
+RNN_DEAD = ((3, 7), (0, 4, 9))
+ENCODER_DEAD = (2, 11, 20)
+
+
+def _plant_rows(weight: torch.Tensor, bias: torch.Tensor, dead: Sequence[int], rows_first: bool = True) -> None:
+    """Zero the weights of `dead` output features and give them bias -1 (never > 0)."""
+    with torch.no_grad():
+        for i in dead:
+            if rows_first:
+                weight[i].zero_()
+            else:
+                weight[..., i].zero_()
+            bias[i] = DEAD_BIAS
+
+
+def build_linear_maps() -> nn.Module:
+    torch.manual_seed(10)
+    model = LinearMapsNet()
+    with torch.no_grad():  # zero-sum rows: live features fire about half the time after a relu
+        model.w2.sub_(model.w2.mean(dim=0, keepdim=True))
+        model.w3.sub_(model.w3.mean(dim=0, keepdim=True))
+    _plant_rows(model.w1, model.b1, LINEAR_MAPS_DEAD[0])
+    _plant_rows(model.w2, model.b2, LINEAR_MAPS_DEAD[1], rows_first=False)
+    _plant_rows(model.w3, model.b3, LINEAR_MAPS_DEAD[2], rows_first=False)
+    _plant_linear(model.head, LINEAR_MAPS_DEAD[3])
+    return model.eval()
+
+
+def build_channels_last() -> nn.Module:
+    torch.manual_seed(11)
+    model = ChannelsLastNet()
+    _plant_bn(model.bn1, CHANNELS_LAST_DEAD[0])
+    _plant_bn(model.bn2, CHANNELS_LAST_DEAD[1])
+    return model.eval()
+
+
+def build_relu_rnn() -> nn.Module:
+    torch.manual_seed(12)
+    model = ReluRNN()
+    rnn = model.rnn
+    with torch.no_grad():
+        for layer, dead in enumerate(RNN_DEAD):
+            w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+            w_hh.mul_(0.3)  # a stable recurrence
+            b_ih.copy_(torch.rand(10) * 0.3 + 0.3)
+            b_hh.zero_()
+            for i in dead:
+                w_ih[i].zero_()
+                w_hh[i].zero_()
+                b_ih[i] = DEAD_BIAS
+    return model.eval()
+
+
+def build_encoder_layer() -> nn.Module:
+    torch.manual_seed(13)
+    model = EncoderLayerNet()
+    linear1 = model.layer.linear1
+    with torch.no_grad():
+        linear1.bias.copy_(torch.rand(24) * 0.3 + 0.3)
+    _plant_rows(linear1.weight, linear1.bias, ENCODER_DEAD)
+    return model.eval()
+
+
+CAPTURE_CASES: list[Case] = [
+    Case(
+        name="linear_maps",
+        factory=_factory("linear_maps"),
+        input_shape=(5, 12),
+        sites=(
+            ExpectedSite("/relu", "relu", 10, 2, LINEAR_MAPS_DEAD[0]),  # einsum
+            ExpectedSite("/relu#2", "relu", 9, 2, LINEAR_MAPS_DEAD[1]),  # tensordot
+            ExpectedSite("/relu#3", "relu", 7, 2, LINEAR_MAPS_DEAD[2]),  # bmm
+            ExpectedSite("/relu#4", "relu", 6, 1, LINEAR_MAPS_DEAD[3]),  # after view(size(0), -1)
+        ),
+    ),
+    Case(
+        name="channels_last",
+        factory=_factory("channels_last"),
+        input_shape=(3, 6, 6),
+        sites=(
+            ExpectedSite("/relu", "relu", 8, 3, CHANNELS_LAST_DEAD[0]),
+            ExpectedSite("/relu#2", "relu", 6, 2, CHANNELS_LAST_DEAD[1]),
+        ),
+    ),
+    Case(
+        name="relu_rnn",
+        factory=_factory("relu_rnn"),
+        input_shape=(7, 6),
+        sites=(
+            ExpectedSite("rnn/relu", "relu", 10, 2, RNN_DEAD[0]),
+            ExpectedSite("rnn/relu#2", "relu", 10, 2, RNN_DEAD[1]),
+        ),
+    ),
+    Case(
+        name="encoder_layer",
+        factory=_factory("encoder_layer"),
+        input_shape=(5, 12),
+        sites=(ExpectedSite("layer/relu", "relu", 24, 2, ENCODER_DEAD),),
+    ),
+]
+_BY_NAME.update({c.name: c for c in CAPTURE_CASES})

@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from ..kinds import ABSENT, KINDS, ONNX_CANDIDATE_OPS, Activation, classify_onnx
 from ..kinds import axis as neuron_axes
+from ..kinds.onnx_fused import FUSED_OP_TYPES, holds_activation
 from ..kinds.onnx_patterns import PATTERN_OPS, match_pattern
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -192,6 +193,12 @@ def _walk(scope: _Scope, include_smooth: bool, search: SiteSearch, names: dict[s
             else:
                 child = scope.child(attr.g, None, label, True)
             _walk(child, include_smooth, search, names)
+        if node.op_type in FUSED_OP_TYPES and holds_activation(node.domain, node.op_type, _attributes(node)):
+            name = _unique(_base_name(scope, node, index), names)
+            search.warnings.append(f"site {name} ({node.op_type}) applies a ReLU-family activation inside the "
+                                   "node: not measured")
+            search.unmeasured.append(name)
+            continue
         if node.domain not in _DEFAULT_DOMAINS:
             continue
         found = _classify(scope, node, include_smooth)

@@ -97,16 +97,19 @@ def _encoder_layer(args: tuple, kwargs: Mapping[str, Any], out: Any, smooth: boo
 
 
 def _rnn_relu(args: tuple, kwargs: Mapping[str, Any], out: Any, smooth: bool) -> Measured:
-    """aten.rnn_relu.input: every layer's hidden states (run layer by layer when stacked)."""
+    """aten.rnn_relu.input: every layer's hidden states (run layer by layer when stacked),
+    batch first."""
     import torch
 
     if len(args) < 9 or not isinstance(args[2], (list, tuple)):  # rnn_relu.data: a packed sequence
-        if len(args) > 5 and args[5] == 1 and args[8] is False:
-            return [(_relu(), out[0], axis.LAST)]
-        raise NotMeasured("a packed sequence through stacked or bidirectional layers")
+        raise NotMeasured("a packed sequence")
     x, hx, params, has_biases, layers, _, _, bidirectional, batch_first = args[:9]
+
+    def batch_major(y: Any) -> Any:
+        return y if batch_first else y.transpose(0, 1)
+
     if layers == 1:
-        return [(_relu(), out[0], axis.LAST)]
+        return [(_relu(), batch_major(out[0]), axis.LAST)]
     per_layer = (4 if has_biases else 2) * (2 if bidirectional else 1)
     directions = 2 if bidirectional else 1
     found: Measured = []
@@ -114,7 +117,7 @@ def _rnn_relu(args: tuple, kwargs: Mapping[str, Any], out: Any, smooth: bool) ->
         h0 = hx[layer * directions:(layer + 1) * directions]
         weights = list(params[layer * per_layer:(layer + 1) * per_layer])
         x, _ = torch.ops.aten.rnn_relu.input(x, h0, weights, has_biases, 1, 0.0, False, bidirectional, batch_first)
-        found.append((_relu(), x, axis.LAST))
+        found.append((_relu(), batch_major(x), axis.LAST))
     return found
 
 

@@ -1,0 +1,36 @@
+"""ONNX nodes that apply a ReLU-family activation inside them (an RNN with Relu
+activations, onnxruntime's fused Conv / Gemm). Their activations are not measured: the
+scan lists them with a warning, and never reports "no ReLU" for a model that has one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_RELU_NAMES = frozenset({"Relu", "LeakyRelu", "ThresholdedRelu", "Clip", "HardSigmoid"})
+
+
+def _activations_attr(attrs: Mapping[str, Any]) -> bool:
+    names = attrs.get("activations") or []
+    return any((n.decode() if isinstance(n, bytes) else str(n)) in _RELU_NAMES for n in names)
+
+
+def _activation_attr(attrs: Mapping[str, Any]) -> bool:
+    name = attrs.get("activation")
+    return (name.decode() if isinstance(name, bytes) else str(name)) in _RELU_NAMES
+
+
+# (domain, op type) -> does this node (by its attributes) hold a ReLU-family activation
+ONNX_FUSED: dict[tuple[str, str], Callable[[Mapping[str, Any]], bool]] = {
+    ("", "RNN"): _activations_attr,
+    ("", "GRU"): _activations_attr,
+    ("", "LSTM"): _activations_attr,
+    ("com.microsoft", "FusedConv"): _activation_attr,
+    ("com.microsoft", "FusedGemm"): _activation_attr,
+}
+FUSED_OP_TYPES = frozenset(op for _, op in ONNX_FUSED)
+
+
+def holds_activation(domain: str, op_type: str, attrs: Mapping[str, Any]) -> bool:
+    check = ONNX_FUSED.get(("" if domain == "ai.onnx" else domain, op_type))
+    return check is not None and check(attrs)

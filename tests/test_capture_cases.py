@@ -1,0 +1,171 @@
+"""Issue 14's capture cases in every format, against explicit math on the planted model.
+
+Each case of tests/models.py's CAPTURE_CASES runs as the module, a TorchScript trace and
+script (where the model scripts), a .pt2 and an ONNX export, on the same data. The
+reference computes each activation with plain torch ops written out here (einsum as a
+sum of products, the RNN as its loop, the encoder layer's feed-forward from its weights),
+never through relu-doctor's capture, and reads the dead neurons off it."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import relu_doctor as rd
+from tests.models import CAPTURE_CASES, Case, sample_data
+
+FORMATS = ("module", "trace", "script", "pt2", "onnx")
+NOT_SCRIPTABLE = {("encoder_layer", "script")}  # scripted, the fast-path conditions become graph control flow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _dead(y: torch.Tensor, axis: int) -> list[int]:
+    per_neuron = y.movedim(axis, 0).reshape(y.shape[axis], -1)
+    return [int(i) for i in torch.nonzero(per_neuron.amax(dim=1) <= 0).flatten()]
+
+
+def reference(c: Case, model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, int, list[int]]]:
+    """(neurons, axis, dead) of every site, from explicit math on the model's weights."""
+    out: list[tuple[int, int, list[int]]] = []
+
+    def site(y: torch.Tensor, axis: int) -> None:
+        out.append((y.shape[axis], axis, _dead(y, axis)))
+
+    with torch.no_grad():
+        if c.name == "linear_maps":
+            m = model
+            h = F.relu((x[..., None, :] * m.w1).sum(-1) + m.b1)  # einsum btd,fd->btf
+            site(h, 2)
+            h = F.relu((h[..., :, None] * m.w2).sum(-2) + m.b2)  # tensordot over the last axis
+            site(h, 2)
+            h = F.relu((h[..., :, None] * m.w3).sum(-2) + m.b3)  # bmm
+            site(h, 2)
+            site(F.relu(h.reshape(len(x), -1) @ m.head.weight.T + m.head.bias), 1)
+        elif c.name == "channels_last":
+            m = model
+            a = m.bn1(m.conv1(x))  # (B, C, H, W): channels are axis 1 before the permute
+            site(F.relu(a).movedim(1, 3), 3)
+            b = m.bn2(m.conv2(F.relu(a)))
+            site(F.relu(b).flatten(2).transpose(1, 2), 2)
+        elif c.name == "relu_rnn":
+            rnn, h_in = model.rnn, x
+            for layer in range(2):
+                w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+                b = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
+                h, states = torch.zeros(len(x), 10), []
+                for t in range(h_in.shape[1]):
+                    h = F.relu(h_in[:, t] @ w_ih.T + h @ w_hh.T + b)
+                    states.append(h)
+                h_in = torch.stack(states, 1)
+                site(h_in, 2)
+        elif c.name == "encoder_layer":
+            layer = model.layer
+            attn = layer.self_attn
+            q, k, v = (x @ attn.in_proj_weight.T + attn.in_proj_bias).chunk(3, dim=-1)
+
+            def heads(t: torch.Tensor) -> torch.Tensor:
+                return t.reshape(len(x), -1, 2, 6).transpose(1, 2)
+
+            scores = heads(q) @ heads(k).transpose(-1, -2) / 6 ** 0.5
+            mixed = (scores.softmax(-1) @ heads(v)).transpose(1, 2).reshape(len(x), -1, 12)
+            h = layer.norm1(x + attn.out_proj(mixed))
+            site(F.relu(layer.linear1(h)), 2)
+    return out
+
+
+def _saved(c: Case, fmt: str, model: torch.nn.Module, example: torch.Tensor) -> object:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "module":
+            return model
+        if fmt == "trace":
+            with torch.no_grad():
+                return torch.jit.trace(model, (example,))
+        if fmt == "script":
+            return torch.jit.script(model)
+        if fmt == "pt2":
+            batch = torch.export.Dim("batch", min=2)
+            return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        import onnx
+
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}})
+        return onnx.load_from_string(buffer.getvalue())
+
+
+def _params() -> Iterator[object]:
+    for c in CAPTURE_CASES:
+        for fmt in FORMATS:
+            if (c.name, fmt) not in NOT_SCRIPTABLE:
+                yield pytest.param(c, fmt, id=f"{c.name}-{fmt}")
+
+
+@pytest.mark.parametrize(("c", "fmt"), list(_params()))
+def test_every_format_reports_the_planted_dead_neurons(c: Case, fmt: str) -> None:
+    model = c.build()
+    data = sample_data(c, n=24, seed=3)
+    want = reference(c, model, torch.from_numpy(data))
+    # the reference sees exactly the planted answer
+    assert want == [(s.neurons, s.axis, list(s.dead)) for s in c.sites]
+    report = rd.scan(_saved(c, fmt, model, torch.from_numpy(sample_data(c, n=4, seed=9))), data=data, batch_size=8)
+    if fmt == "onnx" and c.name == "relu_rnn":  # an ONNX RNN node: listed as not measured, never "no ReLU"
+        assert report.sites == []
+        assert sum("not measured" in w for w in report.warnings) == 2
+        assert not any("no ReLU" in w for w in report.warnings)
+        return
+    got = [(s.neurons, s.axis, s.dead_indices) for s in report.sites]
+    assert got == want, [(s.name, s.op, s.shape) for s in report.sites]
+    assert [s.kind for s in report.sites] == [s.kind for s in c.sites]
+    if fmt != "onnx":  # ONNX names sites by node
+        assert [s.name for s in report.sites] == [s.name for s in c.sites]
+
+
+def test_item_in_eager_forward() -> None:
+    """`.item()` returns a Python number: the capture follows tensors only."""
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scale = 1.0 + 0.0 * x.abs().max().item()
+            return F.relu(self.fc(x) * scale)
+
+    torch.manual_seed(0)
+    model = Scaled().eval()
+    with torch.no_grad():
+        model.fc.weight[1].zero_()
+        model.fc.bias[1] = -1.0
+    data = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    report = rd.scan(model, data=data, batch_size=8)
+    with torch.no_grad():
+        want = _dead(F.relu(model.fc(torch.from_numpy(data))), 1)
+    assert [s.dead_indices for s in report.sites] == [want] and 1 in want
+
+
+def test_fused_encoder_layer_in_a_trace_is_measured_from_its_arguments() -> None:
+    """A trace of the layer in eval holds one fused kernel and no relu: the site is still
+    there, measured by recomputing the feed-forward from the kernel's arguments."""
+    c = next(c for c in CAPTURE_CASES if c.name == "encoder_layer")
+    model = c.build()
+    traced = _saved(c, "trace", model, torch.from_numpy(sample_data(c, n=4, seed=9)))
+    kinds = [n.kind() for n in traced.inlined_graph.nodes()]  # type: ignore[attr-defined]
+    assert "aten::_transformer_encoder_layer_fwd" in kinds and "aten::relu" not in kinds
+    report = rd.scan(traced, data=sample_data(c, n=16), batch_size=8)
+    assert [(s.name, s.op, s.dead_indices) for s in report.sites] == [
+        ("layer/relu", "aten._transformer_encoder_layer_fwd", sorted(c.sites[0].dead))]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import gates as gating
+from . import notices
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
 from .images import ImageOptions, image_options
@@ -26,7 +27,8 @@ from .inputs import (
     synthetic_sample,
 )
 from .loading import ONNX, LoadedModel, load_model
-from .report import Report, Site
+from .notices import Notice
+from .report import ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import DEFAULT_TAU, small_sample_warning
 
 NEURON_AXES = ("auto", "channel", "last")
@@ -68,43 +70,46 @@ def scan(
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
     backend = _Backend(loaded, device)
-    sample = build_sample(data, backend.specs, input_shape, samples, seed,
-                          input_range if not isinstance(input_range, str) else parse_range(input_range),
-                          image_options(image_size, mean, std))
-    whole = sample.count
-    shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    if shard is not None:
-        sample = sample.shard(*shard)
-        if sample.count == 0:
-            raise UserError(f"shard {shard[0]}/{shard[1]} of {whole} samples is empty",
-                            f"Use at most {whole} shards.")
-    world = current_world()
-    if world.size > 1:  # torchrun: each rank its own part, then all-reduce
-        sample = sample.shard(world.rank, world.size)
-    size = backend.settle_batch(sample, backend.auto_batch_size(sample) if auto_batch else int(batch_size))
-    check_batch_size(size, sample.specs)
-    if max_batches is not None:
-        sample = replace(sample, count=min(sample.count, max_batches * size))
+    try:  # the caller's module is in eval mode from here on: put it back on every way out
+        sample = build_sample(data, backend.specs, input_shape, samples, seed,
+                              input_range if not isinstance(input_range, str) else parse_range(input_range),
+                              image_options(image_size, mean, std))
+        whole = sample.count
+        shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+        if shard is not None:
+            sample = sample.shard(*shard)
+            if sample.count == 0:
+                raise UserError(f"shard {shard[0]}/{shard[1]} of {whole} samples is empty",
+                                f"Use at most {whole} shards.")
+        world = current_world()
+        if world.size > 1:  # torchrun: each rank its own part, then all-reduce
+            sample = sample.shard(world.rank, world.size)
+        size = backend.settle_batch(sample, backend.auto_batch_size(sample) if auto_batch else int(batch_size))
+        check_batch_size(size, sample.specs)
+        if max_batches is not None:
+            sample = replace(sample, count=min(sample.count, max_batches * size))
 
-    result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count))
+        result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count))
+    finally:
+        backend.restore()
     count = all_reduce_count(sample.count, world)
-    sample_info = {
+    sample_info = SampleInfo.from_dict({
         "source": sample.source, "samples": count, "batch_size": size,
         "seed": seed if sample.source == "synthetic" else None, "inputs": sample.describe_inputs(),
         **sample.details,
-    }
-    if shard is not None:
-        sample_info.update(shard=f"{shard[0]}/{shard[1]}", of_samples=whole)
+        **({"shard": f"{shard[0]}/{shard[1]}", "of_samples": whole} if shard is not None else {}),
+    })
     sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
              for i, s in enumerate(all_reduce_sites(result.sites, world))]
     report = Report(
-        model=loaded.describe(),
+        model=ModelInfo.from_dict(loaded.describe()),
         sample=sample_info,
-        settings={"tau": tau, "neuron_axis": neuron_axis, "include_smooth": include_smooth,
-                  "select": list(select), "ignore": list(ignore)},
+        settings=Settings(tau=tau, neuron_axis=neuron_axis, include_smooth=include_smooth,
+                          select=list(select), ignore=list(ignore)),
         sites=sites,
-        warnings=sample.warnings + result.warnings + _sample_warnings(
-            count, all_reduce_count(sample.nonfinite_inputs, world), bool(sites) or bool(result.unmeasured)),
+        warnings=notices.notices(sample.warnings, notices.OTHER) + notices.notices(
+            result.warnings, notices.CAPTURE) + _sample_warnings(
+            count, all_reduce_count(result.nonfinite_inputs, world), bool(sites) or bool(result.unmeasured)),
     )
     report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio)
     return report
@@ -123,16 +128,16 @@ def _progress_reporter(progress: Progress | None, total: int) -> Callable[[int],
     return advance
 
 
-def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> list[str]:
+def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> list[Notice]:
     warnings = []
     if nonfinite_inputs:
-        warnings.append(f"the inputs hold {nonfinite_inputs} NaN or infinite values: "
-                        "activations that depend on them are counted in each site's nonfinite")
+        warnings.append(Notice(f"the inputs hold {nonfinite_inputs} NaN or infinite values: activations that "
+                               "depend on them are counted in each site's nonfinite", notices.NONFINITE_INPUTS))
     if not any_site:
-        warnings.append("no ReLU-family activation ran in this model")
+        warnings.append(Notice("no ReLU-family activation ran in this model", notices.NO_SITES))
     small = small_sample_warning(samples)
     if small:
-        warnings.append(small)
+        warnings.append(Notice(small, notices.SMALL_SAMPLE))
     return warnings
 
 
@@ -216,6 +221,10 @@ class _Backend:
         sample.warnings.append(f"{what}: scanning {fixed} sample{'s' if fixed > 1 else ''} at a time, "
                                f"not {requested}; {how}")
         return fixed
+
+    def restore(self) -> None:
+        """Give a caller's torch module back in the training mode it came in (ONNX: nothing)."""
+        getattr(self.model, "restore", lambda: None)()
 
     def auto_batch_size(self, sample: Sample) -> int:
         if self.is_onnx:  # onnxruntime plans its own memory; the default batch is a safe choice

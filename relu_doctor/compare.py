@@ -181,7 +181,7 @@ def _change(b: Site, n: Site) -> SiteChange:
 
 
 def _describe(r: Report) -> dict[str, Any]:
-    return {"model": dict(r.model), "samples": r.sample.get("samples"), "source": r.sample.get("source")}
+    return {"model": r.model.to_dict(), "samples": r.sample.samples, "source": r.sample.source}
 
 
 def _summary(base: Report, new: Report, matched: list[SiteChange]) -> dict[str, Any]:
@@ -198,14 +198,15 @@ def _warnings(base: Report, new: Report) -> list[str]:
     """What makes the two reports less comparable than they look."""
     out = []
     bs, ns = base.sample, new.sample
-    if (bs.get("source"), bs.get("samples"), bs.get("seed")) != (ns.get("source"), ns.get("samples"), ns.get("seed")):
-        out.append(f"the reports were scanned on different samples ({bs.get('samples')} from {bs.get('source')} vs "
-                   f"{ns.get('samples')} from {ns.get('source')}): part of the change may come from the data")
+    if (bs.source, bs.samples, bs.seed) != (ns.source, ns.samples, ns.seed):
+        out.append(f"the reports were scanned on different samples ({bs.samples} from {bs.source} vs "
+                   f"{ns.samples} from {ns.source}): part of the change may come from the data")
     if base.sites and new.sites and not any(s.name in {b.name for b in base.sites} for s in new.sites):
         out.append("no site matches by name: are these reports of the same model, in the same format?")
     for key in ("tau", "neuron_axis"):
-        if base.settings.get(key) != new.settings.get(key):
-            out.append(f"the reports use different {key} ({base.settings.get(key)} vs {new.settings.get(key)})")
+        if getattr(base.settings, key) != getattr(new.settings, key):
+            out.append(f"the reports use different {key} ({getattr(base.settings, key)} vs "
+                       f"{getattr(new.settings, key)})")
     return out
 
 

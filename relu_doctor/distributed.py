@@ -11,12 +11,13 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .backends import CapturedSite
 from .errors import UserError
-from .stats import SiteCounters
+from .stats import COUNTERS, CounterField, SiteCounters
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,6 @@ def all_reduce_sites(sites: list[CapturedSite], world: World) -> list[CapturedSi
     """Sum every rank's counters; all ranks must have met the same sites in the same order."""
     if world.size == 1:
         return sites
-    import torch
     import torch.distributed as dist
 
     signatures: list[object] = [None] * world.size
@@ -63,25 +63,34 @@ def all_reduce_sites(sites: list[CapturedSite], world: World) -> list[CapturedSi
                         "Scan without torchrun, or with --shard per job and `relu-doctor merge`.")
     reduced = []
     for site in sites:
-        c = site.counters
-        counts = torch.from_numpy(np.concatenate([[c.rows, c.samples, c.nonfinite], c.fires, c.sample_fires]))
-        sums = torch.from_numpy(np.concatenate([[c.total], c.abs_sum]))
-        high = torch.tensor([c.max], dtype=torch.float64)
-        low = torch.from_numpy(c.min.copy()) if c.min is not None else None
-        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-        dist.all_reduce(high, op=dist.ReduceOp.MAX)
-        if low is not None:
-            dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        n = c.neurons
-        counts_np, sums_np = counts.numpy(), sums.numpy()
-        merged = SiteCounters(
-            neurons=n, rows=int(counts_np[0]), samples=int(counts_np[1]), nonfinite=int(counts_np[2]),
-            fires=counts_np[3:3 + n], sample_fires=counts_np[3 + n:], total=float(sums_np[0]),
-            abs_sum=sums_np[1:], max=float(high[0]), min=None if low is None else low.numpy(),
-        )
+        merged = _all_reduce_counters(site.counters)
         reduced.append(CapturedSite(site.name, site.kind, site.op, site.params, site.shape, site.axis, merged))
     return reduced
+
+
+def _all_reduce_counters(c: SiteCounters) -> SiteCounters:
+    """One all-reduce per (dtype, merge) group of the counter schema, every field of the group
+    packed into one tensor (per-neuron fields are `neurons` long, scalars 1)."""
+    import torch
+    import torch.distributed as dist
+
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    values = c.values()
+    groups: dict[tuple[str, str], list[CounterField]] = {}
+    for f in COUNTERS:
+        if values[f.name] is not None:  # the same on every rank: the kind decides
+            groups.setdefault((f.dtype, f.merge), []).append(f)
+    out: dict[str, Any] = dict(values)
+    for (dtype, merge), group in groups.items():
+        packed = np.concatenate([np.atleast_1d(np.asarray(values[f.name], dtype)) for f in group])
+        t = torch.from_numpy(packed.copy())
+        dist.all_reduce(t, op=ops[merge])
+        flat, start = t.numpy(), 0
+        for f in group:
+            width = c.neurons if f.per_neuron else 1
+            out[f.name] = flat[start:start + width] if f.per_neuron else flat[start]
+            start += width
+    return SiteCounters.of(c.neurons, out)
 
 
 def all_reduce_count(value: int, world: World) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from .errors import UserError
-from .report import Gates, Site, Summary, Violation
+from .report import Gates, Site, Violation, summarize
 
 RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio")
 
@@ -54,7 +54,7 @@ def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
                 gates.violations.append(Violation("fail_dead_ratio", fail_dead_ratio, s.dead_ratio, s.name))
     if fail_total_dead_ratio is not None:
         gates.checked["fail_total_dead_ratio"] = fail_total_dead_ratio
-        total = Summary.of(sites, samples=0).dead_ratio  # dead / neurons over grad-blocked sites
+        total = summarize(sites, samples=0).dead_ratio  # dead / neurons over grad-blocked sites
         if total > fail_total_dead_ratio:
             gates.violations.append(Violation("fail_total_dead_ratio", fail_total_dead_ratio, total))
     gates.passed = not gates.violations

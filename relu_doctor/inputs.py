@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .notices import SYNTHETIC_DATA, Notice
 
 DEFAULT_SYNTHETIC_SAMPLES = 256
 DEFAULT_BATCH_SIZE = 32
@@ -21,7 +22,7 @@ DEFAULT_BATCH_SIZE = 32
 MAX_BATCH_BYTES = 8 * 2**30
 
 
-@dataclass
+@dataclass(frozen=True)
 class InputSpec:
     """What the model says about one input: per-sample shape (None for an unknown dim)."""
 
@@ -37,6 +38,7 @@ class InputSpec:
 class Batch:
     arrays: list[np.ndarray]  # one per model input, first axis = rows in this batch
     valid: int  # rows that belong to the sample (the rest pad a fixed-size batch)
+    nonfinite: int = 0  # NaN / inf input values in the valid rows (backends add them up)
 
 
 @dataclass
@@ -50,7 +52,6 @@ class Sample:
     input_range: tuple[float, float] | None = None
     arrays: list[np.ndarray] | None = None  # None for synthetic
     warnings: list[str] = field(default_factory=list)
-    nonfinite_inputs: int = 0  # NaN / inf values met in the batches served so far
     offset: int = 0  # index of this sample's first row in the whole sample (shards)
     details: dict[str, Any] = field(default_factory=dict)  # more for the report's sample (e.g. images)
 
@@ -63,16 +64,17 @@ class Sample:
 
     def batches(self, batch_size: int, fixed_batch: int | None = None) -> Iterator[Batch]:
         """Batches of `batch_size` rows; with `fixed_batch` every batch has exactly that many
-        rows, the last padded with copies of its first row and marked by `valid`."""
+        rows, the last padded with copies of its first row and marked by `valid`. Reads only:
+        iterating twice gives the same batches (the sample is not changed)."""
         size = fixed_batch or batch_size
         for start in range(self.offset, self.offset + self.count, size):
             stop = min(start + size, self.offset + self.count)
             arrays = [self._rows(i, start, stop) for i in range(len(self.specs))]
-            self.nonfinite_inputs += sum(int((~np.isfinite(a)).sum()) for a in arrays if a.dtype.kind == "f")
+            nonfinite = sum(int((~np.isfinite(a)).sum()) for a in arrays if a.dtype.kind == "f")
             valid = stop - start
             if fixed_batch and valid < fixed_batch:
                 arrays = [np.concatenate([a, np.repeat(a[:1], fixed_batch - valid, 0)]) for a in arrays]
-            yield Batch(arrays, valid)
+            yield Batch(arrays, valid, nonfinite)
 
     def head(self, rows: int) -> list[np.ndarray]:
         """The first `rows` rows of every input, as a batch would serve them (not counted)."""
@@ -151,20 +153,19 @@ def resolve_specs(
 ) -> list[InputSpec]:
     """Fill the model's input specs with --input-shape values (positional or by name)."""
     overrides = _shape_overrides(input_shapes)
-    specs = list(model_specs)
+    specs = list(model_specs)  # new specs replace entries of this copy; the caller's are not changed
     if not specs:  # an eager module says nothing about its inputs: one per given shape
         specs = [InputSpec(name or f"input{i}") for i, (name, _) in enumerate(overrides)]
-    by_name = {s.name: s for s in specs}
+    position = {s.name: i for i, s in enumerate(specs)}
     for i, (name, shape) in enumerate(overrides):
         if name is not None:
-            if name not in by_name:
+            if name not in position:
                 raise UserError(f"--input-shape names {name!r}, but the model's inputs are "
-                                f"{', '.join(by_name)}")
-            by_name[name].shape = shape
-        elif i < len(specs):
-            specs[i].shape = shape
-        else:
+                                f"{', '.join(position)}")
+            i = position[name]
+        elif i >= len(specs):
             raise UserError(f"--input-shape given {len(overrides)} times, but the model has {len(specs)} inputs")
+        specs[i] = replace(specs[i], shape=shape)
     return specs
 
 
@@ -194,7 +195,7 @@ def synthetic_sample(specs: list[InputSpec], samples: int | None, seed: int,
         source="synthetic", specs=specs,
         count=DEFAULT_SYNTHETIC_SAMPLES if samples is None else samples,
         seed=seed, input_range=input_range,
-        warnings=["synthetic inputs: real inputs give the numbers that matter (pass --data)"],
+        warnings=[Notice("synthetic inputs: real inputs give the numbers that matter (pass --data)", SYNTHETIC_DATA)],
     )
 
 

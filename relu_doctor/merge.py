@@ -10,19 +10,19 @@ order.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from . import notices as codes
 from .errors import UserError
 from .gates import regate
-from .report import Report, Site
+from .notices import Notice
+from .report import ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import small_sample_warning
 
 # Settings whose difference would make the sum meaningless (sites counted differently).
 _SAME_SETTINGS = ("tau", "neuron_axis", "include_smooth", "select", "ignore")
-# The warning api.scan adds for small samples; recomputed for the merged sample size.
-_FLOOR_WARNING = re.compile(r"^\d+ samples: a neuron firing on fewer than ")
 
 
 def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None) -> Report:
@@ -34,36 +34,37 @@ def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None
     for r, label in zip(reports[1:], labels[1:], strict=True):
         _check_compatible(first, label0, r, label)
     _check_shards(reports, labels)
-    sites = [
-        Site(s.index, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, s.tau) for s in first.sites
-    ]
-    for r in reports[1:]:
-        for i, s in enumerate(r.sites):
-            sites[i].counters = sites[i].counters.merge(s.counters)
-    samples = sum(int(r.sample.get("samples", 0)) for r in reports)
+    sites = []
+    for i, s in enumerate(first.sites):
+        counters = s.counters
+        for r in reports[1:]:
+            counters = counters.merge(r.sites[i].counters)
+        sites.append(s.with_counters(counters))
+    samples = sum(r.sample.samples for r in reports)
     merged = Report(
-        model=dict(first.model), sample=_merged_sample(reports, labels, samples), settings=dict(first.settings),
-        sites=sites, warnings=_merged_warnings(reports, labels, samples),
+        model=ModelInfo.from_dict(first.model.to_dict()), sample=_merged_sample(reports, labels, samples),
+        settings=Settings.from_dict(first.settings.to_dict()), sites=sites,
+        warnings=_merged_warnings(reports, labels, samples),
     )
-    merged.gates = regate(sites, first.settings.get("select", ()), first.settings.get("ignore", ()),
-                          first.gates.checked)
+    merged.gates = regate(sites, first.settings.select, first.settings.ignore, first.gates.checked)
     return merged
 
 
 def _check_compatible(a: Report, la: str, b: Report, lb: str) -> None:
     """Refuse what cannot be summed; one line saying which reports differ and how."""
-    sha_a, sha_b = a.model.get("sha256"), b.model.get("sha256")
+    sha_a, sha_b = a.model.sha256, b.model.sha256
     if sha_a != sha_b:
         raise UserError(f"{la} and {lb} are scans of different models (sha256 {str(sha_a)[:12]} vs "
                         f"{str(sha_b)[:12]})", "Merge only partial scans of the same model file.")
     for key in _SAME_SETTINGS:
-        if a.settings.get(key) != b.settings.get(key):
-            raise UserError(f"{la} and {lb} were scanned with different {key} ({a.settings.get(key)!r} vs "
-                            f"{b.settings.get(key)!r})", "Scan every shard with the same options.")
+        va, vb = getattr(a.settings, key), getattr(b.settings, key)
+        if va != vb:
+            raise UserError(f"{la} and {lb} were scanned with different {key} ({va!r} vs {vb!r})",
+                            "Scan every shard with the same options.")
     if a.gates.checked != b.gates.checked:
         raise UserError(f"{la} and {lb} were scanned with different gates ({_gates(a)} vs {_gates(b)})",
                         "Scan every shard with the same --fail-* options.")
-    if a.sample.get("inputs") != b.sample.get("inputs"):
+    if a.sample.inputs != b.sample.inputs:
         raise UserError(f"{la} and {lb} have different model inputs (shapes or dtypes)",
                         "Merge only scans of the same inputs.")
     if len(a.sites) != len(b.sites):
@@ -79,8 +80,8 @@ def _shards(reports: Sequence[Report]) -> list[tuple[int, int]]:
     """(i, n) of each part scanned with --shard i/n."""
     out = []
     for r in reports:
-        if "shard" in r.sample:
-            i, _, n = str(r.sample["shard"]).partition("/")
+        if r.sample.shard is not None:
+            i, _, n = r.sample.shard.partition("/")
             out.append((int(i), int(n)))
     return out
 
@@ -114,50 +115,54 @@ def _gates(r: Report) -> str:
 
 def _common(reports: Sequence[Report], key: str) -> Any:
     """The sample field shared by every report, or None when they differ."""
-    values = [r.sample.get(key) for r in reports]
+    values = [getattr(r.sample, key) for r in reports]
     return values[0] if all(v == values[0] for v in values) else None
 
 
-def _merged_sample(reports: Sequence[Report], labels: Sequence[str], samples: int) -> dict[str, Any]:
-    sample = dict(reports[0].sample)
-    sample.update(samples=samples, batch_size=_common(reports, "batch_size"), seed=_common(reports, "seed"))
+def _merged_sample(reports: Sequence[Report], labels: Sequence[str], samples: int) -> SampleInfo:
     source = _common(reports, "source")
-    sample["source"] = source if source is not None else "merged"
-    # Provenance of the parts; a key added to v1 (allowed), absent from single scans.
-    sample["merged_from"] = [
-        {"report": label, "source": r.sample.get("source"), "samples": r.sample.get("samples"),
-         **({"shard": r.sample["shard"]} if "shard" in r.sample else {})}
-        for r, label in zip(reports, labels, strict=True)
-    ]
-    # A complete set of shards is the whole sample: no shard left to name.
     shards = _shards(reports)
-    sample.pop("shard", None)
-    if shards and sorted(shards) == [(i, shards[0][1]) for i in range(shards[0][1])]:
-        sample.pop("of_samples", None)
-    return sample
+    complete = bool(shards) and sorted(shards) == [(i, shards[0][1]) for i in range(shards[0][1])]
+    return replace(
+        SampleInfo.from_dict(reports[0].sample.to_dict()),
+        samples=samples, batch_size=_common(reports, "batch_size"), seed=_common(reports, "seed"),
+        source=source if source is not None else "merged",
+        # Provenance of the parts; a key added to v1 (allowed), absent from single scans.
+        merged_from=[
+            {"report": label, "source": r.sample.source, "samples": r.sample.samples,
+             **({"shard": r.sample.shard} if r.sample.shard is not None else {})}
+            for r, label in zip(reports, labels, strict=True)
+        ],
+        shard=None,
+        # A complete set of shards is the whole sample: no shard left to name.
+        of_samples=None if complete else reports[0].sample.of_samples,
+    )
 
 
-def _merged_warnings(reports: Sequence[Report], labels: Sequence[str], samples: int) -> list[str]:
+def _merged_warnings(reports: Sequence[Report], labels: Sequence[str], samples: int) -> list[Notice]:
     """Every part's warnings once, in order, except the sample-size one, which is redone for the total."""
-    seen: dict[str, None] = {}
+    seen: dict[str, Notice] = {}
     for r in reports:
         for w in r.warnings:
-            if not _FLOOR_WARNING.match(w):
-                seen.setdefault(w, None)
-    out = list(seen)
-    if reports[0].model.get("sha256") is None:
-        out.append("the reports carry no model sha256 (in-memory models): cannot check they are of the same model")
+            if w.code != codes.SMALL_SAMPLE:
+                seen.setdefault(str(w), w)
+    out = list(seen.values())
+    if reports[0].model.sha256 is None:
+        out.append(Notice("the reports carry no model sha256 (in-memory models): cannot check they are of the "
+                          "same model", codes.NO_SHA256))
     shards = _shards(reports)
     if shards and len(shards) < shards[0][1]:
         missing = sorted(set(range(shards[0][1])) - {i for i, _ in shards})
-        out.append(f"shards {', '.join(f'{i}/{shards[0][1]}' for i in missing)} are missing: the merged report "
-                   f"covers {samples} of {reports[0].sample.get('of_samples', '?')} samples")
+        whole = reports[0].sample.of_samples
+        out.append(Notice(f"shards {', '.join(f'{i}/{shards[0][1]}' for i in missing)} are missing: the merged "
+                          f"report covers {samples} of {whole if whole is not None else '?'} samples",
+                          codes.MISSING_SHARDS))
     for i, j in _same_sample_pairs(reports):
-        out.append(f"{labels[i]} and {labels[j]} have identical counters: probably the same sample scanned "
-                   "twice, which the merge counts twice")
+        out.append(Notice(f"{labels[i]} and {labels[j]} have identical counters: probably the same sample scanned "
+                          "twice, which the merge counts twice", codes.DUPLICATE_SAMPLE))
     floor = small_sample_warning(samples)
     if floor:
-        out.append(floor)
+        out.append(Notice(floor, codes.SMALL_SAMPLE))
     return out
 
 

@@ -1,19 +1,114 @@
-"""The report: sites, summary and gates as plain data, and JSON schema v1. No Rich here."""
+"""The report: typed sites, model, sample, settings, summary and gates, and JSON schema v1.
+
+No Rich here (`__rich__` imports render/ when a console asks for it). Reading a report
+from a file goes through validate.py first (`Report.load`): `from_dict` trusts its input.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from . import __version__
+from . import __version__, notices
 from .kinds import KINDS
 from .kinds import upper_bound as kind_upper_bound
-from .stats import DEFAULT_TAU, SiteCounters, SiteMetrics, detection_floor, site_metrics
+from .notices import Notice, code_of
+from .stats import (
+    DEFAULT_TAU,
+    ModelMetrics,
+    SiteCounters,
+    SiteMetrics,
+    model_metrics,
+    site_metrics,
+    small_sample_warning,
+)
 
 SCHEMA = "relu-doctor/report/v1"
+
+
+class _Part(Mapping[str, Any]):
+    """A typed part of the report (model, sample, settings). Keys a newer v1 writer added
+    are kept in `extra` and written back. It also reads as a (read-only) mapping of its
+    JSON, for code written when the parts were dicts; new code reads attributes."""
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset()  # written only when not None
+    extra: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}  # type: ignore[arg-type]
+        out = {k: v for k, v in out.items() if not (k in self._OPTIONAL and v is None)}
+        return {**out, **self.extra}
+
+    @classmethod
+    def _split(cls, d: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        names = {f.name for f in fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
+        return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+@dataclass
+class ModelInfo(_Part):
+    path: str | None = None  # None for an in-memory model
+    format: str = "module"
+    sha256: str | None = None  # of the file; None in memory
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How a person names the model: `m.onnx (onnx)`, or `in-memory module`."""
+        return f"{self.path} ({self.format})" if self.path else f"in-memory {self.format}"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
+        known, extra = cls._split(d)
+        return cls(**known, extra=extra)
+
+
+@dataclass
+class SampleInfo(_Part):
+    source: str  # "synthetic", "array", a data path, "training", or "merged"
+    samples: int
+    batch_size: int | None = None  # None when merged parts used different sizes
+    seed: int | None = None  # synthetic data only
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # name, per-sample shape, dtype
+    shard: str | None = None  # "i/n" for a scan of one shard
+    of_samples: int | None = None  # the whole sample a shard is part of
+    merged_from: list[dict[str, Any]] | None = None  # the parts of a merged report
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"shard", "of_samples", "merged_from"})
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SampleInfo:
+        known, extra = cls._split(d)
+        return cls(**known, extra=extra)
+
+
+@dataclass
+class Settings(_Part):
+    tau: float = DEFAULT_TAU
+    neuron_axis: str = "auto"
+    include_smooth: bool = False
+    select: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Settings:
+        known, extra = cls._split(d)
+        return cls(**known, extra=extra)
 
 
 @dataclass
@@ -26,7 +121,7 @@ class Site:
     op: str
     params: dict[str, float]
     shape: list[int]  # per-sample output shape
-    axis: int  # neuron axis in the full (batched) output
+    axis: int  # neuron axis in the batched output: shape[axis - 1] neurons (see sample_axis)
     counters: SiteCounters
     tau: float = DEFAULT_TAU
 
@@ -38,16 +133,74 @@ class Site:
     def upper_bound(self) -> float | None:
         return kind_upper_bound(self.kind, self.params)
 
+    @property
+    def sample_axis(self) -> int | None:
+        """The neuron axis in the per-sample `shape` (axis - 1); None when the batch axis is
+        the only one (a rank-1 output: every entry of a sample is one neuron's)."""
+        return self.axis - 1 if self.axis >= 1 else None
+
     @cached_property
     def metrics(self) -> SiteMetrics:
         """dead, dead_ratio, sparsity, ... computed once from the counters (never stored in them)."""
         return site_metrics(self.counters, self.upper_bound, self.tau)
 
-    def __getattr__(self, name: str) -> Any:
-        # site.dead, site.sparsity, ...: the metrics read as attributes of the site
-        if name in _METRIC_NAMES:
-            return getattr(self.metrics, name)
-        raise AttributeError(name)
+    # The metrics, read as attributes of the site (SPEC 9: report.sites[0].dead_ratio).
+    @property
+    def neurons(self) -> int:
+        return self.metrics.neurons
+
+    @property
+    def dead(self) -> int:
+        return self.metrics.dead
+
+    @property
+    def dead_ratio(self) -> float:
+        return self.metrics.dead_ratio
+
+    @property
+    def dead_indices(self) -> list[int]:
+        return self.metrics.dead_indices
+
+    @property
+    def always_on(self) -> int:
+        return self.metrics.always_on
+
+    @property
+    def saturated(self) -> int:
+        return self.metrics.saturated
+
+    @property
+    def dormant(self) -> int:
+        return self.metrics.dormant
+
+    @property
+    def rarely_active(self) -> int:
+        return self.metrics.rarely_active
+
+    @property
+    def sparsity(self) -> float:
+        return self.metrics.sparsity
+
+    @property
+    def nonfinite(self) -> int:
+        return self.metrics.nonfinite
+
+    @property
+    def mean(self) -> float:
+        return self.metrics.mean
+
+    @property
+    def max(self) -> float | None:
+        return self.metrics.max
+
+    def __repr__(self) -> str:
+        return (f"Site({self.index}, {self.name!r}, {self.kind}, neurons={self.neurons}, dead={self.dead}, "
+                f"dead_ratio={self.dead_ratio:.3f}, sparsity={self.sparsity:.3f}, dormant={self.dormant})")
+
+    def with_counters(self, counters: SiteCounters) -> Site:
+        """The same site with other counters (its metrics recomputed)."""
+        return Site(self.index, self.name, self.kind, self.op, dict(self.params), list(self.shape), self.axis,
+                    counters, self.tau)
 
     def to_dict(self, with_counters: bool = True) -> dict[str, Any]:
         m = asdict(self.metrics)
@@ -55,6 +208,7 @@ class Site:
             "index": self.index, "name": self.name, "kind": self.kind, "op": self.op,
             "params": dict(self.params), "shape": list(self.shape), "axis": self.axis,
             "neurons": m.pop("neurons"), "grad_blocked": self.grad_blocked, **m,
+            "sample_axis": self.sample_axis,  # added to v1 (last: CSV columns keep their places)
         }
         if with_counters:
             d["counters"] = self.counters.to_dict()
@@ -63,48 +217,18 @@ class Site:
     @classmethod
     def from_dict(cls, d: dict[str, Any], tau: float) -> Site:
         return cls(
-            index=d["index"], name=d["name"], kind=d["kind"], op=d["op"], params=d.get("params", {}),
-            shape=d["shape"], axis=d["axis"], counters=SiteCounters.from_dict(d["counters"]), tau=tau,
+            index=d["index"], name=d["name"], kind=d["kind"], op=d["op"], params=dict(d.get("params", {})),
+            shape=list(d["shape"]), axis=d["axis"], counters=SiteCounters.from_dict(d["counters"]), tau=tau,
         )
 
 
-_METRIC_NAMES = frozenset(
-    {"neurons", "dead", "dead_ratio", "dead_indices", "always_on", "saturated", "dormant",
-     "rarely_active", "sparsity", "nonfinite", "mean", "max"}
-)
+Summary = ModelMetrics  # the JSON `summary`
+_PARTS: dict[str, Any] = {"model": ModelInfo, "sample": SampleInfo, "settings": Settings}
 
 
-@dataclass
-class Summary:
-    sites: int
-    neurons: int
-    dead: int  # dead neurons of grad-blocked sites: the "dying ReLUs"
-    dead_ratio: float  # dead / neurons of grad-blocked sites
-    sparsity: float  # entry-weighted over all sites
-    dormant: int
-    detection_floor: float
-    grad_blocked_neurons: int
-    dead_all: int  # dead neurons of every kind, leaky ones included
-
-    @classmethod
-    def of(cls, sites: list[Site], samples: int) -> Summary:
-        metrics = [(s, s.metrics) for s in sites]
-        blocked = [(s, m) for s, m in metrics if s.grad_blocked]
-        gb_neurons = sum(m.neurons for _, m in blocked)
-        dead = sum(m.dead for _, m in blocked)
-        entries = sum(s.counters.rows * s.counters.neurons for s in sites)
-        fires = sum(int(s.counters.fires.sum()) for s in sites)
-        return cls(
-            sites=len(sites),
-            neurons=sum(m.neurons for _, m in metrics),
-            dead=dead,
-            dead_ratio=dead / gb_neurons if gb_neurons else 0.0,
-            sparsity=1.0 - fires / entries if entries else 0.0,
-            dormant=sum(m.dormant for _, m in metrics),
-            detection_floor=detection_floor(samples),
-            grad_blocked_neurons=gb_neurons,
-            dead_all=sum(m.dead for _, m in metrics),
-        )
+def summarize(sites: list[Site], samples: int) -> ModelMetrics:
+    """The per-model metrics of these sites (stats.model_metrics does the arithmetic)."""
+    return model_metrics(((s.counters, s.metrics, s.grad_blocked) for s in sites), samples)
 
 
 @dataclass
@@ -128,16 +252,25 @@ class Gates:
 
 @dataclass
 class Report:
-    model: dict[str, Any]  # path, format, sha256
-    sample: dict[str, Any]  # source, samples, batch_size, seed, inputs
-    settings: dict[str, Any]  # tau, neuron_axis, include_smooth
+    model: ModelInfo
+    sample: SampleInfo
+    settings: Settings
     sites: list[Site]
     gates: Gates = field(default_factory=Gates)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The parts may be given as their JSON dicts (tests, code written before the types).
+        part = _PARTS.get(name)
+        if part is not None and not isinstance(value, part):
+            value = part.from_dict(value)
+        elif name == "warnings":
+            value = notices.notices(value, notices.OTHER)
+        super().__setattr__(name, value)
 
     @property
-    def summary(self) -> Summary:
-        return Summary.of(self.sites, int(self.sample.get("samples", 0)))
+    def summary(self) -> ModelMetrics:
+        return summarize(self.sites, self.sample.samples)
 
     def worst_sites(self) -> list[Site]:
         """Grad-blocked sites with dead neurons, highest dead ratio first (ties: execution order)."""
@@ -150,13 +283,25 @@ class Report:
                 return s
         raise KeyError(name)
 
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Report({self.model.label}: {s.sites} sites, {s.dead} dead of {s.grad_blocked_neurons} "
+                f"ReLU neurons ({s.dead_ratio:.1%}), {self.sample.samples} samples, "
+                f"gates {'passed' if self.gates.passed else 'failed'})")
+
+    def __rich__(self) -> Any:
+        """The CLI's table and summary, for `rich.print(report)` and Rich-enabled notebooks."""
+        from .render.table import report_renderable
+
+        return report_renderable(self)
+
     def to_dict(self, with_counters: bool = True) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "tool": {"name": "relu-doctor", "version": __version__},
-            "model": self.model,
-            "sample": self.sample,
-            "settings": self.settings,
+            "model": self.model.to_dict(),
+            "sample": self.sample.to_dict(),
+            "settings": self.settings.to_dict(),
             "summary": asdict(self.summary),
             "sites": [s.to_dict(with_counters) for s in self.sites],
             "gates": {
@@ -164,7 +309,8 @@ class Report:
                 "violations": [asdict(v) for v in self.gates.violations],
                 "checked": self.gates.checked,
             },
-            "warnings": list(self.warnings),
+            "warnings": [str(w) for w in self.warnings],
+            "warning_codes": [code_of(w) for w in self.warnings],  # added to v1: what each warning is
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -188,33 +334,33 @@ class Report:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
-        if not isinstance(d, dict):
-            raise ValueError(f"a JSON {type(d).__name__}, not an object")
-        if d.get("schema") != SCHEMA:
-            raise ValueError(f"not a relu-doctor v1 report (schema {d.get('schema')!r})")
-        tau = float(d.get("settings", {}).get("tau", DEFAULT_TAU))
+        """The report of a dict shaped as `to_dict` writes it. Trusts its input: a dict from
+        a file goes through validate.check_report first (`Report.load` does)."""
+        settings = Settings.from_dict(d["settings"])
         gates = d.get("gates", {})
+        sample = SampleInfo.from_dict(d["sample"])
+        texts = list(d.get("warnings", []))
+        codes = d.get("warning_codes") or [_legacy_code(t, sample.samples) for t in texts]
         return cls(
-            model=d["model"], sample=d["sample"], settings=d["settings"],
-            sites=[Site.from_dict(s, tau) for s in d["sites"]],
+            model=ModelInfo.from_dict(d["model"]), sample=sample, settings=settings,
+            sites=[Site.from_dict(s, settings.tau) for s in d["sites"]],
             gates=Gates(
                 passed=gates.get("passed", True),
                 violations=[Violation(**v) for v in gates.get("violations", [])],
-                checked=gates.get("checked", {}),
+                checked=dict(gates.get("checked", {})),
             ),
-            warnings=list(d.get("warnings", [])),
+            warnings=[Notice(t, code) for t, code in zip(texts, codes, strict=True)],
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Report:
-        from .errors import UserError
+        """Read and check a JSON report: anything that is not a consistent v1 report is a UserError."""
+        from .validate import load_report_dict
 
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise UserError(f"report not found: {path}") from None
-        except IsADirectoryError:
-            raise UserError(f"{path} is a folder, not a report") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or JSON of another shape
-            raise UserError(f"{path} is not a relu-doctor report: {e}", "Pass a file written by "
-                            "`relu-doctor scan --format json`.") from None
+        return cls.from_dict(load_report_dict(path))
+
+
+def _legacy_code(text: str, samples: int) -> str:
+    """The code of a warning in a report written before `warning_codes`: the sample-size
+    warning is the exact text this sample size gives; any other is OTHER."""
+    return notices.SMALL_SAMPLE if text == small_sample_warning(samples) else notices.OTHER

@@ -4,90 +4,163 @@ Backends reduce each activation into the increments of `SiteCounters` (on their 
 device, in their own way); everything below works on the summed counters only, so
 partial scans merge exactly and memory does not grow with the sample.
 A site's output is viewed as a matrix (rows, neurons): rows = samples x positions.
+
+`COUNTERS` is the one list of the counter fields: merging, JSON, validation, the
+torchrun all-reduce and the backends' accumulators all iterate over it, so a new
+counter is one entry here plus the line of each backend that computes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 DEFAULT_TAU = 0.025  # ReDo's dormancy threshold (Sokar et al., ICML 2023)
 RARELY_ACTIVE = 0.01  # "fires on fewer than 1% of entries" (Dohare et al., Nature 2024)
 
+Merge = Literal["sum", "max", "min"]
+
+
+@dataclass(frozen=True)
+class CounterField:
+    """One counter: its name, numpy dtype, whether it has one value per neuron, and how two
+    samples' values combine. `bounded_only` counters exist only for kinds with an upper
+    bound (the per-neuron minimum, for saturation); elsewhere they are None (null in JSON)."""
+
+    name: str
+    dtype: Literal["int64", "float64"]
+    per_neuron: bool
+    merge: Merge
+    bounded_only: bool = False
+
+    @property
+    def identity(self) -> float:
+        """The value of an empty sample: merging with it changes nothing."""
+        return {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[self.merge]
+
+    @property
+    def is_count(self) -> bool:
+        return self.dtype == "int64"
+
+    def empty(self, neurons: int) -> np.ndarray | int | float:
+        if self.per_neuron:
+            return np.full(neurons, self.identity, self.dtype)
+        return int(self.identity) if self.is_count else self.identity
+
+    def combine(self, a: Any, b: Any) -> Any:
+        op = {"sum": np.add, "max": np.maximum, "min": np.minimum}[self.merge]
+        out = op(a, b)
+        if self.per_neuron:
+            return out
+        return int(out) if self.is_count else float(out)
+
+
+COUNTERS: tuple[CounterField, ...] = (
+    CounterField("rows", "int64", False, "sum"),  # entries per neuron
+    CounterField("samples", "int64", False, "sum"),
+    CounterField("fires", "int64", True, "sum"),  # entries > 0
+    CounterField("sample_fires", "int64", True, "sum"),  # samples with any entry > 0
+    CounterField("abs_sum", "float64", True, "sum"),  # sum |y| (finite entries)
+    CounterField("min", "float64", True, "min", bounded_only=True),  # per-neuron minimum (saturation)
+    CounterField("total", "float64", False, "sum"),  # signed sum of all finite entries
+    CounterField("max", "float64", False, "max"),  # largest entry (NaN ignored)
+    CounterField("nonfinite", "int64", False, "sum"),  # NaN / inf entries
+)
+COUNTER_NAMES = tuple(f.name for f in COUNTERS)
+
 
 @dataclass
 class SiteCounters:
-    """Sums and counts over every row seen so far; merging is addition (max/min for extremes)."""
+    """Sums and counts over every row seen so far; merging follows each field's `merge`.
+
+    The fields are those of `COUNTERS` (tests/test_stats.py holds the two lists equal).
+    """
 
     neurons: int
-    rows: int = 0  # entries per neuron
-    samples: int = 0
-    fires: np.ndarray = field(default=None)  # type: ignore[assignment]  # entries > 0, int64
-    sample_fires: np.ndarray = field(default=None)  # type: ignore[assignment]  # samples with any entry > 0
-    abs_sum: np.ndarray = field(default=None)  # type: ignore[assignment]  # sum |y|, float64
-    min: np.ndarray | None = None  # per-neuron minimum, kept for bounded kinds (saturation)
-    total: float = 0.0  # signed sum of all entries
+    rows: int
+    samples: int
+    fires: np.ndarray
+    sample_fires: np.ndarray
+    abs_sum: np.ndarray
+    min: np.ndarray | None = None
+    total: float = 0.0
     max: float = float("-inf")
     nonfinite: int = 0
 
-    def __post_init__(self) -> None:
-        c = self.neurons
-        self.fires = np.zeros(c, np.int64) if self.fires is None else np.asarray(self.fires, np.int64)
-        self.sample_fires = (
-            np.zeros(c, np.int64) if self.sample_fires is None else np.asarray(self.sample_fires, np.int64)
-        )
-        self.abs_sum = np.zeros(c, np.float64) if self.abs_sum is None else np.asarray(self.abs_sum, np.float64)
-        if self.min is not None:
-            self.min = np.asarray(self.min, np.float64)
+    def __post_init__(self) -> None:  # the schema's dtypes, whatever the caller passed
+        for f in COUNTERS:
+            v = getattr(self, f.name)
+            if v is None and f.bounded_only:
+                continue
+            if f.per_neuron:
+                setattr(self, f.name, np.asarray(v, dtype=f.dtype).reshape(self.neurons))
+            else:
+                setattr(self, f.name, int(v) if f.is_count else float(v))
+
+    @classmethod
+    def empty(cls, neurons: int, bounded: bool) -> SiteCounters:
+        """The counters of no input at all (per-neuron minimum kept when `bounded`)."""
+        return cls.of(neurons, {f.name: None if f.bounded_only and not bounded else f.empty(neurons)
+                                for f in COUNTERS})
+
+    @classmethod
+    def of(cls, neurons: int, values: Mapping[str, Any]) -> SiteCounters:
+        """Counters from one value per field of COUNTERS (numpy, lists or scalars), cast to
+        the schema's dtypes."""
+        missing = [name for name in COUNTER_NAMES if name not in values]
+        if missing:
+            raise ValueError(f"counters lack {', '.join(missing)}")
+        return cls(neurons, **{name: values[name] for name in COUNTER_NAMES})
+
+    @property
+    def bounded(self) -> bool:
+        return self.min is not None
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COUNTER_NAMES}
 
     def merge(self, other: SiteCounters) -> SiteCounters:
         """The counters of both samples together (neither input is changed)."""
         if other.neurons != self.neurons:
             raise ValueError(f"cannot merge counters of {self.neurons} and {other.neurons} neurons")
-        if (self.min is None) != (other.min is None):
+        if self.bounded != other.bounded:
             raise ValueError("cannot merge counters with and without per-neuron minimum")
-        return SiteCounters(
-            neurons=self.neurons,
-            rows=self.rows + other.rows,
-            samples=self.samples + other.samples,
-            fires=self.fires + other.fires,
-            sample_fires=self.sample_fires + other.sample_fires,
-            abs_sum=self.abs_sum + other.abs_sum,
-            min=None if self.min is None else np.minimum(self.min, other.min),  # type: ignore[arg-type]
-            total=self.total + other.total,
-            max=max(self.max, other.max),
-            nonfinite=self.nonfinite + other.nonfinite,
-        )
+        a, b = self.values(), other.values()
+        return SiteCounters.of(self.neurons, {
+            f.name: None if a[f.name] is None else f.combine(a[f.name], b[f.name]) for f in COUNTERS
+        })
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "samples": self.samples,
-            "fires": self.fires.tolist(),
-            "sample_fires": self.sample_fires.tolist(),
-            "abs_sum": self.abs_sum.tolist(),
-            "min": None if self.min is None else [_finite_or_none(v) for v in self.min.tolist()],
-            "total": self.total,
-            "max": _finite_or_none(self.max),
-            "nonfinite": self.nonfinite,
-        }
+        """JSON: lists for per-neuron fields; +-inf (an extreme of nothing) as null."""
+        out: dict[str, Any] = {}
+        for f in COUNTERS:
+            v = getattr(self, f.name)
+            if v is None:
+                out[f.name] = None
+            elif f.per_neuron:
+                out[f.name] = [_finite_or_none(x) for x in v.tolist()] if f.merge != "sum" else v.tolist()
+            else:
+                out[f.name] = _finite_or_none(v) if f.merge != "sum" else v
+        return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SiteCounters:
-        return cls(
-            neurons=len(d["fires"]),
-            rows=int(d["rows"]),
-            samples=int(d["samples"]),
-            fires=np.array(d["fires"], np.int64),
-            sample_fires=np.array(d["sample_fires"], np.int64),
-            abs_sum=np.array(d["abs_sum"], np.float64),
-            min=None if d.get("min") is None else np.array([np.inf if v is None else v for v in d["min"]]),
-            total=float(d["total"]),
-            max=float("-inf") if d.get("max") is None else float(d["max"]),
-            nonfinite=int(d["nonfinite"]),
-        )
+    def from_dict(cls, d: Mapping[str, Any]) -> SiteCounters:
+        """The inverse of to_dict; a null extreme is the field's identity (an empty sample).
+        Trusts its input: reports read from files are checked by validate.py first."""
+        neurons = len(d["fires"])
+        values: dict[str, Any] = {}
+        for f in COUNTERS:
+            v = d.get(f.name)
+            if v is None:
+                values[f.name] = None if f.bounded_only else f.identity
+            elif f.per_neuron and f.merge != "sum":
+                values[f.name] = [f.identity if x is None else x for x in v]
+            else:
+                values[f.name] = v
+        return cls.of(neurons, values)
 
 
 @dataclass(frozen=True)
@@ -109,16 +182,6 @@ class SiteMetrics:
 def dead_mask(c: SiteCounters) -> np.ndarray:
     """Never positive on any input, at any position."""
     return c.fires == 0
-
-
-def apoz(c: SiteCounters) -> np.ndarray:
-    """Average percentage of zeros per neuron: the fraction of entries <= 0 (Hu et al. 2016)."""
-    return 1.0 - c.fires / max(c.rows, 1)
-
-
-def sample_fire_rate(c: SiteCounters) -> np.ndarray:
-    """Fraction of the inputs on which each neuron fired anywhere."""
-    return c.sample_fires / max(c.samples, 1)
 
 
 def dormant_mask(c: SiteCounters, tau: float = DEFAULT_TAU) -> np.ndarray:
@@ -151,10 +214,51 @@ def site_metrics(c: SiteCounters, upper_bound: float | None, tau: float = DEFAUL
         saturated=int(saturated_mask(c, upper_bound).sum()),
         dormant=int(dormant_mask(c, tau).sum()) if seen else 0,
         rarely_active=int(rarely.sum()),
-        sparsity=float(1.0 - c.fires.sum() / entries) if entries else 0.0,
+        sparsity=sparsity(c.fires.sum(), entries),
         nonfinite=c.nonfinite,
         mean=float(c.total / entries) if entries else 0.0,
         max=_finite_or_none(c.max),
+    )
+
+
+def sparsity(fires: int | np.integer, entries: int) -> float:
+    """Fraction of entries <= 0, entry-weighted (NeuroBench): one site or a whole model."""
+    return float(1.0 - int(fires) / entries) if entries else 0.0
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """The per-model summary (SPEC 4). `dead` and `dead_ratio` count grad-blocked sites
+    only (the "dying ReLUs"); `dead_all` counts every kind."""
+
+    sites: int
+    neurons: int
+    dead: int
+    dead_ratio: float
+    sparsity: float
+    dormant: int
+    detection_floor: float
+    grad_blocked_neurons: int
+    dead_all: int
+
+
+def model_metrics(sites: Iterable[tuple[SiteCounters, SiteMetrics, bool]], samples: int) -> ModelMetrics:
+    """Combine (counters, metrics, grad_blocked) of every site: counts add up, ratios are
+    recomputed from the sums (never averaged over sites)."""
+    items = list(sites)
+    blocked = [m for _, m, grad_blocked in items if grad_blocked]
+    gb_neurons = sum(m.neurons for m in blocked)
+    dead = sum(m.dead for m in blocked)
+    return ModelMetrics(
+        sites=len(items),
+        neurons=sum(m.neurons for _, m, _ in items),
+        dead=dead,
+        dead_ratio=dead / gb_neurons if gb_neurons else 0.0,
+        sparsity=sparsity(sum(int(c.fires.sum()) for c, _, _ in items), sum(c.rows * c.neurons for c, _, _ in items)),
+        dormant=sum(m.dormant for _, m, _ in items),
+        detection_floor=detection_floor(samples),
+        grad_blocked_neurons=gb_neurons,
+        dead_all=sum(m.dead for _, m, _ in items),
     )
 
 

@@ -293,7 +293,7 @@ def test_merge_checks_settings_and_warns_about_a_sample_counted_twice() -> None:
     assert merged.sample["samples"] == 20 and merged.site("a").counters.rows == 20
     assert any("identical counters" in w for w in merged.warnings)
     other_tau = report_of([("a", "relu", 1)])
-    other_tau.settings["tau"] = 0.1
+    other_tau.settings.tau = 0.1
     with pytest.raises(UserError, match="different tau"):
         merge_reports([a, other_tau])
     gated = report_of([("a", "relu", 1)])

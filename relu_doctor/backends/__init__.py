@@ -27,3 +27,4 @@ class CaptureResult:
     # activations that ran (or exist) but could not be measured (a Loop body, a fused kernel
     # on quantized values): each has its warning; a scan never says "no ReLU" when this is set
     unmeasured: list[str] = field(default_factory=list)
+    nonfinite_inputs: int = 0  # NaN / inf values in the inputs the sites were measured on

@@ -97,7 +97,9 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
     fetch = list(dict.fromkeys(name for p in plans for name in p.outputs.values()))
     accumulators = [SiteAccumulator(p, neuron_axis) for p in plans]
     exact_sessions: dict[tuple[int, ...], tuple[Any, list[SitePlan]]] = {}
+    nonfinite_inputs = 0
     for batch in sample.batches(batch_size, model.fixed_batch):
+        nonfinite_inputs += batch.nonfinite
         feeds = {s.name: np.asarray(a, model.input_dtypes.get(s.name)) for s, a in zip(sample.specs, batch.arrays)}
         results = dict(zip(fetch, _run(session, fetch or None, feeds)))
         rows = len(batch.arrays[0]) if batch.arrays else batch.valid
@@ -116,7 +118,7 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
             continue
         sites.append(CapturedSite(site.name, site.kind, site.op, site.params, list(acc.shape or []),
                                   int(acc.axis or 0), acc.counters()))
-    return CaptureResult(sites, warnings, search.unmeasured)
+    return CaptureResult(sites, warnings, search.unmeasured, nonfinite_inputs)
 
 
 def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.ndarray], valid: int, rows: int,

@@ -31,23 +31,15 @@ class SiteAccumulator:
         self.axis = plan.axis  # reported: in the per-sample view (one more when rows were split)
         self.shape = plan.shape
         self.neurons = plan.neurons
-        self.rows = self.samples = self.nonfinite = 0
-        self.total, self.max = 0.0, float("-inf")
-        self.fires = self.sample_fires = self.abs_sum = self.min = None  # type: ignore[assignment]
         self.warnings: list[str] = []
         self._split: int | None = None  # rows per sample, once the first batch has shown it
-        if self.neurons is not None:
-            self._allocate(self.neurons)
-
-    def _allocate(self, c: int) -> None:
-        self.fires = np.zeros(c, np.int64)
-        self.sample_fires = np.zeros(c, np.int64)
-        self.abs_sum = np.zeros(c, np.float64)
-        self.min = np.full(c, np.inf) if self.bounded else None
+        # The running counters; a raw plan learns its neuron count from its first batch.
+        self.sums: SiteCounters | None = None if self.neurons is None else SiteCounters.empty(self.neurons,
+                                                                                             self.bounded)
 
     @property
     def ran(self) -> bool:
-        return self.samples > 0
+        return self.sums is not None and self.sums.samples > 0
 
     def _rows_per_sample(self, rows: int, batch_rows: int) -> int:
         """k when the site's first axis holds k rows per input; 0 when it cannot be split."""
@@ -117,7 +109,7 @@ class SiteAccumulator:
         c = y3.shape[2 if red == 1 else 1]
         if self.neurons is None:
             self.axis, self.shape, self.neurons = axis, list(y.shape[1:]), c
-            self._allocate(c)
+            self.sums = SiteCounters.empty(c, self.bounded)
         elif c != self.neurons:
             raise UserError(f"site {self.plan.site.name} changed its number of neurons between batches "
                             f"({self.neurons} -> {c})")
@@ -135,23 +127,21 @@ class SiteAccumulator:
 
     def _accumulate(self, fired: np.ndarray, abs_sums: np.ndarray, total: float, top: float,
                     mins: np.ndarray | None, samples: int, positions: int, nonfinite: int = 0) -> None:
-        self.fires += fired.sum(0)
-        self.sample_fires += (fired > 0).sum(0)
-        self.abs_sum += abs_sums.sum(0)
-        self.total += total
-        self.max = float(np.maximum(self.max, top))
-        if self.min is not None and mins is not None and mins.size:
-            self.min = np.minimum(self.min, mins.min(0))
-        self.rows += samples * positions
-        self.samples += samples
-        self.nonfinite += nonfinite
+        """Add one batch's (samples, neurons) partials: the batch becomes counters of its
+        own, merged by the counter schema's rules."""
+        assert self.sums is not None and self.neurons is not None
+        low = None
+        if self.bounded:
+            low = mins.min(0) if mins is not None and mins.size else np.full(self.neurons, np.inf)
+        batch = SiteCounters.of(self.neurons, {
+            "rows": samples * positions, "samples": samples, "fires": fired.sum(0),
+            "sample_fires": (fired > 0).sum(0), "abs_sum": abs_sums.sum(0), "min": low,
+            "total": total, "max": top, "nonfinite": nonfinite,
+        })
+        self.sums = self.sums.merge(batch)
 
     def counters(self) -> SiteCounters:
-        return SiteCounters(
-            neurons=self.neurons or 0, rows=self.rows, samples=self.samples,
-            fires=self.fires, sample_fires=self.sample_fires, abs_sum=self.abs_sum,
-            min=self.min, total=self.total, max=self.max, nonfinite=self.nonfinite,
-        )
+        return self.sums if self.sums is not None else SiteCounters.empty(0, self.bounded)
 
 
 def _by_sample(a: np.ndarray, k: int, n: int, reduce: np.ufunc | object) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ class _CaptureMode(ActivationCalls):
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
         self.valid_rows = valid_rows  # rows of the batch that belong to the sample
         self.batch_rows = batch_rows  # rows fed to the model (a fixed batch pads the last one)
-        self._name_counts = {}
+        self._name_counts: dict[str, int] = {}
         self.start_pass()
         self.workspace.start_batch()
 
@@ -116,9 +116,11 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
     warnings = _settle_input_dtypes(model, sample)
     origins = model.make_origins()
     mode = _CaptureMode(origins, neuron_axis, include_smooth)
+    nonfinite_inputs = 0
     try:
         with torch.inference_mode():
             for batch in sample.batches(batch_size, model.fixed_batch):
+                nonfinite_inputs += batch.nonfinite
                 tensors = [_to_tensor(a, model) for a in batch.arrays]
                 mode.start_batch(batch.valid, len(batch.arrays[0]) if batch.arrays else 0)
                 try:
@@ -142,7 +144,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
         warnings.append(origins.warning)
     sites = [CapturedSite(s.name, s.kind, s.op, s.params, s.shape, s.axis, s.acc.counters())
              for s in mode.sites.values()]
-    return CaptureResult(sites, warnings + mode.warnings + mode.unmeasured, list(mode.unmeasured))
+    return CaptureResult(sites, warnings + mode.warnings + mode.unmeasured, list(mode.unmeasured), nonfinite_inputs)
 
 
 def _settle_input_dtypes(model: TorchModel, sample: Sample) -> list[str]:
@@ -166,10 +168,10 @@ def _settle_input_dtypes(model: TorchModel, sample: Sample) -> list[str]:
         except Exception:
             return []  # fails either way: the scan reports the model's own error
     notes = []
-    for i in guessed:
+    for i in guessed:  # the scan's own sample (never a caller's): its specs list is ours to update
         spec = sample.specs[i]
         notes.append(float_conversion_note(spec.name, spec.dtype, "float32", sample.source))
-        spec.dtype = "float32"
+        sample.specs[i] = replace(spec, dtype="float32")
     return notes
 
 
@@ -228,27 +230,43 @@ def prepare(obj: Any, device: torch.device) -> TorchModel:
     raise UserError(f"cannot scan a {type(obj).__name__}", "Pass an nn.Module, a ScriptModule or an ExportedProgram.")
 
 
-def _prepare_eager(module: torch.nn.Module, device: torch.device) -> TorchModel:
-    modes = {m: m.training for m in module.modules()}
+def _eval_mode(module: Any) -> Callable[[], None]:
+    """Put `module` (eager or TorchScript) in eval mode; return what puts every submodule's
+    `training` flag back as the caller had it (idempotent: safe on every way out)."""
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
 
     def restore() -> None:
-        for m, training in modes.items():
-            m.train(training)
+        for m, training in modes:
+            if m.training != training:
+                m.train(training)
 
-    module = _on_device(module, device)
+    return restore
+
+
+def _prepare_eager(module: torch.nn.Module, device: torch.device) -> TorchModel:
+    restore = _eval_mode(module)
+    try:
+        module = _on_device(module, device)
+    except BaseException:
+        restore()
+        raise
     return TorchModel(forward=module, specs=_signature_specs(module.forward), device=device,
                       dtype=_param_dtype(module), make_origins=lambda: EagerModuleTracker(module), restore=restore)
 
 
 def _prepare_script(module: torch.jit.ScriptModule, device: torch.device) -> TorchModel:
-    module.eval()
-    module = _on_device(module, device)
-    # Arguments with a default (`mask: Optional[Tensor] = None`) are optional, as in eager
-    args = module.forward.schema.arguments[1:]  # skip self
+    restore = _eval_mode(module)
+    try:
+        module = _on_device(module, device)
+        # Arguments with a default (`mask: Optional[Tensor] = None`) are optional, as in eager
+        args = module.forward.schema.arguments[1:]  # type: ignore[attr-defined]  # skip self
+    except BaseException:
+        restore()
+        raise
     specs = [InputSpec(a.name) for a in args if not a.has_default_value()]
     return TorchModel(forward=module, specs=specs, device=device, dtype=_param_dtype(module),
-                      make_origins=lambda: torchscript_origins(module))
+                      make_origins=lambda: torchscript_origins(module), restore=restore)
 
 
 def _prepare_exported(program: torch.export.ExportedProgram, device: torch.device) -> TorchModel:

@@ -35,11 +35,11 @@ On CPU this reduction is most of what a scan costs on top of the model
 from __future__ import annotations
 
 import time
+from typing import Any
 
-import numpy as np
 import torch
 
-from ..stats import SiteCounters
+from ..stats import COUNTER_NAMES, COUNTERS, SiteCounters
 
 CHUNK_PER_THREAD = 1 << 19  # elements: 2 MiB of float32 (see above)
 _EXACT_COUNT_LIMIT = 1 << 24  # float32 holds every integer below this exactly
@@ -104,7 +104,22 @@ class Workspace:
 
 
 class TorchSiteAccumulator:
-    """Device-side running sums for one site; `counters()` reads them out once."""
+    """Device-side running sums for one site; `counters()` reads them out once.
+
+    Its attributes are the fields of stats.COUNTERS, allocated from that schema: device
+    tensors, except rows and samples, which follow from shapes and stay host integers
+    (counting them on the device would need no sync, but neither does this)."""
+
+    _HOST = frozenset({"rows", "samples"})
+    rows: int
+    samples: int
+    fires: torch.Tensor
+    sample_fires: torch.Tensor
+    abs_sum: torch.Tensor
+    min: torch.Tensor | None
+    total: torch.Tensor
+    max: torch.Tensor
+    nonfinite: torch.Tensor
 
     def __init__(self, neurons: int, device: torch.device, nonnegative: bool, keep_min: bool,
                  workspace: Workspace | None = None) -> None:
@@ -113,16 +128,14 @@ class TorchSiteAccumulator:
         # On an accelerator a finiteness check would sync, so it takes the exact road always.
         self.on_cpu = device.type == "cpu"
         self.workspace = workspace or Workspace()
-        z = dict(device=device)
-        self.rows = 0
-        self.samples = 0
-        self.fires = torch.zeros(neurons, dtype=torch.int64, **z)
-        self.sample_fires = torch.zeros(neurons, dtype=torch.int64, **z)
-        self.abs_sum = torch.zeros(neurons, dtype=torch.float64, **z)
-        self.min = torch.full((neurons,), float("inf"), dtype=torch.float64, **z) if keep_min else None
-        self.total = torch.zeros((), dtype=torch.float64, **z)
-        self.max = torch.full((), float("-inf"), dtype=torch.float64, **z)
-        self.nonfinite = torch.zeros((), dtype=torch.int64, **z)
+        for f in COUNTERS:  # each at the value of an empty sample (0, -inf or +inf)
+            if f.name in self._HOST:
+                setattr(self, f.name, int(f.identity))
+            elif f.bounded_only and not keep_min:
+                setattr(self, f.name, None)
+            else:
+                shape = (neurons,) if f.per_neuron else ()
+                setattr(self, f.name, torch.full(shape, f.identity, dtype=getattr(torch, f.dtype), device=device))
         self._work: tuple | None = None  # see _rows
 
     def update(self, y: torch.Tensor, axis: int) -> None:
@@ -233,15 +246,10 @@ class TorchSiteAccumulator:
         self.samples += y3.shape[0]
 
     def counters(self) -> SiteCounters:
-        def host(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().numpy()
+        def host(v: Any) -> Any:
+            return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
 
-        return SiteCounters(
-            neurons=self.neurons, rows=self.rows, samples=self.samples,
-            fires=host(self.fires), sample_fires=host(self.sample_fires), abs_sum=host(self.abs_sum),
-            min=None if self.min is None else host(self.min),
-            total=float(self.total), max=float(self.max), nonfinite=int(self.nonfinite),
-        )
+        return SiteCounters.of(self.neurons, {name: host(getattr(self, name)) for name in COUNTER_NAMES})
 
 
 def _blocks(y3: torch.Tensor, red: int, chunk: int, *results: torch.Tensor | None) -> list[tuple]:

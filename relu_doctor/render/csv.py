@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # The keys of Site.to_dict(with_counters=False); used as the header when there is no site.
 COLUMNS = ["index", "name", "kind", "op", "params", "shape", "axis", "neurons", "grad_blocked", "dead",
            "dead_ratio", "dead_indices", "always_on", "saturated", "dormant", "rarely_active", "sparsity",
-           "nonfinite", "mean", "max"]
+           "nonfinite", "mean", "max", "sample_axis"]
 
 
 def _cell(value: object) -> object:

@@ -1,0 +1,52 @@
+"""Warnings a report carries, as data: the text people read and a stable code for programs.
+
+A `Notice` is a `str` (the JSON `warnings` list and every `"..." in w` keep working) with a
+`code`, saved in the JSON as the parallel list `warning_codes` (a key added to v1). Code
+that must find a warning again (merge redoes the sample-size one) matches the code, never
+the wording.
+"""
+
+from __future__ import annotations
+
+import warnings as py_warnings
+from collections.abc import Iterable
+
+SYNTHETIC_DATA = "synthetic_data"
+SMALL_SAMPLE = "small_sample"
+NONFINITE_INPUTS = "nonfinite_inputs"
+NO_SITES = "no_sites"
+CAPTURE = "capture"  # what a backend says about a site (not measured, rows not split, ...)
+NO_SHA256 = "no_sha256"
+MISSING_SHARDS = "missing_shards"
+DUPLICATE_SAMPLE = "duplicate_sample"
+OTHER = "other"  # a report without codes (older v1 files)
+
+
+class Notice(str):
+    code: str
+
+    def __new__(cls, text: str, code: str = OTHER) -> Notice:
+        self = super().__new__(cls, text)
+        self.code = code
+        return self
+
+    def __reduce__(self) -> tuple:  # pickling (multiprocessing) keeps the code
+        return (Notice, (str(self), self.code))
+
+
+def code_of(w: str) -> str:
+    return w.code if isinstance(w, Notice) else OTHER
+
+
+def notices(texts: Iterable[str], code: str) -> list[Notice]:
+    return [t if isinstance(t, Notice) else Notice(t, code) for t in texts]
+
+
+class ReluDoctorWarning(UserWarning):
+    """What `rd.scan()` emits through Python's `warnings` (filter it by this class)."""
+
+
+def emit(items: Iterable[str], stacklevel: int = 3) -> None:
+    """Emit each notice once through Python's warnings, for API users (notebooks, scripts)."""
+    for w in items:
+        py_warnings.warn(str(w), ReluDoctorWarning, stacklevel=stacklevel)

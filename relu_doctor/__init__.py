@@ -14,11 +14,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Report", "Site", "UserError", "VerificationError", "__version__", "patch", "scan", "watch"]
+__all__ = ["ReluDoctorWarning", "Report", "Site", "UserError", "VerificationError", "__version__", "patch", "scan",
+           "watch"]
 
 _LAZY = {
     "scan": "api", "patch": "patching", "Report": "report", "Site": "report",
-    "UserError": "errors", "VerificationError": "errors",
+    "UserError": "errors", "VerificationError": "errors", "ReluDoctorWarning": "notices",
     "watch": "training.watch",
 }
 
@@ -29,3 +30,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'relu_doctor' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy attributes are not in the module's namespace until used: list them anyway
+    # (tab completion, dir(relu_doctor)).
+    return sorted(set(globals()) | set(__all__))

@@ -60,14 +60,22 @@ def scan(
     ignore: Sequence[str] = (),
     fail_dead_ratio: float | None = None,
     fail_total_dead_ratio: float | None = None,
+    baseline: str | Path | Report | None = None,
+    fail_increase: float | None = None,
     progress: Progress | None = None,
+    warn: bool = True,
 ) -> Report:
     """Scan `model` (a path, nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto).
 
     Under torchrun every rank scans its part of the sample and all get the whole report.
+    `baseline` (a report or its JSON path) compares the scan with it, as `scan --baseline`:
+    the comparison is `report.diff`, and `report.diff.passed` is the `fail_increase` gate
+    (percentage points). With `warn` (default) the report's warnings are also emitted
+    through Python's `warnings` (class `ReluDoctorWarning`); the CLI prints them itself.
     """
     auto_batch = batch_size == "auto"
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
+    base = _baseline(baseline, fail_increase)
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
     backend = _Backend(loaded, device)
     try:  # the caller's module is in eval mode from here on: put it back on every way out
@@ -112,7 +120,26 @@ def scan(
             count, all_reduce_count(result.nonfinite_inputs, world), bool(sites) or bool(result.unmeasured)),
     )
     report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio)
+    if base is not None:
+        from .compare import diff
+
+        report.diff = diff(base, report, fail_increase, select, ignore)
+    if warn:
+        notices.emit([*report.warnings, *(report.diff.warnings if report.diff else [])])
     return report
+
+
+def _baseline(baseline: str | Path | Report | None, fail_increase: float | None) -> Report | None:
+    """The report to compare with, read (and checked) before the scan: a wrong path fails at once."""
+    from .compare import check_increase
+
+    if baseline is None:
+        if fail_increase is not None:
+            raise UserError("fail_increase needs a baseline report to compare with",
+                            "Pass baseline= (a Report or the path of its JSON).")
+        return None
+    check_increase(fail_increase)
+    return baseline if isinstance(baseline, Report) else Report.load(baseline)
 
 
 def _progress_reporter(progress: Progress | None, total: int) -> Callable[[int], None]:

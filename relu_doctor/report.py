@@ -258,6 +258,8 @@ class Report:
     sites: list[Site]
     gates: Gates = field(default_factory=Gates)
     warnings: list[Notice] = field(default_factory=list)
+    # The comparison with a baseline (compare.Diff), when scan() was given one; not in the JSON.
+    diff: Any = field(default=None, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # The parts may be given as their JSON dicts (tests, code written before the types).

@@ -31,7 +31,6 @@ from tests.models import (
     ExpectedSite,
     case,
     sample_data,
-    save_all_formats,
 )
 
 CASE_IDS = [c.name for c in CASES]
@@ -356,17 +355,13 @@ def test_module_sites_by_plain_forward_hooks(c: Case) -> None:
     assert sum(len(v) for v in seen.values()) == sum("/" not in s.name for s in c.sites)
 
 
-def test_forward_is_fast() -> None:
-    # Catalogue models must stay tiny; a batch of 32 takes milliseconds.
-    import time
-
+def test_catalogue_models_stay_tiny() -> None:
+    """Every test scans these models many times: keep them tiny by construction (parameters
+    and per-sample input size), not by a wall-clock limit that fails on a busy machine."""
     for c in CASES:
-        model, x = c.build(), torch.from_numpy(sample_data(c, n=32))
-        with torch.no_grad():
-            model(x)
-            start = time.perf_counter()
-            model(x)
-        assert time.perf_counter() - start < 0.25, c.name
+        model = c.build()
+        assert sum(p.numel() for p in model.parameters()) <= 20_000, c.name
+        assert sample_data(c, n=1).size <= 4096, c.name
 
 
 # --------------------------------------------------------------------------
@@ -376,10 +371,9 @@ def test_forward_is_fast() -> None:
 
 # Module scope (not session) so the one-thread fixture above is already active.
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+def saved(all_formats: Callable[[str], dict[str, Path]]) -> dict[str, dict[str, Path]]:
     """Every case saved once in every format: case name -> format -> path."""
-    folder = tmp_path_factory.mktemp("catalogue")
-    return {c.name: save_all_formats(c, folder) for c in CASES}
+    return {c.name: all_formats(c.name) for c in CASES}
 
 
 def _fresh(c: Case) -> nn.Module:

@@ -73,7 +73,14 @@ def test_a_batch_that_does_not_fit_is_a_clear_user_error() -> None:
     assert "--batch-size auto" in str(e.value.hint)
 
 
-def test_auto_batch_size_is_bounded_by_the_sample() -> None:
+@pytest.mark.parametrize("free, expected", [(2**50, 40), (0, 1)])
+def test_auto_batch_size_is_bounded_by_the_sample_and_by_one(free: int, expected: int,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory for millions of samples: the batch is the whole sample of 40; memory for none:
+    one sample at a time. Either way the scan gives the planted answer."""
+    from relu_doctor.backends import torch_memory
+
+    monkeypatch.setattr(torch_memory, "free_bytes", lambda device: free)
     report = rd.scan(CASE.build(), sample_data(CASE, n=40), batch_size="auto")
-    assert 1 <= report.sample["batch_size"] <= 40
+    assert report.sample["batch_size"] == expected
     assert [s.dead_indices for s in report.sites] == [list(s.dead) for s in CASE.sites]

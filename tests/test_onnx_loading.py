@@ -110,7 +110,7 @@ def test_corrupt_files_are_user_errors(tmp_path: Path, content: object) -> None:
         full = tiny_model().SerializeToString()
         content = full[: len(full) // 2]
     path.write_bytes(content)  # type: ignore[arg-type]
-    with pytest.raises(rd.UserError) as err:
+    with pytest.raises(rd.UserError, match="cannot read .* as ONNX") as err:
         rd.scan(path, data=x())
     assert err.value.exit_code == 2 and str(path) in err.value.message
 
@@ -125,7 +125,7 @@ def test_model_that_fails_the_checker_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_data_that_does_not_fit_is_a_user_error() -> None:
-    with pytest.raises(rd.UserError):
+    with pytest.raises(rd.UserError, match=r"has shape \(4, 31\), but the model expects \(samples, 32\)"):
         rd.scan(tiny_model(), data=np.zeros((4, 31), np.float32))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import relu_doctor as rd
 from relu_doctor.patching import ScanOptions, patch_file
-from tests.models import Case, case, sample_data, save_all_formats
+from tests.models import Case, case, sample_data
 
 SLOPE = 0.05
 
@@ -45,13 +46,13 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Path], Path]]:
+def saved(tmp_path_factory: pytest.TempPathFactory,
+          all_formats: Callable[[str], dict[str, Path]]) -> dict[str, tuple[dict[str, Path], Path]]:
     out = {}
     for name in ["functional", "relu6", "mlp_tokens", "reused_relu"]:
-        folder = tmp_path_factory.mktemp(name)
-        data = folder / "data.npy"
+        data = tmp_path_factory.mktemp(name) / "data.npy"
         np.save(data, sample_data(case(name), n=48, seed=1))
-        out[name] = (save_all_formats(case(name), folder), data)
+        out[name] = (all_formats(name), data)
     return out
 
 

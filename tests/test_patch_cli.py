@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from relu_doctor.cli import app
-from tests.models import case, sample_data, save_all_formats
+from tests.models import case, sample_data
 
 
 def sha256(path: Path) -> str:
@@ -18,12 +19,11 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, all_formats: Callable[[str], dict[str, Path]]) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
     paths = {}
     for name in ("reused_relu", "leaky"):
-        saved = save_all_formats(case(name), folder)
-        paths.update({f"{name}.{fmt}": p for fmt, p in saved.items()})
+        paths.update({f"{name}.{fmt}": p for fmt, p in all_formats(name).items()})
         np.save(folder / f"{name}.npy", sample_data(case(name), n=32, seed=2))
         paths[f"{name}.data"] = folder / f"{name}.npy"
     return paths

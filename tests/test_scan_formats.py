@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from relu_doctor.cli import app
-from tests.models import CASES, Case, sample_data, save_all_formats
+from tests.models import CASES, Case, sample_data
 
 TORCH_FORMATS = ["module", "state_dict", "checkpoint", "safetensors", "script", "trace", "pt2"]
 REPORTED_FORMAT = {"module": "pickle", "state_dict": "state_dict", "checkpoint": "state_dict",
@@ -19,14 +20,14 @@ REPORTED_FORMAT = {"module": "pickle", "state_dict": "state_dict", "checkpoint":
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Path], Path]]:
+def saved(tmp_path_factory: pytest.TempPathFactory,
+          all_formats: Callable[[str], dict[str, Path]]) -> dict[str, tuple[dict[str, Path], Path]]:
     """Each case in every format, with its --data file."""
     out = {}
     for case in CASES:
-        folder = tmp_path_factory.mktemp(case.name)
-        data = folder / "data.npy"
+        data = tmp_path_factory.mktemp(case.name) / "data.npy"
         np.save(data, sample_data(case, n=48, seed=1))
-        out[case.name] = (save_all_formats(case, folder), data)
+        out[case.name] = (all_formats(case.name), data)
     return out
 
 

@@ -70,7 +70,8 @@ def scan(
             matplotlib()
         bar = ProgressBar(enabled=not opts.quiet)
         try:
-            report = api_scan(model, **opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES), progress=bar)
+            report = api_scan(model, **opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES), progress=bar,
+                              warn=False)  # printed below, once
         finally:
             bar.close()
         if not current_world().is_writer:  # under torchrun, rank 0 alone speaks and writes

@@ -18,7 +18,7 @@ from ..files import atomic_path, check_output_path
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
-from ..report import Report
+from ..report import ModelInfo, Report
 from .plan import PatchPlan, plan_patch
 from .verify import Verification, check_rescan
 
@@ -156,8 +156,8 @@ def _report(loaded: LoadedModel, report_path: str | Path | None, opts: ScanOptio
             raise UserError(f"{report_path} is not a report of {loaded.path} (its model.sha256 differs)",
                             "Scan this exact file again, or patch without --report.")
         return report
-    report = api.scan(loaded.obj, opts.data, progress=progress, **opts.scan_kwargs())
-    report.model = loaded.describe()
+    report = api.scan(loaded.obj, opts.data, progress=progress, warn=False, **opts.scan_kwargs())
+    report.model = ModelInfo.from_dict(loaded.describe())
     return report
 
 
@@ -233,6 +233,6 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
                               include_smooth)
     kwargs = opts.scan_kwargs()
     kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis))
-    result.rescan = api.scan(reloaded.obj, opts.data, **kwargs)
+    result.rescan = api.scan(reloaded.obj, opts.data, warn=False, **kwargs)
     check_rescan(result, plan)
     return result

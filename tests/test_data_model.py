@@ -1,0 +1,193 @@
+"""The data model: one counter schema, typed report parts, coded warnings, and inputs that
+scanning never changes (the caller's modules, specs and samples)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import relu_doctor as rd
+from relu_doctor import notices
+from relu_doctor.inputs import InputSpec, array_sample, resolve_specs, synthetic_sample
+from relu_doctor.merge import merge_reports
+from relu_doctor.notices import Notice
+from relu_doctor.report import Report, Site
+from relu_doctor.stats import COUNTER_NAMES, COUNTERS, SiteCounters
+from tests.models import case, sample_data
+
+# ---- one schema -------------------------------------------------------------------------
+
+
+def test_the_schema_lists_exactly_the_fields_of_site_counters() -> None:
+    fields = [f.name for f in dataclasses.fields(SiteCounters) if f.name != "neurons"]
+    assert fields == list(COUNTER_NAMES)
+    assert set(SiteCounters.empty(3, bounded=True).to_dict()) == set(COUNTER_NAMES)
+
+
+def test_merge_follows_each_fields_rule_against_hand_sums() -> None:
+    a = SiteCounters(2, rows=4, samples=2, fires=[1, 0], sample_fires=[1, 0], abs_sum=[1.5, 0.0],
+                     min=[0.0, 0.0], total=1.5, max=1.5, nonfinite=1)
+    b = SiteCounters(2, rows=6, samples=3, fires=[2, 3], sample_fires=[1, 2], abs_sum=[2.0, 4.0],
+                     min=[-1.0, 0.5], total=6.0, max=3.0, nonfinite=0)
+    m = a.merge(b)
+    assert (m.rows, m.samples, m.nonfinite, m.total, m.max) == (10, 5, 1, 7.5, 3.0)
+    assert m.fires.tolist() == [3, 3] and m.sample_fires.tolist() == [2, 2] and m.abs_sum.tolist() == [3.5, 4.0]
+    assert m.min is not None and m.min.tolist() == [-1.0, 0.0]
+    assert m.fires.dtype == np.int64 and m.abs_sum.dtype == np.float64
+    empty = SiteCounters.empty(2, bounded=True)  # the identity of every rule
+    assert empty.merge(a).to_dict() == a.to_dict()
+
+
+def test_json_writes_an_empty_extreme_as_null_and_reads_it_back() -> None:
+    empty = SiteCounters.empty(2, bounded=True)
+    d = empty.to_dict()
+    assert d["max"] is None and d["min"] == [None, None]
+    back = SiteCounters.from_dict(json.loads(json.dumps(d)))
+    assert back.max == float("-inf") and back.min is not None and np.isinf(back.min).all()
+    assert SiteCounters.empty(2, bounded=False).to_dict()["min"] is None
+
+
+def test_every_counter_field_is_a_torchrun_all_reduce_group_member() -> None:
+    """distributed.py packs fields by (dtype, merge); an all-reduce on one rank is the identity,
+    so the packing must give the counters back unchanged, field by field."""
+    torch_dist = pytest.importorskip("torch.distributed")
+    if not torch_dist.is_available():
+        pytest.skip("torch.distributed is not built in")
+    from relu_doctor import distributed
+
+    calls = []
+    original = torch_dist.all_reduce
+    torch_dist.all_reduce = lambda t, op=None: calls.append((t.dtype, op))  # one rank: a no-op
+    try:
+        c = SiteCounters(3, rows=6, samples=2, fires=[1, 0, 6], sample_fires=[1, 0, 2], abs_sum=[1.0, 0.0, 9.0],
+                         min=[0.0, 0.0, 1.0], total=10.0, max=4.0, nonfinite=2)
+        again = distributed._all_reduce_counters(c)
+    finally:
+        torch_dist.all_reduce = original
+    assert again.to_dict() == c.to_dict()
+    assert len(calls) == len({(f.dtype, f.merge) for f in COUNTERS})
+
+
+# ---- the typed report -------------------------------------------------------------------
+
+
+def _report(samples: int = 10, warnings: list[str] | None = None) -> Report:
+    counters = SiteCounters(4, rows=samples, samples=samples, fires=[0, 3, 5, 0], sample_fires=[0, 3, 5, 0],
+                            abs_sum=[0.0, 3.0, 5.0, 0.0], total=8.0, max=1.0)
+    site = Site(0, "layer.relu", "relu", "nn.ReLU", {}, [4], 1, counters)
+    return Report(model={"path": "m.onnx", "format": "onnx", "sha256": "a" * 64},
+                  sample={"source": "x.npy", "samples": samples, "batch_size": 5, "seed": None, "inputs": []},
+                  settings={"tau": 0.025, "neuron_axis": "auto"}, sites=[site], warnings=warnings or [])
+
+
+def test_parts_are_typed_and_the_json_keeps_its_shape_and_unknown_keys() -> None:
+    d = json.loads(_report().to_json())
+    d["model"]["producer"] = "a newer v1 writer"  # v1 may add keys: kept, written back
+    d["sample"]["steps"] = [0, 9]
+    r = Report.from_dict(d)
+    assert r.model.sha256 == "a" * 64 and r.sample.batch_size == 5 and r.settings.tau == 0.025
+    assert r.model.extra == {"producer": "a newer v1 writer"} and r.sample["steps"] == [0, 9]
+    assert json.loads(r.to_json()) == d
+    assert set(d["sample"]) == {"source", "samples", "batch_size", "seed", "inputs", "steps"}  # no null shard keys
+    assert r.model.label == "m.onnx (onnx)"
+    assert Report.from_dict({**d, "model": {"path": None, "format": "module", "sha256": None}}).model.label == \
+        "in-memory module"
+
+
+def test_site_metrics_are_properties_and_the_repr_is_short() -> None:
+    site = _report().sites[0]
+    assert (site.dead, site.dead_indices, site.neurons, site.dead_ratio) == (2, [0, 3], 4, 0.5)
+    assert "dead=2" in repr(site) and "dead_ratio=0.500" in repr(site) and "array" not in repr(site)
+    with pytest.raises(AttributeError):
+        site.no_such_metric  # noqa: B018
+    assert site.sample_axis == 0 and site.to_dict()["sample_axis"] == 0
+    assert site.shape[site.sample_axis] == site.neurons
+
+
+def test_summary_is_computed_from_the_counters_not_averaged() -> None:
+    r = _report()
+    s = r.summary
+    assert (s.sites, s.neurons, s.dead, s.dead_ratio) == (1, 4, 2, 0.5)
+    assert s.sparsity == pytest.approx(1 - 8 / 40)  # 8 positive entries of 4 neurons x 10 rows
+
+
+def test_merge_finds_the_small_sample_warning_by_its_code_not_its_wording() -> None:
+    reworded = Notice("too few inputs, reworded by a later version", notices.SMALL_SAMPLE)
+    a = _report(warnings=[reworded, Notice("keep me", notices.CAPTURE)])
+    merged = merge_reports([a, _report(samples=400)], ["a", "b"])
+    assert "keep me" in merged.warnings and reworded not in merged.warnings
+    assert [w.code for w in merged.warnings].count(notices.SMALL_SAMPLE) == 0  # 410 samples: floor < 1%
+    small = merge_reports([a, _report(samples=20)], ["a", "b"])
+    assert [w for w in small.warnings if w.code == notices.SMALL_SAMPLE] == [
+        w for w in small.warnings if w.startswith("30 samples")]
+
+
+def test_warning_codes_survive_json_and_old_reports_get_codes() -> None:
+    r = rd.scan(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()), input_shape=(3,), samples=8,
+                warn=False)
+    codes = {w.code for w in Report.from_dict(json.loads(r.to_json())).warnings}
+    assert {notices.SYNTHETIC_DATA, notices.SMALL_SAMPLE} <= codes
+    old = json.loads(r.to_json())
+    del old["warning_codes"]  # written before the codes existed
+    assert {w.code for w in Report.from_dict(old).warnings} == {notices.OTHER, notices.SMALL_SAMPLE}
+
+
+# ---- inputs are not changed ---------------------------------------------------------------
+
+
+def _training_modes(m: torch.nn.Module) -> list[bool]:
+    return [x.training for x in m.modules()]
+
+
+@pytest.mark.parametrize("script", [False, True])
+def test_a_scan_gives_the_module_back_in_its_training_mode(script: bool) -> None:
+    c = case("reused_relu")
+    model = c.build().train()
+    model = torch.jit.script(model) if script else model
+    list(model.modules())[-1].eval()  # a mix of modes must come back exactly
+    before = _training_modes(model)
+    rd.scan(model, sample_data(c, n=4), warn=False)
+    assert _training_modes(model) == before
+    with pytest.raises(rd.UserError, match="is empty"):  # refused after the module was put in eval mode
+        rd.scan(model, sample_data(c, n=1), shard=(0, 2), warn=False)
+    assert _training_modes(model) == before
+    with pytest.raises(rd.UserError, match="failed"):  # the forward pass fails
+        rd.scan(model, np.zeros((4, 7), np.float32), warn=False)
+    assert _training_modes(model) == before
+
+
+def test_resolving_input_shapes_leaves_the_given_specs_alone() -> None:
+    given = [InputSpec("a"), InputSpec("b", (None, 4))]
+    assert [s.shape for s in resolve_specs(given, ["b=2,4", "a=3"])] == [(3,), (2, 4)]
+    assert [s.shape for s in resolve_specs(given, ["3", "2,4"])] == [(3,), (2, 4)]
+    assert given == [InputSpec("a"), InputSpec("b", (None, 4))]
+
+
+def test_iterating_batches_changes_nothing_and_counts_nonfinite_per_batch() -> None:
+    data = np.ones((5, 2), np.float32)
+    data[3, 1] = np.nan
+    data[4, 0] = np.inf
+    sample = array_sample([data], [InputSpec("x", (2,))], "array", None)
+    before = repr(sample)
+    first = [(b.valid, b.nonfinite) for b in sample.batches(2)]
+    assert [(b.valid, b.nonfinite) for b in sample.batches(2)] == first == [(2, 0), (2, 1), (1, 1)]
+    assert repr(sample) == before
+    synthetic = synthetic_sample([InputSpec("x", (3,))], 4, 0, None)
+    once = [b.arrays[0] for b in synthetic.batches(3)]
+    twice = [b.arrays[0] for b in synthetic.batches(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(once, twice, strict=True))
+
+
+def test_nonfinite_inputs_are_counted_once_per_scan() -> None:
+    data = np.ones((6, 3), np.float32)
+    data[2, 0] = np.nan
+    data[5, 2] = -np.inf
+    report = rd.scan(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), data, batch_size="auto",
+                     warn=False)
+    assert [w for w in report.warnings if w.code == notices.NONFINITE_INPUTS] == [
+        "the inputs hold 2 NaN or infinite values: activations that depend on them are counted in each "
+        "site's nonfinite"]

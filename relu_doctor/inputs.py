@@ -33,6 +33,13 @@ class InputSpec:
     # integer data stays integer until the model shows it takes floats (backends/torch.py)
     dtype_known: bool = False
 
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The per-sample shape of a resolved spec, where every dim is known."""
+        if self.shape is not None and any(d is None for d in self.shape):
+            raise ValueError(f"input {self.name!r} has unknown dims: {self.shape}")
+        return tuple(int(d) for d in self.shape or () if d is not None)
+
 
 @dataclass
 class Batch:
@@ -96,7 +103,7 @@ class Sample:
         # One generator per (seed, sample, input): sample i is the same whatever the batch
         # size or shard, so partial scans of a synthetic sample merge exactly.
         rng = np.random.default_rng([self.seed or 0, sample_index, input_index])
-        shape = tuple(int(d) for d in spec.shape or ())
+        shape = spec.dims
         dtype = np.dtype(spec.dtype)
         if dtype.kind in "iub":
             lo, hi = self.input_range or (0, 2)
@@ -284,7 +291,7 @@ def _check_fits(spec: InputSpec, a: np.ndarray, source: str) -> None:
 def check_batch_size(batch_size: int, specs: list[InputSpec]) -> None:
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
-    per_sample = sum(int(np.prod(s.shape or ())) * np.dtype(s.dtype).itemsize for s in specs)
+    per_sample = sum(int(np.prod(s.dims)) * np.dtype(s.dtype).itemsize for s in specs)
     need = per_sample * batch_size
     if need > MAX_BATCH_BYTES:
         raise UserError(
@@ -338,7 +345,7 @@ def as_arrays(data: Any) -> dict[str, np.ndarray] | list[np.ndarray]:
     if isinstance(data, (list, tuple)):
         batches = [_to_numpy(b) if not isinstance(b, (list, tuple)) else [_to_numpy(t) for t in b] for b in data]
         if all(isinstance(b, np.ndarray) for b in batches):
-            return [np.concatenate(batches)]  # type: ignore[arg-type]
+            return [np.concatenate(batches)]
         return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
     return [_to_numpy(data)]
 

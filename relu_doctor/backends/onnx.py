@@ -65,7 +65,9 @@ def resolve_device(device: str) -> list[Any]:
 def prepare(model: onnx.ModelProto, providers: list[Any]) -> OnnxModel:
     """Read the graph's inputs: per-sample shapes (None for symbolic dims) and a fixed batch."""
     initializers = {t.name for t in model.graph.initializer}
-    specs, dtypes, fixed_batch = [], {}, None
+    specs: list[InputSpec] = []
+    dtypes: dict[str, np.dtype] = {}
+    fixed_batch: int | None = None
     for inp in model.graph.input:
         if inp.name in initializers:  # old exporters list weights as inputs too
             continue
@@ -89,7 +91,7 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
             include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
     """Run the sample through the instrumented graph and return the counters of every site."""
     rows = model.fixed_batch or batch_size
-    shapes = static_shapes(model.proto, {s.name: [rows, *(s.shape or ())] for s in sample.specs})
+    shapes = static_shapes(model.proto, {s.name: [rows, *s.dims] for s in sample.specs})
     search = find_sites(model.proto, include_smooth, {name: dims for name, (_, dims) in shapes.items()})
     plans, warnings = plan_sites(search.sites, shapes, neuron_axis)
     warnings = search.warnings + warnings

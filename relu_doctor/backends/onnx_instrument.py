@@ -130,7 +130,9 @@ def plan_sites(sites: Sequence[GraphSite], shapes: dict[str, tuple[int, list | N
         rank = len(dims)  # type: ignore[arg-type]
         axis = neuron_axis(rank, site.axis_rule, neuron_axis_override)
         plan = SitePlan(i, site, RAW, axis, list(dims[1:]), elem_type)  # type: ignore[index]
-        if rank >= 3 and axis == 1 and elem_type == TensorProto.FLOAT and plan.positions <= MAX_POOL_POSITIONS:
+        positions = plan.positions
+        if rank >= 3 and axis == 1 and elem_type == TensorProto.FLOAT and positions is not None \
+                and positions <= MAX_POOL_POSITIONS:
             plan.method = POOL
         elif rank >= 3:
             plan.method = REDUCE
@@ -262,7 +264,8 @@ def _instrument_graph(graph: onnx.GraphProto, path: tuple[Step, ...], by_scope: 
         nodes.append(node)
         for tensor in node.output:
             if tensor in mine:
-                plan, group = mine[tensor], []
+                plan = mine[tensor]
+                group: list[onnx.NodeProto] = []
                 for role, name, elem_type, rank in _emit(b, plan, raw, nodes, group):
                     if path and name == tensor:  # a branch cannot export a tensor under the same name twice
                         name = b.node(group, "Identity", [tensor])

@@ -48,8 +48,8 @@ def patch_onnx(model: onnx.ModelProto, plan: PatchPlan, include_smooth: bool = F
     by_name = plan.by_name()
     orphans: set[str] = set()  # inputs of replaced nodes (Clip's bounds, Max's zero)
     scopes: dict[tuple, list[GraphSite]] = {}
-    for site in sites:
-        scopes.setdefault(tuple(site.scope), []).append(site)
+    for s in sites:
+        scopes.setdefault(tuple(s.scope), []).append(s)
     # Deepest graphs first: rebuilding a graph's node list copies its nodes, and a branch
     # rewritten before its parent is copied along with it.
     for scope in sorted(scopes, key=len, reverse=True):
@@ -59,11 +59,11 @@ def patch_onnx(model: onnx.ModelProto, plan: PatchPlan, include_smooth: bool = F
         for old in graph.node:
             node = onnx.NodeProto()
             node.CopyFrom(old)
-            site = next((by_output[o] for o in node.output if o in by_output), None)
+            site: GraphSite | None = next((by_output[o] for o in node.output if o in by_output), None)
             if site is not None and not node.name:
                 node.name = site.name  # freeze the generated name (see the module docstring)
             patch = by_name.get(site.name) if site is not None else None
-            if patch is None:
+            if site is None or patch is None:
                 rebuilt.append(node)
                 continue
             elem = types.get(site.output, onnx.TensorProto.FLOAT)

@@ -218,7 +218,7 @@ def _map_calls(work: nn.Module, traced: dict[str, fx.GraphModule], example: Sequ
             bound.apply_defaults()
             return _Interpreter(self, _path, mapping).run(*bound.arguments.values())
 
-        gm.forward = types.MethodType(run, gm)  # type: ignore[method-assign]
+        gm.forward = types.MethodType(run, gm)
     tracker = EagerModuleTracker(work)
     try:
         mode = _MappingMode(tracker, mapping, include_smooth)

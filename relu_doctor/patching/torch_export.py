@@ -115,7 +115,7 @@ def _dynamic_shapes(program: ExportedProgram, forward: Any, args: tuple, kwargs:
 def _leaf_shape(val: Any, program: ExportedProgram, dims: dict[Any, Any]) -> dict[int, Any] | None:
     if not isinstance(val, torch.Tensor):
         return None
-    shape = {}
+    shape: dict[int, Any] = {}
     for i, d in enumerate(val.shape):
         if isinstance(d, int):
             continue

@@ -8,6 +8,7 @@ replaces each call by exactly one leaky call), so the plan says what it must com
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -80,10 +81,10 @@ def verify_torch(original: Any, patched: Any, plan: PatchPlan, sample: Sample, f
                 ya, yb = run(before, batch.arrays), run(after, batch.arrays)
                 result.max_abs_change = max(result.max_abs_change,
                                             max_abs_change(_outputs(ya, batch.valid), _outputs(yb, batch.valid)))
-                probe.forward(lambda arrays=batch.arrays: run(after, arrays))
+                probe.forward(functools.partial(run, after, batch.arrays))
                 result.samples += batch.valid
             for batch in fresh.batches(batch_size, after.fixed_batch):
-                probe.forward(lambda arrays=batch.arrays: run(after, arrays))
+                probe.forward(functools.partial(run, after, batch.arrays))
                 result.fresh += batch.valid
             # inputs made before the clock starts; reused across runs (only the timing reads them)
             timed = [(_inputs(b.arrays, before), _inputs(b.arrays, after))

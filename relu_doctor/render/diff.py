@@ -12,8 +12,8 @@ from .markdown import code, render_markdown
 from .text import percent, plain_text, shorten_middle
 
 if TYPE_CHECKING:
-    from ..compare import Diff, SiteChange, SiteOnly
-    from ..report import Report
+    from ..compare import Diff, IncreaseViolation, SiteChange, SiteOnly
+    from ..report import Report, Violation
 
 DIFF_FORMATS = ("table", "json", "markdown")
 
@@ -82,7 +82,7 @@ def summary_text(d: Diff) -> Text:
         f"{len(d.removed)} removed.\n")
     for c in (c for c in d.sites if c.kind_base is not None):
         out.append("Kind: ", style="bold").append(f"{shorten_middle(c.name, 40)} {c.kind_base} → {c.kind}.\n")
-    if any(not c.grad_blocked for c in [*d.sites, *d.added, *d.removed]):
+    if not all(c.grad_blocked for c in d.sites) or not all(c.grad_blocked for c in [*d.added, *d.removed]):
         out.append("* leaky kind: dead neurons still pass gradient; never fail --fail-increase.\n", style="dim")
     out.append(_gate_text(d))
     return out
@@ -147,7 +147,7 @@ def render_diff_markdown(d: Diff, new: Report | None = None) -> str:
         "",
     ]
     # The new scan's own gates (--fail-dead-ratio ...) too: the summary is read when either fails.
-    failed = [*d.violations, *(new.gates.violations if new is not None else [])]
+    failed: list[IncreaseViolation | Violation] = [*d.violations, *(new.gates.violations if new else [])]
     lines += [f"- ❌ {v.describe()}" for v in failed] + ([""] if failed else [])
     lines += [f"> Note: {w}." for w in d.warnings] + ([""] if d.warnings else [])
     changed = sorted((c for c in d.sites if c.changed), key=lambda c: (-c.dead_pp, c.name))

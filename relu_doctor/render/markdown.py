@@ -44,11 +44,11 @@ def _table(sites: list[Site]) -> list[str]:
 def render_markdown(report: Report, heading: str = "###") -> str:
     s = report.summary
     status = "✅ passed" if report.gates.passed else "❌ failed"
-    path = report.model.get("path")
+    path = report.model.path
     lines = [
         f"{heading} relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})",
         "",
-        f"Model {code(path) if path else '(in memory)'} ({report.model.get('format')}), "
+        f"Model {code(path) + ' (' + report.model.format + ')' if path else report.model.label}, "
         f"{report.sample['samples']} inputs ({report.sample['source']}), {s.sites} sites, "
         f"sparsity {percent(s.sparsity)}, dormant {s.dormant}. Detection floor {percent(s.detection_floor)}. "
         f"Gates: {status if report.gates.checked else 'none set'}.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -59,8 +59,7 @@ def summary_text(report: Report) -> Text:
     s = report.summary
     sample = report.sample
     out = Text()
-    out.append("\nModel: ", style="bold").append(f"{report.model.get('path') or '(in memory)'} "
-                                                 f"({report.model.get('format')})\n")
+    out.append("\nModel: ", style="bold").append(f"{report.model.label}\n")
     out.append("Sample: ", style="bold").append(
         f"{sample['samples']} inputs ({sample['source']}); a neuron that fires on fewer than "
         f"{percent(s.detection_floor)} of inputs can look dead here by chance.\n")
@@ -93,9 +92,12 @@ def _gates_text(report: Report) -> Text:
     return text
 
 
-def render_table(report: Report, console: Console) -> None:
+def report_renderable(report: Report) -> RenderableType:
+    """The table and summary as one Rich renderable (Report.__rich__ returns it)."""
     if report.sites:
-        console.print(Group(sites_table(report), summary_text(report)))
-    else:
-        console.print(Text("No ReLU-family activation ran in this model: nothing to report.\n"),
-                      summary_text(report))
+        return Group(sites_table(report), summary_text(report))
+    return Group(Text("No ReLU-family activation ran in this model: nothing to report.\n"), summary_text(report))
+
+
+def render_table(report: Report, console: Console) -> None:
+    console.print(report_renderable(report))

@@ -155,8 +155,8 @@ def _progress_reporter(progress: Progress | None, total: int) -> Callable[[int],
     return advance
 
 
-def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> list[Notice]:
-    warnings = []
+def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> list[str]:
+    warnings: list[str] = []
     if nonfinite_inputs:
         warnings.append(Notice(f"the inputs hold {nonfinite_inputs} NaN or infinite values: activations that "
                                "depend on them are counted in each site's nonfinite", notices.NONFINITE_INPUTS))

@@ -17,7 +17,7 @@ from typing import Any
 from . import notices as codes
 from .errors import UserError
 from .gates import regate
-from .notices import Notice
+from .notices import Notice, code_of
 from .report import ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import small_sample_warning
 
@@ -139,14 +139,14 @@ def _merged_sample(reports: Sequence[Report], labels: Sequence[str], samples: in
     )
 
 
-def _merged_warnings(reports: Sequence[Report], labels: Sequence[str], samples: int) -> list[Notice]:
+def _merged_warnings(reports: Sequence[Report], labels: Sequence[str], samples: int) -> list[str]:
     """Every part's warnings once, in order, except the sample-size one, which is redone for the total."""
     seen: dict[str, Notice] = {}
     for r in reports:
         for w in r.warnings:
-            if w.code != codes.SMALL_SAMPLE:
-                seen.setdefault(str(w), w)
-    out = list(seen.values())
+            if code_of(w) != codes.SMALL_SAMPLE:
+                seen.setdefault(str(w), Notice(w, code_of(w)))
+    out: list[str] = list(seen.values())
     if reports[0].model.sha256 is None:
         out.append(Notice("the reports carry no model sha256 (in-memory models): cannot check they are of the "
                           "same model", codes.NO_SHA256))

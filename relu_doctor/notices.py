@@ -38,7 +38,7 @@ def code_of(w: str) -> str:
     return w.code if isinstance(w, Notice) else OTHER
 
 
-def notices(texts: Iterable[str], code: str) -> list[Notice]:
+def notices(texts: Iterable[str], code: str) -> list[str]:
     return [t if isinstance(t, Notice) else Notice(t, code) for t in texts]
 
 

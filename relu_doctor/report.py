@@ -257,7 +257,7 @@ class Report:
     settings: Settings
     sites: list[Site]
     gates: Gates = field(default_factory=Gates)
-    warnings: list[Notice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # Notices (a str with a code); plain str become OTHER
     # The comparison with a baseline (compare.Diff), when scan() was given one; not in the JSON.
     diff: Any = field(default=None, repr=False, compare=False)
 

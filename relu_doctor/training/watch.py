@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import gates as gating
 from ..errors import UserError
-from ..report import Report, Site
+from ..report import ModelInfo, Report, SampleInfo, Settings, Site
 from ..stats import DEFAULT_TAU, small_sample_warning
 from .sinks import Sinks
 
@@ -165,7 +165,7 @@ class Watch:
         device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
         began = time.perf_counter()
         with preserved(model):
-            scanned = scan(model, self.probe, tau=self.tau, neuron_axis=self.neuron_axis,
+            scanned = scan(model, self.probe, tau=self.tau, neuron_axis=self.neuron_axis, warn=False,
                            include_smooth=self.include_smooth, device=str(device) if device is not None else "cpu")
         self.probe_seconds.append(time.perf_counter() - began)
         sample = dict(scanned.sample, source="probe", steps=[self.steps, self.steps])
@@ -181,11 +181,13 @@ class Watch:
         if small and small not in notes:
             notes.append(small)
         report = Report(
-            model={"path": None, "format": "module", "sha256": None, "class": type(self.model).__name__},
-            sample=sample,
-            settings={"tau": self.tau, "neuron_axis": self.neuron_axis, "include_smooth": self.include_smooth,
-                      "select": self.select, "ignore": self.ignore, "every": self.every,
-                      "window": self.window if self.probe is None else None, "mode": self.mode},
+            model=ModelInfo.from_dict({"path": None, "format": "module", "sha256": None,
+                                       "class": type(self.model).__name__}),
+            sample=SampleInfo.from_dict(sample),
+            settings=Settings.from_dict({
+                "tau": self.tau, "neuron_axis": self.neuron_axis, "include_smooth": self.include_smooth,
+                "select": self.select, "ignore": self.ignore, "every": self.every,
+                "window": self.window if self.probe is None else None, "mode": self.mode}),
             sites=sites,
             warnings=notes,
         )

@@ -29,6 +29,9 @@ MAX_REPORT_BYTES = 1 << 30  # 1 GiB of JSON: about 50 million neurons' counters
 MAX_COUNT = 2**53  # counts above this are not exact in the float64 metrics
 MAX_NEURONS = 1 << 26  # per site
 NEURON_AXES = ("auto", "channel", "last")
+# The parameters of the kinds patch rewrites (what kinds.py gives them); a bound that a
+# report invents or drops would change what patch writes.
+_PARAMS: dict[str, set[str]] = {"relu": set(), "relu6": set(), "clip": {"max"}}
 _SHARD = re.compile(r"^(\d{1,9})/(\d{1,9})$")
 _HINT = "Pass a report written by `relu-doctor scan --format json` (or merge), unedited."
 
@@ -176,6 +179,9 @@ def _check_site(s: dict[str, Any], index: int, tau: float, names: set[str]) -> t
     params = _dict(s.get("params", {}), f"{where}.params")
     for k, v in params.items():
         _number(v, f"{where}.params.{k}")
+    if kind in _PARAMS and set(params) != _PARAMS[kind]:
+        _fail(f"{where}.params", f"a {kind} site has parameters {sorted(_PARAMS[kind]) or 'none'}, "
+                                 f"not {sorted(params)}")
     bounded = KINDS[kind].bounded
     upper = kind_upper_bound(kind, params)
     if bounded and not (upper is not None and upper > 0):
@@ -211,11 +217,7 @@ def _check_counters(d: dict[str, Any], where: str, bounded: bool, nonnegative: b
             items = _list(v, at)
             if len(items) != n:
                 _fail(at, f"{len(items)} values for {n} neurons")
-            if f.is_count:
-                values[f.name] = np.array([_count(x, f"{at}[{i}]") for i, x in enumerate(items)], np.int64)
-            else:
-                values[f.name] = np.array([f.identity if x is None and extreme else _number(x, f"{at}[{i}]")
-                                           for i, x in enumerate(items)], np.float64)
+            values[f.name] = _counts(items, at) if f.is_count else _numbers(items, at, f.identity if extreme else None)
         elif f.is_count:
             values[f.name] = _count(v, at)
         else:
@@ -330,6 +332,23 @@ def _list(v: Any, where: str) -> list[Any]:
     if not isinstance(v, list):
         _fail(where, f"a {type(v).__name__}, not a list")
     return v
+
+
+def _counts(items: list[Any], where: str) -> np.ndarray:
+    """A list of counts as int64; the builtins' fast path first (reports hold millions)."""
+    if all(type(x) is int for x in items) and (not items or (min(items) >= 0 and max(items) <= MAX_COUNT)):
+        return np.array(items, np.int64)
+    return np.array([_count(x, f"{where}[{i}]") for i, x in enumerate(items)], np.int64)
+
+
+def _numbers(items: list[Any], where: str, null: float | None) -> np.ndarray:
+    """A list of finite numbers as float64; `null` (when not None) stands for a JSON null."""
+    if all(type(x) in (int, float) for x in items):
+        a = np.array(items, np.float64)
+        if np.isfinite(a).all() and (not a.size or np.abs(a).max() <= 1e300):
+            return a
+    return np.array([null if x is None and null is not None else _number(x, f"{where}[{i}]")
+                     for i, x in enumerate(items)], np.float64)
 
 
 def _opt(d: dict[str, Any], key: str, check: Callable[[Any, str], Any], where: str) -> None:

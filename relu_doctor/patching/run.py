@@ -20,6 +20,7 @@ from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .plan import PatchPlan, plan_patch
+from .report_match import check_report_matches
 from .verify import Verification, check_rescan
 
 OUTPUT_FORMATS = ("module", "onnx", "pt2", "torchscript")
@@ -118,6 +119,8 @@ def patch_file(
     fmt = output_format(loaded.format, to)
     report = _report(loaded, report_path, opts, progress)
     plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
+    if report_path is not None:  # a report from a file: the model must agree with it (report_match.py)
+        check_report_matches(report, _probe(loaded, report, opts), str(report_path), [p.name for p in plan.sites])
     outcome = PatchOutcome(model, out, loaded.format, fmt, report, plan)
     if dry_run or not plan.sites or out is None:
         return outcome
@@ -159,6 +162,16 @@ def _report(loaded: LoadedModel, report_path: str | Path | None, opts: ScanOptio
     report = api.scan(loaded.obj, opts.data, progress=progress, warn=False, **opts.scan_kwargs())
     report.model = ModelInfo.from_dict(loaded.describe())
     return report
+
+
+def _probe(loaded: LoadedModel, report: Report, opts: ScanOptions) -> Report:
+    """The model's own sites: a scan of one small batch of the sample, with the report's settings."""
+    from .. import api
+
+    kwargs = opts.scan_kwargs()
+    kwargs.update(samples=2, batch_size=2, max_batches=1, include_smooth=report.settings.include_smooth,
+                  neuron_axis=report.settings.neuron_axis)
+    return api.scan(loaded.obj, opts.data, warn=False, **kwargs)
 
 
 def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | None]:

@@ -101,7 +101,9 @@ def onnx_proto(module: nn.Module, example: Sequence[torch.Tensor], names: Sequen
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
-            torch.onnx.export(module, tuple(example), buffer, dynamo=False,  # type: ignore[arg-type]  # a file object works input_names=names, output_names=outputs,
+            # a file object works: the stub says path only
+            torch.onnx.export(module, tuple(example), buffer, dynamo=False,  # type: ignore[arg-type]
+                              input_names=names, output_names=outputs,
                               dynamic_axes={n: {0: "batch"} for n in names + outputs}, opset_version=ONNX_OPSET)
     except Exception as e:
         from ..errors import summarize_exception

@@ -64,7 +64,7 @@ class _CaptureMode(ActivationCalls):
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
         self.valid_rows = valid_rows  # rows of the batch that belong to the sample
         self.batch_rows = batch_rows  # rows fed to the model (a fixed batch pads the last one)
-        self._name_counts: dict[str, int] = {}
+        self._name_counts = {}
         self.start_pass()
         self.workspace.start_batch()
 

@@ -89,7 +89,7 @@ def graph_outcome(node: Any) -> str:
     source = node.args[0] if node.args else None
     producer = getattr(source, "target", None)
     packet = getattr(producer, "_overloadpacket", None)
-    if packet is None:
+    if packet is None or source is None:
         return RELU6
     x = shifted_input(packet.__name__, tuple(source.args), dict(source.kwargs))
     if x is None:

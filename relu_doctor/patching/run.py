@@ -207,6 +207,10 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
     if fmt != "module" and loaded.format in _EAGER_INPUTS:
         patched, notes = convert(patched, fmt, example, [s.name for s in sample.specs])
         warnings += notes
+        if fmt == "onnx":  # the exporter names the nodes: give the sites the report's names back
+            from .onnx_names import keep_site_names
+
+            warnings += keep_site_names(patched, plan.site_names, include_smooth)
     return patched, example
 
 

@@ -6,6 +6,7 @@ Pillow is an optional extra (`pip install relu-doctor[images]`), imported only h
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .limits import check_sample_bytes
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,14 @@ def image_options(image_size: str | int | tuple[int, int] | None, mean: str | tu
         size = (image_size, image_size)
     else:
         size = None if image_size is None else (int(image_size[0]), int(image_size[-1]))
+    if size is not None:  # refused before any image is decoded at that size
+        check_sample_bytes(_image_bytes(*size), f"one {size[0]}x{size[1]} image", "Give a smaller --image-size.")
     means = parse_floats(mean, "--mean", 3) if isinstance(mean, str) else mean
     stds = parse_floats(std, "--std", 3) if isinstance(std, str) else std
-    if stds is not None and any(s <= 0 for s in stds):
-        raise UserError("--std values must be positive")
+    if stds is not None and any(not (s > 0 and math.isfinite(s)) for s in stds):
+        raise UserError("--std values must be positive, finite numbers")
+    if means is not None and not all(math.isfinite(m) for m in means):
+        raise UserError("--mean values must be finite numbers")
     return ImageOptions(
         size=size,
         mean=tuple(means) if means is not None else ImageOptions.mean,
@@ -114,6 +120,7 @@ def load_image_folder(folder: Path, options: ImageOptions) -> ImageFolder:
     if not files:
         raise UserError(f"--data {folder} holds no images", "Pass a folder of images Pillow reads "
                         "(.png, .jpg, .webp, .bmp, ...), directly or in class subfolders.")
+    _check_folder_bytes(Image, files, options)
     arrays = [_read(Image, path, options) for path in files]
     shapes = Counter(a.shape for a in arrays)
     if len(shapes) > 1:
@@ -132,6 +139,26 @@ def load_image_folder(folder: Path, options: ImageOptions) -> ImageFolder:
     info = {"size": list(batch.shape[2:]), "mean": list(options.mean), "std": list(options.std),
             "files": len(files), "skipped": sum(skipped.values())}
     return ImageFolder((batch - mean) / std, info, notes)
+
+
+def _image_bytes(height: int, width: int) -> int:
+    return height * width * 3 * (4 + 1)  # the float32 array and Pillow's 8-bit RGB decode of it
+
+
+def _check_folder_bytes(Image: Any, files: list[Path], options: ImageOptions) -> None:
+    """What decoding every image would need, from the headers, before any is decoded."""
+    need = 0
+    for path in files:
+        height, width = options.size or (0, 0)
+        if options.size is None:
+            try:
+                with Image.open(path) as image:  # reads the header only
+                    width, height = image.size
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                continue  # _read says what is wrong with this file
+        need += _image_bytes(height, width)
+    check_sample_bytes(need, f"decoding the {len(files)} images of the --data folder",
+                       "Resize them with --image-size H,W, or pass fewer images.")
 
 
 def _read(Image: Any, path: Path, options: ImageOptions) -> np.ndarray:

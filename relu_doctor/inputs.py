@@ -6,6 +6,7 @@ they run it. A sample is a list of per-input arrays whose first axis is the samp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .limits import check_sample_bytes, human_size
 from .notices import SYNTHETIC_DATA, Notice
 
 DEFAULT_SYNTHETIC_SAMPLES = 256
@@ -150,6 +152,8 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--input-range {text!r} is not LO,HI", "Write it like 0,1.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UserError(f"--input-range {text!r}: LO and HI must be finite numbers", "Write it like 0,1.")
     if not lo < hi:
         raise UserError(f"--input-range {text!r}: LO must be below HI")
     return lo, hi
@@ -198,12 +202,34 @@ def synthetic_sample(specs: list[InputSpec], samples: int | None, seed: int,
                 "Give it with --input-shape (per sample, no batch dimension), e.g. --input-shape 3,224,224, "
                 "or pass real data with --data.",
             )
+    count = DEFAULT_SYNTHETIC_SAMPLES if samples is None else samples
+    _check_synthetic(specs, count, seed, input_range)
     return Sample(
         source="synthetic", specs=specs,
-        count=DEFAULT_SYNTHETIC_SAMPLES if samples is None else samples,
+        count=count,
         seed=seed, input_range=input_range,
         warnings=[Notice("synthetic inputs: real inputs give the numbers that matter (pass --data)", SYNTHETIC_DATA)],
     )
+
+
+def _check_synthetic(specs: list[InputSpec], count: int, seed: int,
+                     input_range: tuple[float, float] | None) -> None:
+    """What a synthetic sample could not generate, refused before the first batch."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be an integer from 0 to 2**63-1 (got {seed!r})")
+    per_sample = sum(math.prod(int(d) for d in s.shape or ()) * np.dtype(s.dtype).itemsize for s in specs)
+    check_sample_bytes(count * per_sample, f"--samples {count} synthetic inputs of {human_size(per_sample)} each",
+                       "Scan fewer --samples (a few hundred to a few thousand give a detection floor under 1%).")
+    for s in specs:
+        dtype = np.dtype(s.dtype)
+        if dtype.kind not in "iub" or input_range is None:
+            continue
+        lo, hi = input_range
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        top = 2 if dtype.kind == "b" else int(info.max) + 1
+        if not (float(lo).is_integer() and float(hi).is_integer() and info.min <= lo < hi <= top):
+            raise UserError(f"input {s.name!r} is {dtype.name}: --input-range {lo:g},{hi:g} is not a range of its "
+                            f"integers", f"Give whole numbers LO,HI (HI excluded) within {int(info.min)}..{top}.")
 
 
 def array_sample(arrays: dict[str, np.ndarray] | list[np.ndarray], specs: list[InputSpec],

@@ -25,8 +25,13 @@ from .stats import small_sample_warning
 _SAME_SETTINGS = ("tau", "neuron_axis", "include_smooth", "select", "ignore")
 
 
-def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None) -> Report:
-    """The report of all the reports' samples together; `labels` name them in errors (file paths)."""
+def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None,
+                  gates: dict[str, float] | None = None) -> Report:
+    """The report of all the reports' samples together; `labels` name them in errors (file paths).
+
+    The whole is judged by `gates` (gate -> threshold, merge's --fail-* flags) when given,
+    else by the gates the parts recorded (the strictest of each, when they differ).
+    """
     if not reports:
         raise UserError("nothing to merge", "Pass the JSON reports of the partial scans.")
     labels = list(labels) if labels is not None else [f"report {i + 1}" for i in range(len(reports))]
@@ -46,7 +51,8 @@ def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None
         settings=Settings.from_dict(first.settings.to_dict()), sites=sites,
         warnings=_merged_warnings(reports, labels, samples),
     )
-    merged.gates = regate(sites, first.settings.select, first.settings.ignore, first.gates.checked)
+    checked = gates if gates is not None else _recorded_gates(reports, merged.warnings)
+    merged.gates = regate(sites, first.settings.select, first.settings.ignore, checked)
     return merged
 
 
@@ -61,9 +67,6 @@ def _check_compatible(a: Report, la: str, b: Report, lb: str) -> None:
         if va != vb:
             raise UserError(f"{la} and {lb} were scanned with different {key} ({va!r} vs {vb!r})",
                             "Scan every shard with the same options.")
-    if a.gates.checked != b.gates.checked:
-        raise UserError(f"{la} and {lb} were scanned with different gates ({_gates(a)} vs {_gates(b)})",
-                        "Scan every shard with the same --fail-* options.")
     if a.sample.inputs != b.sample.inputs:
         raise UserError(f"{la} and {lb} have different model inputs (shapes or dtypes)",
                         "Merge only scans of the same inputs.")
@@ -109,8 +112,17 @@ def _describe(s: Site) -> str:
     return f"{s.name} ({s.kind}, {s.neurons} neurons, axis {s.axis}, shape {list(s.shape)})"
 
 
-def _gates(r: Report) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in r.gates.checked.items()) or "none"
+def _recorded_gates(reports: Sequence[Report], warnings: list[str]) -> dict[str, float]:
+    """The gates the parts recorded; where they differ, the strictest threshold of each (and a warning)."""
+    checked: dict[str, float] = {}
+    for r in reports:
+        for gate, threshold in r.gates.checked.items():
+            checked[gate] = min(threshold, checked.get(gate, threshold))
+    if any(r.gates.checked != reports[0].gates.checked for r in reports):
+        chosen = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in checked.items())
+        warnings.append(f"the parts recorded different gates; the whole is judged by the strictest of each "
+                        f"({chosen}): pass merge's --fail-* options to choose")
+    return checked
 
 
 def _common(reports: Sequence[Report], key: str) -> Any:

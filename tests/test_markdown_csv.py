@@ -21,7 +21,6 @@ from relu_doctor.render.csv import COLUMNS, render_csv
 from relu_doctor.render.diff import NAME_WIDTH as DIFF_NAME_WIDTH
 from relu_doctor.render.diff import render_diff_table
 from relu_doctor.render.markdown import TOP, render_markdown
-from relu_doctor.render.table import NAME_WIDTH as TABLE_NAME_WIDTH
 from relu_doctor.render.table import render_table
 from relu_doctor.render.text import shorten_middle
 from relu_doctor.report import Report, Site
@@ -31,8 +30,8 @@ LONG_NAME = "encoder_stage_number_one.residual_block_with_a_long_name.1"
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7])(;[0-9;]*)?m")  # a foreground colour SGR code
 
 
-def run(*args: object) -> object:
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1"})
+def run(*args: object, env: dict[str, str] | None = None) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1", **(env or {})})
 
 
 def make_report(dead_per_site: list[int], names: list[str] | None = None, neurons: int = 8) -> Report:
@@ -105,7 +104,9 @@ def test_csv_round_trips_through_the_csv_module() -> None:
     for row, site in zip(rows, report.sites, strict=True):
         d = site.to_dict(with_counters=False)
         assert list(row) == list(d) == COLUMNS
-        assert row["name"] == site.name
+        # quotes and commas round-trip; a formula is quoted and a line break shown (issue 12: CSV injection)
+        assert row["name"] == {'odd, "quoted"\nname': 'odd, "quoted"\\x0aname', "=formula": "'=formula"}.get(
+            site.name, site.name)
         assert int(row["dead"]) == d["dead"] and float(row["dead_ratio"]) == d["dead_ratio"]
         assert float(row["sparsity"]) == d["sparsity"] and float(row["mean"]) == d["mean"]
         assert [int(i) for i in row["dead_indices"].split()] == d["dead_indices"]
@@ -176,9 +177,11 @@ def test_tables_fit_80_columns_without_ansi_and_shorten_long_names(deep: tuple[P
     assert result.exit_code == 0
     assert "\x1b[" not in result.stdout
     assert max(map(len, result.stdout.splitlines())) <= 80
-    short = shorten_middle(LONG_NAME, TABLE_NAME_WIDTH)
-    assert short.startswith("encoder_") and short.endswith("name.1") and "…" in short
-    assert short in result.stdout  # shortened in the middle
+    # too long for 80 columns: shortened (issue 15: keeping the end and what tells the sites apart)
+    row = next(line for line in result.stdout.splitlines() if "name.1" in line)
+    assert LONG_NAME not in result.stdout and "…" in row and "long_name.1" in row
+    wide = run("scan", path, "--data", data, env={"COLUMNS": "200"})
+    assert wide.exit_code == 0 and LONG_NAME in wide.stdout  # the terminal's width is used
     base = tmp_path / "base.json"
     assert run("scan", path, "--data", data, "--format", "json", "-o", base).exit_code == 0
     d = run("diff", base, base)

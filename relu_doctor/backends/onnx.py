@@ -44,22 +44,23 @@ def resolve_device(device: str) -> list[Any]:
     """onnxruntime execution providers for --device auto | cpu | cuda."""
     import onnxruntime as ort
 
+    from ..devices import parse_device
+
+    kind, index = parse_device(device)
     available = ort.get_available_providers()
     # TF32 would round the activations that the in-graph reductions read (the 1x1 convs
     # that count positives and find the minimum); keep CUDA in full float32.
     cuda = [(CUDA, {"use_tf32": 0}), CPU]
-    if device == "auto":
+    if kind == "auto":
         return cuda if CUDA in available else [CPU]
-    if device == "cpu":
+    if kind == "cpu":
         return [CPU]
-    if device == "cuda" or device.startswith("cuda:"):
-        if CUDA not in available:
-            raise UserError("--device cuda, but this onnxruntime has no CUDA execution provider",
-                            "Install onnxruntime-gpu, or use --device cpu / auto.")
-        if ":" in device:
-            cuda[0] = (CUDA, {"use_tf32": 0, "device_id": int(device.split(":", 1)[1])})
-        return cuda
-    raise UserError(f"unknown --device {device!r}", "Use cpu, cuda or auto.")
+    if CUDA not in available:
+        raise UserError(f"--device {device}, but this onnxruntime has no CUDA execution provider",
+                        "Install onnxruntime-gpu, or use --device cpu / auto.")
+    if index is not None:
+        cuda[0] = (CUDA, {"use_tf32": 0, "device_id": index})
+    return cuda
 
 
 def prepare(model: onnx.ModelProto, providers: list[Any]) -> OnnxModel:

@@ -211,13 +211,17 @@ def _out_of_memory(e: Exception) -> bool:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
+    from ..devices import parse_device
+
+    kind, index = parse_device(device)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but torch sees no CUDA device", "Use --device cpu or auto.")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"unknown --device {device!r}", "Use cpu, cuda or auto.")
-    return torch.device(device)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}, but torch sees no CUDA device", "Use --device cpu or auto.")
+    if index is not None and index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)",
+                        f"Use cuda:0 to cuda:{torch.cuda.device_count() - 1}, or cuda.")
+    return torch.device(device.strip())
 
 
 def prepare(obj: Any, device: torch.device) -> TorchModel:

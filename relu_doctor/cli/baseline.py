@@ -12,6 +12,7 @@ from .common import emit, gate_failed, stdout_console, warn
 
 if TYPE_CHECKING:
     from ..compare import Diff
+    from ..render.table import Rows
     from ..report import Report
 
 
@@ -48,6 +49,7 @@ def emit_with_baseline(
     select: Sequence[str],
     ignore: Sequence[str],
     quiet: bool,
+    rows: Rows | None = None,
 ) -> bool:
     """Emit the scan with its diff against BASE; True when the --fail-increase gate passed.
 
@@ -65,12 +67,12 @@ def emit_with_baseline(
     inputs = protected + [base_path]
     if fmt == "table" and output is None:
         console = stdout_console()
-        print_report(report, console)
+        print_report(report, console, rows)
         console.print()
         console.rule("compared with the baseline", style="dim")
         render_diff_table(d, console)
     elif fmt in ("table", "markdown"):
-        emit(render_report(report, fmt) + "\n" + render_diff(d, fmt), output, inputs)
+        emit(render_report(report, fmt, rows=rows) + "\n" + render_diff(d, fmt), output, inputs)
     elif fmt == "html":  # one page: the diff, then the new scan
         emit(render_diff(d, fmt, report), output, inputs)
     else:

@@ -15,6 +15,8 @@ from rich.console import Console
 
 EXIT_OK, EXIT_GATE, EXIT_USER, EXIT_BUG = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+MIN_WIDTH, MAX_WIDTH, DEFAULT_WIDTH = 60, 1000, 80
 
 
 class ErrorMappingGroup(typer.core.TyperGroup):
@@ -29,6 +31,8 @@ class ErrorMappingGroup(typer.core.TyperGroup):
 
         try:
             result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except BrokenPipeError:  # --help or --version into `| head`
+            reader_gone()
         except typer.Exit as e:
             sys.exit(e.exit_code)
         except typer.Abort:
@@ -46,15 +50,33 @@ class ErrorMappingGroup(typer.core.TyperGroup):
         sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
+def terminal_width() -> int:
+    """The terminal's width, or 80; an absurd COLUMNS (0, negative, not a number, huge) is bounded."""
+    import os
+    import shutil
+
+    text = os.environ.get("COLUMNS", "")
+    columns = int(text) if text.strip().isdigit() else 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0
+        except (OSError, ValueError):
+            columns = 0
+        columns = columns or shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns or DEFAULT_WIDTH
+    return min(max(columns, MIN_WIDTH), MAX_WIDTH)
+
+
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, width=terminal_width())
 
 
 def say(label: str, message: str, style: str) -> None:
-    """One stderr line: a styled label, then the message as plain text (never Rich markup)."""
+    """One stderr line: a styled label, then the message as plain text (never markup, no control character)."""
     from rich.text import Text
 
-    stderr().print(Text.assemble((label, style), " ", message))
+    from ..render.escape import visible
+
+    stderr().print(Text.assemble((label, style), " ", visible(message)))
 
 
 def warn(warnings: Sequence[str], quiet: bool) -> None:
@@ -65,21 +87,44 @@ def warn(warnings: Sequence[str], quiet: bool) -> None:
 
 def gate_failed(title: str, lines: Sequence[str]) -> None:
     """A breached gate on stderr: the title, then one line per offending site."""
+    from ..render.escape import visible
+
     say("gate failed:", title, "bold red")
     for line in lines:
-        stderr().print(f"  {line}", highlight=False, markup=False)
+        stderr().print(f"  {visible(line)}", highlight=False, markup=False)
+
+
+def reader_gone() -> None:
+    """stdout's reader left (`| head -1`): stop quietly, as Unix tools do, with 128 + SIGPIPE."""
+    import os
+
+    try:  # later flushes (Rich, interpreter exit) must not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _stdout_gone(e: OSError) -> bool:
+    import errno
+
+    return isinstance(e, BrokenPipeError) or e.errno in (errno.EPIPE, errno.EBADF)
 
 
 def run_guarded(debug: bool, body: Callable[[], int]) -> None:
     """Run a command body; user errors become two lines and exit 2, bugs exit 3."""
     from ..errors import UserError, VerificationError, summarize_exception
+    from ..render.escape import visible
 
     try:
         code = body()
+    except BrokenPipeError:
+        reader_gone()
     except UserError as e:
         say("error:", e.message, "bold red")
         if e.hint:
-            stderr().print(e.hint, highlight=False, markup=False)
+            stderr().print(visible(e.hint), highlight=False, markup=False)
         if debug:
             raise
         raise typer.Exit(EXIT_USER) from None
@@ -100,21 +145,36 @@ def run_guarded(debug: bool, body: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
+def _closed_stdout() -> Exception:
+    from ..errors import UserError
+
+    return UserError("stdout is closed: nowhere to write the output", "Pass -o FILE, or leave stdout open.")
+
+
 def emit(text: str, output: Path | None, protected: Sequence[Path]) -> None:
     """Write data to -o FILE (atomically) or to stdout."""
     from ..files import atomic_write_text, check_output_path
 
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise _closed_stdout()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as e:
+            if isinstance(e, BrokenPipeError) or not _stdout_gone(e):
+                raise
+            raise _closed_stdout() from None
         return
     check_output_path(output, protected)
     atomic_write_text(output, text)
 
 
 def stdout_console(soft_wrap: bool = False) -> Console:
-    """Straight to the terminal, in colour when stdout is one (Rich honours NO_COLOR)."""
-    return Console(highlight=False, soft_wrap=soft_wrap)
+    """Straight to the terminal, in colour when stdout is one (Rich honours NO_COLOR), as wide as it is."""
+    if sys.stdout is None:
+        raise _closed_stdout()
+    return Console(highlight=False, soft_wrap=soft_wrap, width=terminal_width())
 
 
 class ProgressBar:

@@ -33,18 +33,20 @@ def diff(
         from ..compare import check_increase
         from ..compare import diff as compare
         from ..render.diff import render_diff, render_diff_table
+        from ..render.formats import format_for
         from ..report import Report
         from .baseline import diff_failed
 
         check_increase(opts.fail_increase)
+        fmt = format_for(opts.output, opts.format, "table", [f.value for f in DiffFormat])
         base_report, new_report = Report.load(base), Report.load(new)
         d = compare(base_report, new_report, opts.fail_increase, opts.select, opts.ignore)
         d.base["report"], d.new["report"] = str(base), str(new)
         warn(d.warnings, opts.quiet)
-        if opts.format == "table" and opts.output is None:
+        if fmt == "table" and opts.output is None:
             render_diff_table(d, stdout_console())
         else:
-            emit(render_diff(d, opts.format, new_report), opts.output, protected=[base, new])
+            emit(render_diff(d, fmt, new_report), opts.output, protected=[base, new])
         if not d.passed:
             diff_failed(d)
             return EXIT_GATE

@@ -92,18 +92,22 @@ def takes(*groups: Group) -> Callable[[F], F]:
 # -- parsers ---------------------------------------------------------------------------------------
 
 
-def _api_check(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A callback running the API's own parser: its UserError becomes click's usage error (exit 2)."""
+def _checked(check: Callable[[Any], object]) -> Callable[[Any], Any]:
+    """A callback running the API's own check on a given value (the API parses it again, cheaply).
+
+    Its UserError becomes click's usage error: exit 2, two lines, before any model loads.
+    """
 
     def callback(value: Any) -> Any:
         from ..errors import UserError
 
-        if value is None:
-            return None
+        if value is None or value == []:
+            return value
         try:
-            return check(value)
+            check(value)
         except UserError as e:
-            raise typer.BadParameter(e.message + (f" {e.hint}" if e.hint else "")) from None
+            raise typer.BadParameter(e.message + (f". {e.hint}" if e.hint else "")) from None
+        return value
 
     return callback
 
@@ -114,8 +118,76 @@ def _batch_size(value: str) -> int | str:
     try:
         number = int(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a number; give a positive integer or auto") from None
+        raise typer.BadParameter(f"--batch-size {value!r} is not a number. Give a positive integer or auto.") from None
+    if number < 1:
+        raise typer.BadParameter(f"--batch-size must be at least 1, or auto (got {value})")
     return number
+
+
+def _at_least(flag: str, low: int, high: int | None = None) -> Callable[[int], None]:
+    def check(value: int) -> None:
+        from ..errors import UserError
+
+        if value < low or (high is not None and value > high):
+            upper = f" and at most {high}" if high is not None else ""
+            raise UserError(f"{flag} must be at least {low}{upper} (got {value})")
+
+    return check
+
+
+def _range(text: str) -> object:
+    from ..inputs import parse_range
+
+    return parse_range(text)
+
+
+def _shapes(texts: list[str]) -> object:
+    from ..inputs import parse_shape
+
+    return [parse_shape(t) for t in texts]
+
+
+def _shard(text: str) -> object:
+    from ..inputs import parse_shard
+
+    return parse_shard(text)
+
+
+def _image(which: str) -> Callable[[str], object]:
+    def check(text: str) -> object:
+        from ..images import image_options
+
+        return image_options(**{"image_size": None, "mean": None, "std": None, which: text})
+
+    return check
+
+
+def _device(text: str) -> object:
+    from ..devices import parse_device
+
+    return parse_device(text)
+
+
+def _tau(value: float) -> None:
+    from ..errors import UserError
+
+    if not 0 < value < 1:
+        raise UserError(f"{value:g} is not between 0 and 1", "The ReDo paper uses 0.025 (default) to 0.1")
+
+
+def _ratio(flag: str) -> Callable[[float], object]:
+    def check(value: float) -> object:
+        from ..gates import check_threshold
+
+        return check_threshold(flag, value)
+
+    return check
+
+
+def _increase(value: float) -> object:
+    from ..compare import check_increase
+
+    return check_increase(value)
 
 
 def _choice(value: Enum | None) -> str | None:
@@ -147,30 +219,34 @@ SAMPLE: Group = (
     Opt("data", Path | None, None, ("--data",),
         "Sample inputs: .npy, .npz (by input name), .pt, or a folder of .png/.jpg images.", "PATH"),
     Opt("input_shape", list[str] | None, None, ("--input-shape",),
-        "Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable.", "SHAPE"),
-    Opt("samples", int | None, None, ("--samples",), "Samples to scan (synthetic default 256).", "N"),
+        "Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable.", "SHAPE", _checked(_shapes)),
+    Opt("samples", int | None, None, ("--samples",), "Samples to scan (synthetic default 256).", "N",
+        _checked(_at_least("--samples", 1))),
     Opt("batch_size", str, "32", ("--batch-size",), "Samples per forward pass, or auto.", "B", _batch_size),
-    Opt("max_batches", int | None, None, ("--max-batches",), "Stop after this many batches.", "N"),
-    Opt("seed", int, 0, ("--seed",), "Seed of the synthetic inputs.", "N"),
+    Opt("max_batches", int | None, None, ("--max-batches",), "Stop after this many batches.", "N",
+        _checked(_at_least("--max-batches", 1))),
+    Opt("seed", int, 0, ("--seed",), "Seed of the synthetic inputs.", "N",
+        _checked(_at_least("--seed", 0, 2**63 - 1))),
     Opt("input_range", str | None, None, ("--input-range",),
-        "Synthetic inputs uniform in LO,HI instead of standard normal.", "LO,HI"),
+        "Synthetic inputs uniform in LO,HI instead of standard normal.", "LO,HI", _checked(_range)),
     Opt("image_size", str | None, None, ("--image-size",), "With --data FOLDER of images: resize them to H,W.",
-        "H,W"),
-    Opt("mean", str | None, None, ("--mean",), "Images: subtract this mean.", "R,G,B"),
-    Opt("std", str | None, None, ("--std",), "Images: divide by this std.", "R,G,B"),
-    Opt("device", str, "auto", ("--device",), "cpu, cuda or auto.", "DEVICE"),
+        "H,W", _checked(_image("image_size"))),
+    Opt("mean", str | None, None, ("--mean",), "Images: subtract this mean.", "R,G,B", _checked(_image("mean"))),
+    Opt("std", str | None, None, ("--std",), "Images: divide by this std.", "R,G,B", _checked(_image("std"))),
+    Opt("device", str, "auto", ("--device",), "cpu, cuda, cuda:N or auto.", "DEVICE", _checked(_device)),
 )
 
 # -- what is measured ------------------------------------------------------------------------------
 
 MEASURE: Group = (
-    Opt("tau", float, 0.025, ("--tau",), "ReDo dormancy threshold.", "TAU"),
+    Opt("tau", float, 0.025, ("--tau",), "ReDo dormancy threshold, between 0 and 1.", "TAU", _checked(_tau)),
     Opt("neuron_axis", NeuronAxis, NeuronAxis.auto, ("--neuron-axis",), "auto, channel or last.", "AXIS", _choice),
     Opt("include_smooth", bool, False, ("--include-smooth",), "Also report GELU, SiLU, ELU, ... sites."),
 )
 
 SHARD = Opt("shard", str | None, None, ("--shard",),
-            "Scan only shard I of N of the sample (I/N, from 0); combine with `merge`.", "I/N")
+            "Scan only shard I of N of the sample (I/N, from 0); combine with `merge`.", "I/N",
+            _checked(_shard))
 
 # -- which sites count -----------------------------------------------------------------------------
 
@@ -185,12 +261,13 @@ SELECT: Group = (
 
 GATES: Group = (
     Opt("fail_dead_ratio", float | None, None, ("--fail-dead-ratio",),
-        "Exit 1 if any ReLU-type site has a dead ratio above R.", "R"),
+        "Exit 1 if any ReLU-type site has a dead ratio above R.", "R", _checked(_ratio("fail_dead_ratio"))),
     Opt("fail_total_dead_ratio", float | None, None, ("--fail-total-dead-ratio",),
-        "Exit 1 if the model's dead ratio is above R.", "R"),
+        "Exit 1 if the model's dead ratio is above R.", "R", _checked(_ratio("fail_total_dead_ratio"))),
 )
 FAIL_INCREASE = Opt("fail_increase", float | None, None, ("--fail-increase",),
-                    "Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points.", "PP")
+                    "Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points.", "PP",
+                    _checked(_increase))
 NEURONS = Opt("neurons", Path | None, None, ("--neurons",),
               "Also write every site's per-neuron counters here (.npz: fires, entries, abs_sum, ...).", "FILE.npz")
 BASELINE = Opt("baseline", Path | None, None, ("--baseline",),
@@ -198,14 +275,24 @@ BASELINE = Opt("baseline", Path | None, None, ("--baseline",),
 
 # -- output and run --------------------------------------------------------------------------------
 
-REPORT_OUTPUT = Opt("output", Path | None, None, ("--output", "-o"), "Write here instead of stdout.", "FILE")
+REPORT_OUTPUT = Opt("output", Path | None, None, ("--output", "-o"),
+                    "Write here instead of stdout, in the format the extension names.", "FILE")
 
 
 def report_format(choices: type[Enum], default: Enum) -> Opt:
-    """-f/--format with the choices a command renders."""
+    """-f/--format with the choices a command renders; unset, -o's extension decides, else `default`."""
     names = [c.value for c in choices]  # type: ignore[attr-defined]
     listed = ", ".join(names[:-1]) + " or " + names[-1]
-    return Opt("format", choices, default, ("--format", "-f"), f"{listed}.", "FORMAT", _choice)
+    return Opt("format", choices | None, None, ("--format", "-f"),  # type: ignore[operator]
+               f"{listed}. Default: from -o's extension (.json, .md, .csv), else {default.value}.", "FORMAT",
+               _choice)
+
+
+DISPLAY: Group = (
+    Opt("top", int | None, None, ("--top",), "Table: only the N sites with the most dead neurons.", "N",
+        _checked(_at_least("--top", 1))),
+    Opt("only_dead", bool, False, ("--only-dead",), "Table: only sites with dead neurons."),
+)
 
 
 RUN: Group = (

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from .common import EXIT_GATE, EXIT_OK, ProgressBar, emit, gate_failed, run_guarded, stdout_console, warn
+from .common import EXIT_GATE, EXIT_OK, ProgressBar, emit, gate_failed, run_guarded, say, stdout_console, warn
 from .options import (
     BASELINE,
+    DISPLAY,
     FAIL_INCREASE,
     GATES,
     MEASURE,
@@ -34,8 +35,8 @@ class Format(str, Enum):
     html = "html"
 
 
-@takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT, NEURONS), GATES, SELECT,
-       (BASELINE, FAIL_INCREASE), RUN)
+@takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT, NEURONS), DISPLAY,
+       GATES, SELECT, (BASELINE, FAIL_INCREASE), RUN)
 def scan(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Model file: .onnx, TorchScript, .pt2, state dict, safetensors."
@@ -50,12 +51,13 @@ def scan(
         from ..distributed import current_world
         from ..errors import UserError
         from ..files import check_output_path
-        from ..gates import check_threshold
+        from ..render.formats import format_for, print_report, render_report
+        from ..render.table import Rows
         from .baseline import emit_with_baseline, load_baseline
 
         # Wrong flags and a missing baseline fail now, not after a long scan.
-        check_threshold("fail_dead_ratio", opts.fail_dead_ratio)
-        check_threshold("fail_total_dead_ratio", opts.fail_total_dead_ratio)
+        fmt = format_for(opts.output, opts.format, "table", [f.value for f in Format])
+        rows = Rows(opts.top, opts.only_dead)
         base = load_baseline(opts.baseline, opts.fail_increase)
         protected = [model] + ([opts.data] if opts.data else [])
         if opts.output is not None:
@@ -64,7 +66,7 @@ def scan(
             if opts.output is not None and opts.neurons.resolve() == opts.output.resolve():
                 raise UserError("--neurons and -o name the same file", "Give the .npz its own path.")
             check_output_path(opts.neurons, protected)
-        if opts.format == "html":  # a missing extra fails now, not after the scan
+        if fmt == "html":  # a missing extra fails now, not after the scan
             from ..render.html_charts import matplotlib
 
             matplotlib()
@@ -81,18 +83,17 @@ def scan(
             from ..neurons import write_neurons
 
             write_neurons(report, opts.neurons)
+        if opts.shard and report.gates.checked and not opts.quiet:
+            say("note:", f"shard {opts.shard}: the gates are recorded in the report, not judged; "
+                "`relu-doctor merge` judges the whole", "cyan")
         diff_passed = True
         if base is not None and opts.baseline is not None:
-            diff_passed = emit_with_baseline(report, base, opts.baseline, opts.format, opts.output, protected,
-                                             opts.fail_increase, opts.select, opts.ignore, opts.quiet)
-        elif opts.format == "table" and opts.output is None:
-            from ..render.formats import print_report
-
-            print_report(report, stdout_console())
+            diff_passed = emit_with_baseline(report, base, opts.baseline, fmt, opts.output, protected,
+                                             opts.fail_increase, opts.select, opts.ignore, opts.quiet, rows)
+        elif fmt == "table" and opts.output is None:
+            print_report(report, stdout_console(), rows)
         else:
-            from ..render.formats import render_report
-
-            emit(render_report(report, opts.format), opts.output, protected=protected)
+            emit(render_report(report, fmt, rows=rows), opts.output, protected=protected)
         if not report.gates.passed:
             gate_failed(f"{len(report.gates.violations)} violation(s)", [v.describe() for v in report.gates.violations])
             return EXIT_GATE

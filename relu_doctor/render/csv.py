@@ -13,6 +13,8 @@ import io
 import json
 from typing import TYPE_CHECKING
 
+from .escape import csv_cell
+
 if TYPE_CHECKING:
     from ..report import Report
 
@@ -26,10 +28,10 @@ def _cell(value: object) -> object:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return " ".join(map(str, value))
+        return csv_cell(" ".join(map(str, value)))
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True) if value else ""
-    return "" if value is None else value
+        return csv_cell(json.dumps(value, sort_keys=True)) if value else ""
+    return "" if value is None else csv_cell(value)
 
 
 def render_csv(report: Report) -> str:

@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .escape import md_text, rich_text, visible
 from .markdown import code, render_markdown
 from .text import percent, plain_text, shorten_middle
 
@@ -45,13 +46,14 @@ def _style(c: SiteChange, d: Diff) -> str:
 
 
 def _kind(kind: str, grad_blocked: bool) -> str:
-    return kind if grad_blocked else f"{kind} (leaky)"
+    """For Markdown."""
+    return md_text(kind) if grad_blocked else f"{md_text(kind)} (leaky)"
 
 
 def _site(name: str, grad_blocked: bool, prefix: str = "") -> str:
     """The name in NAME_WIDTH columns; `*` marks a leaky kind (no kind column: it rarely changes)."""
     mark = "" if grad_blocked else "*"
-    return shorten_middle(f"{prefix}{name}", NAME_WIDTH - len(mark)) + mark
+    return shorten_middle(f"{prefix}{visible(name)}", NAME_WIDTH - len(mark)) + mark
 
 
 def diff_table(d: Diff) -> Table:
@@ -61,11 +63,11 @@ def diff_table(d: Diff) -> Table:
     for header in ("dead", "dead %", "Δ pp", "Δ sparse", "dormant"):
         table.add_column(header, justify="right", no_wrap=True)
     for c in d.sites:
-        table.add_row(_site(c.name, c.grad_blocked), _arrow(c.dead_base, c.dead),
+        table.add_row(rich_text(_site(c.name, c.grad_blocked)), _arrow(c.dead_base, c.dead),
                       _ratio_arrow(c.dead_ratio_base, c.dead_ratio), _pp(c.dead_pp), _pp(c.sparsity_pp),
                       _arrow(c.dormant_base, c.dormant), style=_style(c, d))
     for s, mark in [(s, "+ ") for s in d.added] + [(s, "- ") for s in d.removed]:
-        table.add_row(_site(s.name, s.grad_blocked, mark), str(s.dead), percent(s.dead_ratio),
+        table.add_row(rich_text(_site(s.name, s.grad_blocked, mark)), str(s.dead), percent(s.dead_ratio),
                       "new" if mark == "+ " else "gone", "", "", style="yellow")
     return table
 
@@ -81,7 +83,8 @@ def summary_text(d: Diff) -> Text:
         f"{s['sites_matched']} matched by name ({s['sites_changed']} changed), {len(d.added)} added, "
         f"{len(d.removed)} removed.\n")
     for c in (c for c in d.sites if c.kind_base is not None):
-        out.append("Kind: ", style="bold").append(f"{shorten_middle(c.name, 40)} {c.kind_base} → {c.kind}.\n")
+        out.append("Kind: ", style="bold").append(
+            f"{shorten_middle(visible(c.name), 40)} {visible(c.kind_base)} → {visible(c.kind)}.\n")
     if not all(c.grad_blocked for c in d.sites) or not all(c.grad_blocked for c in [*d.added, *d.removed]):
         out.append("* leaky kind: dead neurons still pass gradient; never fail --fail-increase.\n", style="dim")
     out.append(_gate_text(d))
@@ -96,7 +99,7 @@ def _gate_text(d: Diff) -> Text:
     text = Text(f"Gate: FAILED, {len(d.violations)} site(s) grew by more than {d.fail_increase:g} pp:",
                 style="bold red")
     for v in d.violations[:10]:
-        text.append(f"\n  {v.describe()}", style="red")
+        text.append(f"\n  {visible(v.describe())}", style="red")
     return text
 
 
@@ -115,7 +118,7 @@ _HEADER = ("| site | kind | dead | dead % | Δ pp | sparsity Δ pp | dormant |\n
 
 def _md_row(c: SiteChange, d: Diff) -> str:
     flag = " ❌" if any(v.site == c.name for v in d.violations) else ""
-    kind = _kind(c.kind, c.grad_blocked) if c.kind_base is None else f"{c.kind_base} → {c.kind}"
+    kind = _kind(c.kind, c.grad_blocked) if c.kind_base is None else f"{md_text(c.kind_base)} → {md_text(c.kind)}"
     return (f"| {code(c.name)} | {kind} | {_arrow(c.dead_base, c.dead)} | "
             f"{_ratio_arrow(c.dead_ratio_base, c.dead_ratio)} | {_pp(c.dead_pp)}{flag} | {_pp(c.sparsity_pp)} | "
             f"{_arrow(c.dormant_base, c.dormant)} |")
@@ -148,8 +151,8 @@ def render_diff_markdown(d: Diff, new: Report | None = None) -> str:
     ]
     # The new scan's own gates (--fail-dead-ratio ...) too: the summary is read when either fails.
     failed: list[IncreaseViolation | Violation] = [*d.violations, *(new.gates.violations if new else [])]
-    lines += [f"- ❌ {v.describe()}" for v in failed] + ([""] if failed else [])
-    lines += [f"> Note: {w}." for w in d.warnings] + ([""] if d.warnings else [])
+    lines += [f"- ❌ {md_text(v.describe())}" for v in failed] + ([""] if failed else [])
+    lines += [f"> Note: {md_text(w)}." for w in d.warnings] + ([""] if d.warnings else [])
     changed = sorted((c for c in d.sites if c.changed), key=lambda c: (-c.dead_pp, c.name))
     if changed:
         title = f"**Changed sites** (largest increase first{', top ' + str(TOP) if len(changed) > TOP else ''})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .escape import md_code, md_text
 from .mermaid import mermaid_dead_chart
 from .text import percent
 
@@ -19,15 +20,12 @@ MAX_ROWS = 500  # a huge model's summary stays well under GitHub's 1 MiB step-su
 
 
 def code(text: object) -> str:
-    """`text` as an inline code span that is safe in a table cell."""
-    s = str(text).replace("|", "\\|").replace("\n", " ")
-    fence = "``" if "`" in s else "`"
-    pad = " " if fence == "``" else ""
-    return f"{fence}{pad}{s}{pad}{fence}"
+    """`text` as an inline code span that is safe in a table cell (escape.md_code)."""
+    return md_code(text)
 
 
 def _row(s: Site) -> str:
-    kind = s.kind if s.grad_blocked else f"{s.kind} (leaky)"
+    kind = md_text(s.kind) if s.grad_blocked else f"{md_text(s.kind)} (leaky)"
     return (f"| {s.index} | {code(s.name)} | {kind} | {s.neurons} | {s.dead} | {percent(s.dead_ratio)} | "
             f"{percent(s.sparsity)} | {s.dormant} |")
 
@@ -48,13 +46,14 @@ def render_markdown(report: Report, heading: str = "###") -> str:
     lines = [
         f"{heading} relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})",
         "",
-        f"Model {code(path) + ' (' + report.model.format + ')' if path else report.model.label}, "
-        f"{report.sample['samples']} inputs ({report.sample['source']}), {s.sites} sites, "
+        f"Model {code(path) + ' (' + md_text(report.model.format) + ')' if path else md_text(report.model.label)}, "
+        f"{report.sample['samples']} inputs ({md_text(report.sample['source'])}), {s.sites} sites, "
         f"sparsity {percent(s.sparsity)}, dormant {s.dormant}. Detection floor {percent(s.detection_floor)}. "
         f"Gates: {status if report.gates.checked else 'none set'}.",
         "",
     ]
-    lines += [f"- ❌ {v.describe()}" for v in report.gates.violations] + ([""] if report.gates.violations else [])
+    failed = [f"- ❌ {md_text(v.describe())}" for v in report.gates.violations]
+    lines += failed + ([""] if failed else [])
     if not report.sites:
         lines.append("No ReLU-family activation ran in this model.")
         return "\n".join(lines) + "\n"

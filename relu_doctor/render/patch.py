@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from .escape import rich_text, visible
+
 if TYPE_CHECKING:
     from ..patching.plan import PatchPlan
     from ..patching.run import PatchOutcome
@@ -41,9 +43,8 @@ def print_outcome(outcome: PatchOutcome, console: Console) -> None:
             "convolution before it; --mode layer (LeakyRelu) keeps most fusions.",
             markup=False,
         )
-    console.print(
-        f"Wrote {outcome.out} ({FORMAT_NAMES.get(outcome.output_format, outcome.output_format)}).", markup=False
-    )
+    written = FORMAT_NAMES.get(outcome.output_format, outcome.output_format)
+    console.print(f"Wrote {visible(outcome.out)} ({written}).", markup=False)
 
 
 def _plan_table(plan: PatchPlan, v: Verification | None) -> Table:
@@ -61,9 +62,9 @@ def _plan_table(plan: PatchPlan, v: Verification | None) -> Table:
         table.add_column("name now")
     names = {c.patch.index: c.new_name for c in v.checks} if v is not None else {}
     for p in plan.sites:
-        row = [p.name, p.kind, str(p.neurons), str(len(p.dead)), str(p.leaky_neurons)]
+        row = [rich_text(p.name), rich_text(p.kind), str(p.neurons), str(len(p.dead)), str(p.leaky_neurons)]
         if renamed:
-            row.append(names.get(p.index) or "")
+            row.append(rich_text(names.get(p.index) or ""))
         table.add_row(*row)
     return table
 
@@ -86,7 +87,7 @@ def _print_verification(v: Verification, plan: PatchPlan, console: Console) -> N
             if not left
             else f"  rescan: {left} grad-blocked dead neuron(s) left in sites not patched"
         )
-    for line in lines + [f"  note: {n}" for n in v.notes]:
+    for line in lines + [f"  note: {visible(n)}" for n in v.notes]:
         console.print(line, markup=False)
 
 

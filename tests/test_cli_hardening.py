@@ -67,7 +67,7 @@ BAD_FLAGS = [
     (["--input-range", "1,1"], "LO must be below HI"),
     (["--device", "cuda:99"], "cuda:99"),
     (["--device", "gpu"], "unknown --device"),
-    (["--image-size", "0,0"], "whole numbers >= 1"),
+    (["--image-size", "0,0"], "must be one or two positive numbers"),
     (["--image-size", "100000,100000"], "would need 139.7 GiB"),
     (["--mean", "1,2"], "needs 3 values"),
     (["--std", "0,1,1"], "positive"),

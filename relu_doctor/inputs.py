@@ -217,7 +217,7 @@ def _check_synthetic(specs: list[InputSpec], count: int, seed: int,
     """What a synthetic sample could not generate, refused before the first batch."""
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise UserError(f"--seed must be an integer from 0 to 2**63-1 (got {seed!r})")
-    per_sample = sum(math.prod(int(d) for d in s.shape or ()) * np.dtype(s.dtype).itemsize for s in specs)
+    per_sample = sum(math.prod(int(d or 0) for d in s.shape or ()) * np.dtype(s.dtype).itemsize for s in specs)
     check_sample_bytes(count * per_sample, f"--samples {count} synthetic inputs of {human_size(per_sample)} each",
                        "Scan fewer --samples (a few hundred to a few thousand give a detection floor under 1%).")
     for s in specs:

@@ -179,7 +179,8 @@ def _ratio(flag: str) -> Callable[[float], object]:
     def check(value: float) -> object:
         from ..gates import check_threshold
 
-        return check_threshold(flag, value)
+        check_threshold(flag, value)
+        return value
 
     return check
 
@@ -187,7 +188,8 @@ def _ratio(flag: str) -> Callable[[float], object]:
 def _increase(value: float) -> object:
     from ..compare import check_increase
 
-    return check_increase(value)
+    check_increase(value)
+    return value
 
 
 def _choice(value: Enum | None) -> str | None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .escape import rich_text, visible
 
@@ -62,7 +63,8 @@ def _plan_table(plan: PatchPlan, v: Verification | None) -> Table:
         table.add_column("name now")
     names = {c.patch.index: c.new_name for c in v.checks} if v is not None else {}
     for p in plan.sites:
-        row = [rich_text(p.name), rich_text(p.kind), str(p.neurons), str(len(p.dead)), str(p.leaky_neurons)]
+        row: list[Text | str] = [rich_text(p.name), rich_text(p.kind), str(p.neurons), str(len(p.dead)),
+                                 str(p.leaky_neurons)]
         if renamed:
             row.append(rich_text(names.get(p.index) or ""))
         table.add_row(*row)

@@ -86,10 +86,9 @@ class Pending:
 def graph_outcome(node: Any) -> str:
     """The same rule on a torch.export / fx graph: what the relu6 call `node` is, read
     from its input's producer and the calls that use it."""
-    source = node.args[0] if node.args else None
-    producer = getattr(source, "target", None)
-    packet = getattr(producer, "_overloadpacket", None)
-    if packet is None or source is None:
+    source: Any = node.args[0] if node.args else None
+    packet = getattr(getattr(source, "target", None), "_overloadpacket", None)
+    if source is None or packet is None:
         return RELU6
     x = shifted_input(packet.__name__, tuple(source.args), dict(source.kwargs))
     if x is None:

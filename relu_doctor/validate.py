@@ -92,6 +92,8 @@ def check_report(d: Any, label: str = "the report") -> dict[str, Any]:
         raise UserError(f"{label} is not a relu-doctor report: {e}", _HINT) from None
     except RecursionError:
         raise UserError(f"{label} is not a relu-doctor report: JSON nested too deeply", _HINT) from None
+    except (TypeError, ValueError, KeyError, OverflowError) as e:  # a shape no rule above foresaw
+        raise UserError(f"{label} is not a relu-doctor report: {type(e).__name__}: {str(e)[:200]}", _HINT) from None
     return d
 
 
@@ -173,7 +175,7 @@ def _check_site(s: dict[str, Any], index: int, tau: float, names: set[str]) -> t
         _fail(f"{where}.name", f"{_short(name)} appears twice: site names are unique")
     names.add(name)
     kind = s.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         _fail(f"{where}.kind", f"{_short(kind)} is not a known kind")
     _str(s.get("op"), f"{where}.op")
     params = _dict(s.get("params", {}), f"{where}.params")

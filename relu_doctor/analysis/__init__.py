@@ -1,0 +1,1 @@
+"""Analyses over reports: timelines of a training run."""

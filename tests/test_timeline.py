@@ -196,3 +196,11 @@ def test_missing_and_folder_histories(tmp_path) -> None:
         read_history(tmp_path / "nope.jsonl")
     with pytest.raises(UserError, match="folder"):
         read_history(tmp_path)
+
+
+def test_a_run_resumed_into_the_same_history_replaces_the_steps_it_redid(run) -> None:
+    _, history, _ = run
+    reports, _ = read_history(history)
+    timeline = from_history(reports[:4] + reports[2:])  # steps 2..32, then 22 again onwards
+    assert timeline.steps == [2, 12, 22, 32, 42, 52]
+    assert "goes back to step 22" in timeline.warnings[0]

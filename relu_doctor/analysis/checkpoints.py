@@ -24,8 +24,13 @@ def stored_step(path: Path) -> int | None:
     """The step a checkpoint dict records, read with weights_only (no code runs), or None."""
     import zipfile
 
-    if not zipfile.is_zipfile(path):  # torch.save archives are zips; other formats store no step
-        return None
+    from ..loading import STATE_DICT, detect_format
+
+    try:  # only torch.save archives store a step; TorchScript, .pt2, ONNX do not
+        if not zipfile.is_zipfile(path) or detect_format(path) != STATE_DICT:
+            return None
+    except UserError:
+        return None  # the scan of this file will say what is wrong with it
     import torch
 
     try:

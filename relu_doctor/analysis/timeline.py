@@ -194,14 +194,20 @@ def new_dead_violations(timeline: Timeline, pp: float) -> list[NewDeadViolation]
 
 def from_history(reports: Sequence[Report], fail_new_dead: float | None = None,
                  warnings: Sequence[str] = ()) -> Timeline:
-    """A watch history: each report is a point at the last step of its window (or its probe step)."""
-    points = []
+    """A watch history: each report is a point at the last step of its window (or its probe step).
+
+    A run resumed (or restarted) into the same file goes back in steps: its reports replace
+    the earlier ones from that step on, as the later run is the one that continued."""
+    points: list[tuple[int, str, Report]] = []
+    notes = list(warnings)
     for i, r in enumerate(reports):
         steps = r.sample.get("steps")
         step = int(steps[-1]) if steps else i
         label = f"steps {steps[0]}-{steps[-1]}" if steps and steps[0] != steps[-1] else f"step {step}"
+        if points and step <= points[-1][0]:
+            dropped = sum(1 for p in points if p[0] >= step)
+            points = [p for p in points if p[0] < step]
+            notes.append(f"report {i + 1} goes back to step {step} (a resumed run?): it replaces "
+                         f"{dropped} earlier report(s) from that step on")
         points.append((step, label, r))
-    if any(b[0] < a[0] for a, b in zip(points, points[1:])):
-        points.sort(key=lambda p: p[0])  # histories appended by resumed runs: order by step
-        warnings = [*warnings, "the history's steps are not in order; sorted by step"]
-    return build_timeline(points, "history", fail_new_dead, warnings)
+    return build_timeline(points, "history", fail_new_dead, notes)

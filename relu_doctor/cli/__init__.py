@@ -1,6 +1,6 @@
 """The relu-doctor command: parse, call the API, render, map errors to exit codes.
 
-One module per command (scan, patch, diff, merge); options are declared once in
+One module per command (scan, patch, diff, merge, timeline); options are declared once in
 options.py; exit codes, output and progress live in common.py. The command modules
 never import this one: commands are registered here.
 
@@ -15,7 +15,7 @@ import sys
 import typer
 
 from .. import __version__
-from . import diff, merge, patch, scan
+from . import diff, merge, patch, scan, timeline
 from .common import EXIT_BUG, EXIT_GATE, EXIT_OK, EXIT_USER, ErrorMappingGroup
 
 __all__ = ["EXIT_BUG", "EXIT_GATE", "EXIT_OK", "EXIT_USER", "app", "main"]
@@ -48,6 +48,7 @@ app.command("scan")(scan.scan)
 app.command("patch")(patch.patch)
 app.command("diff")(diff.diff)
 app.command("merge")(merge.merge)
+app.command("timeline")(timeline.timeline)
 
 
 def main() -> None:

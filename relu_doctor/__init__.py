@@ -14,13 +14,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ReluDoctorWarning", "Report", "Site", "UserError", "VerificationError", "__version__", "patch", "scan",
-           "watch"]
+__all__ = ["ReluDoctorWarning", "Report", "Site", "UserError", "VerificationError", "__version__", "patch", "revive",
+           "scan", "watch"]
 
 _LAZY = {
     "scan": "api", "patch": "patching", "Report": "report", "Site": "report",
     "UserError": "errors", "VerificationError": "errors", "ReluDoctorWarning": "notices",
-    "watch": "training.watch",
+    "watch": "training.watch", "revive": "training.revive",
 }
 
 

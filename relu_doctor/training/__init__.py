@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DeadReLUAlert", "Watch", "watch"]
+__all__ = ["DeadReLUAlert", "Watch", "revive", "watch"]
 
-_LAZY = {"watch": "watch", "Watch": "watch", "DeadReLUAlert": "sinks"}
+_LAZY = {"watch": "watch", "Watch": "watch", "DeadReLUAlert": "sinks", "revive": "revive"}
 
 
 def __getattr__(name: str) -> Any:

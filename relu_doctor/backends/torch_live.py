@@ -49,17 +49,44 @@ class LiveCapture:
     def attached(self) -> bool:
         return self._mode is not None
 
-    def attach(self) -> None:
-        """Start counting (fresh counters)."""
+    def attach(self, root_hooks: bool = True) -> None:
+        """Start counting (fresh counters).
+
+        With root_hooks, every call of the model's forward is one pass. Without, the owner
+        brackets each pass with enter_pass / exit_pass: a Lightning training_step may call
+        submodules and never the LightningModule's own forward."""
         if self._mode is not None:
             return
         self._tracker = EagerModuleTracker(self.named)
         self._mode = _CaptureMode(self._tracker, self.neuron_axis, self.include_smooth)
         self.forward_passes = self.samples = self.batch_size = 0
-        self._handles = [
-            self.model.register_forward_pre_hook(self._enter, with_kwargs=True),
-            self.model.register_forward_hook(self._leave, always_call=True),
-        ]
+        if root_hooks:
+            self._handles = [
+                self.model.register_forward_pre_hook(self._enter, with_kwargs=True),
+                self.model.register_forward_hook(self._leave, always_call=True),
+            ]
+
+    def enter_pass(self, rows: int) -> None:
+        """Count what runs from here to exit_pass as one pass over a batch of `rows` samples."""
+        mode = self._mode
+        if mode is None:
+            return
+        self._depth += 1
+        if self._depth > 1:
+            return
+        mode.start_batch(rows, rows)
+        self.forward_passes += 1
+        self.samples += rows
+        self.batch_size = max(self.batch_size, rows)
+        mode.__enter__()
+
+    def exit_pass(self) -> None:
+        if self._mode is None or self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth == 0:
+            self._mode.__exit__(None, None, None)
+            self._mode.finish_pass()  # settles calls that wait for what follows them (hand-written hard-swish)
 
     def detach(self) -> list[CapturedSite]:
         """Stop counting and return the sites met since `attach`, in first-execution order.
@@ -89,35 +116,20 @@ class LiveCapture:
         self._mode = None
 
     def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        mode = self._mode
-        if mode is None:
-            return
-        self._depth += 1
-        if self._depth > 1:
-            return
-        rows = _batch_rows(args, kwargs)
-        mode.start_batch(rows, rows)
-        self.forward_passes += 1
-        self.samples += rows
-        self.batch_size = max(self.batch_size, rows)
-        mode.__enter__()
+        self.enter_pass(batch_rows(args, kwargs) if self._depth == 0 else 0)
 
     def _leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if self._mode is None or self._depth == 0:
-            return
-        self._depth -= 1
-        if self._depth == 0:
-            self._mode.__exit__(None, None, None)
-            self._mode.finish_pass()  # settles calls that wait for what follows them (hand-written hard-swish)
+        self.exit_pass()
 
 
-def _batch_rows(args: tuple, kwargs: dict) -> int:
+def batch_rows(args: Any, kwargs: dict) -> int:
     """The batch size of a forward call: the first axis of its first tensor argument (0: unknown)."""
+    args = args if isinstance(args, (tuple, list)) else (args,)
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             return int(value.shape[0])
         if isinstance(value, dict):  # a batch dict passed as one argument
-            found = _batch_rows((), value)
+            found = batch_rows((), value)
             if found:
                 return found
     return 0

@@ -76,7 +76,7 @@ class Sinks:
     """Fan a report out to every configured sink; only the writer rank writes, every rank alerts."""
 
     def __init__(self, history: str | Path | None, writer: Any, on_alert: Callable[[Report], Any] | str | None,
-                 is_writer: bool = True) -> None:
+                 is_writer: bool = True, log_wandb: bool = True) -> None:
         if isinstance(on_alert, str) and on_alert not in ("warn", "raise"):
             from ..errors import UserError
 
@@ -85,6 +85,7 @@ class Sinks:
         self.writer = writer if is_writer else None
         self.on_alert = on_alert
         self.is_writer = is_writer
+        self.log_wandb = log_wandb  # off where a framework's own logger already feeds W&B
 
     def emit(self, report: Report) -> None:
         if self.is_writer:
@@ -96,7 +97,8 @@ class Sinks:
                 for tag, value in values.items():
                     self.writer.add_scalar(tag, value, step)
                 self.writer.flush()
-            _log_wandb(values)
+            if self.log_wandb:
+                _log_wandb(values)
             _log_text(report)
         if not report.gates.passed:
             self._alert(report)

@@ -49,6 +49,8 @@ class Watch:
         select: Sequence[str] = (),
         ignore: Sequence[str] = (),
         start_step: int = 0,
+        log_wandb: bool = True,
+        root_hooks: bool = True,
     ) -> None:
         import torch
 
@@ -72,7 +74,8 @@ class Watch:
         self.select, self.ignore = list(select), list(ignore)
         self.fail_dead_ratio, self.fail_total_dead_ratio = fail_dead_ratio, fail_total_dead_ratio
         self.world = current_world()
-        self.sinks = Sinks(history, writer, on_alert, self.world.is_writer)
+        self.sinks = Sinks(history, writer, on_alert, self.world.is_writer, log_wandb)
+        self.root_hooks = root_hooks  # False: the owner brackets passes (capture.enter_pass / exit_pass)
         self.capture = LiveCapture(model, neuron_axis, include_smooth)
         self.reports: list[Report] = []
         self.steps = start_step  # optimizer steps done so far
@@ -135,7 +138,7 @@ class Watch:
     def _maybe_open(self) -> None:
         if self._window_start is None and self.steps % self.every == 0:
             self._window_start = self.steps
-            self.capture.attach()
+            self.capture.attach(self.root_hooks)
 
     def _close_window(self, last: int) -> Report:
         from ..distributed import all_reduce_count, all_reduce_sites

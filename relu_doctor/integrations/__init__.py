@@ -1,0 +1,1 @@
+"""Training-framework callbacks around relu_doctor.watch; each imports its framework only when used."""

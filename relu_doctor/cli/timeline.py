@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from .common import EXIT_GATE, EXIT_OK, emit, gate_failed, run_guarded, say, stderr, stdout_console
-from .options import MEASURE, MODEL, REPORT_OUTPUT, RUN, SAMPLE, Opt, Options, report_format, takes
+from .options import MEASURE, MODEL, REPORT_OUTPUT, RUN, SAMPLE, Opt, Options, takes
 
 
 class TimelineFormat(str, Enum):
@@ -38,7 +38,12 @@ def is_history(path: Path) -> bool:
     return head.startswith(b"{")
 
 
-@takes(MODEL, SAMPLE, MEASURE, (FAIL_NEW_DEAD,), (report_format(TimelineFormat, None), REPORT_OUTPUT), RUN)
+FORMAT = Opt("format", TimelineFormat | None, None, ("--format", "-f"),
+             "table, json, markdown or csv (default: -o's extension, else table).", "FORMAT",
+             finish=lambda v: None if v is None else v.value)
+
+
+@takes(MODEL, SAMPLE, MEASURE, (FAIL_NEW_DEAD,), (FORMAT, REPORT_OUTPUT), RUN)
 def timeline(
     inputs: list[Path] = typer.Argument(
         ..., metavar="HISTORY.jsonl | CKPT...",

@@ -94,3 +94,13 @@ def test_misuse_exits_2(history: Path, tmp_path: Path) -> None:
     assert run("timeline", history, history).exit_code == 2
     assert run("timeline", history, "--data", "x.npy").exit_code == 2
     assert run("timeline", tmp_path / "missing.pt").exit_code == 2
+
+
+def test_html_page_and_neuron_arrays(history: Path, tmp_path: Path) -> None:
+    page, arrays = tmp_path / "t.html", tmp_path / "n.npz"
+    result = run("timeline", history, "-o", page, "--neurons", arrays)
+    assert result.exit_code == 0, result.output
+    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    with np.load(arrays) as n:
+        assert n["steps"].tolist() == [0, 10, 30]
+        assert (n["0/fires"] == 0).sum(axis=1).tolist() == [0, 1, 3]  # dead neurons per point

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from .common import EXIT_GATE, EXIT_OK, emit, gate_failed, run_guarded, say, stderr, stdout_console
-from .options import MEASURE, MODEL, REPORT_OUTPUT, RUN, SAMPLE, Opt, Options, takes
+from .options import MEASURE, MODEL, NEURONS, REPORT_OUTPUT, RUN, SAMPLE, Opt, Options, takes
 
 
 class TimelineFormat(str, Enum):
@@ -17,9 +17,10 @@ class TimelineFormat(str, Enum):
     json = "json"
     markdown = "markdown"
     csv = "csv"
+    html = "html"
 
 
-_BY_SUFFIX = {".json": "json", ".md": "markdown", ".csv": "csv"}
+_BY_SUFFIX = {".json": "json", ".md": "markdown", ".csv": "csv", ".html": "html", ".htm": "html"}
 
 FAIL_NEW_DEAD = Opt("fail_new_dead", float | None, None, ("--fail-new-dead",),
                     "Exit 1 if a ReLU-type site has more than PP percentage points of its neurons dead at the last "
@@ -39,11 +40,11 @@ def is_history(path: Path) -> bool:
 
 
 FORMAT = Opt("format", TimelineFormat | None, None, ("--format", "-f"),
-             "table, json, markdown or csv (default: -o's extension, else table).", "FORMAT",
+             "table, json, markdown, csv or html (default: -o's extension, else table).", "FORMAT",
              finish=lambda v: None if v is None else v.value)
 
 
-@takes(MODEL, SAMPLE, MEASURE, (FAIL_NEW_DEAD,), (FORMAT, REPORT_OUTPUT), RUN)
+@takes(MODEL, SAMPLE, MEASURE, (FAIL_NEW_DEAD,), (FORMAT, REPORT_OUTPUT, NEURONS), RUN)
 def timeline(
     inputs: list[Path] = typer.Argument(
         ..., metavar="HISTORY.jsonl | CKPT...",
@@ -56,7 +57,13 @@ def timeline(
 
     def body() -> int:
         from ..errors import UserError
+        from ..files import check_output_path
 
+        for path in (opts.output, opts.neurons):
+            if path is not None:
+                check_output_path(path, list(inputs))
+        if opts.neurons is not None and opts.output is not None and opts.neurons.resolve() == opts.output.resolve():
+            raise UserError("--neurons and -o name the same file", "Give the .npz its own path.")
         if any(is_history(p) for p in inputs):
             if len(inputs) > 1:
                 raise UserError("give one watch history, or checkpoints: not both, nor several histories",
@@ -71,6 +78,10 @@ def timeline(
 
             result = from_checkpoints(inputs, opts.fail_new_dead, progress=None if opts.quiet else _progress,
                                       **opts.of(MODEL, SAMPLE, MEASURE))
+        if opts.neurons is not None:
+            from ..neurons import neuron_arrays_over_time, write_neurons
+
+            write_neurons(neuron_arrays_over_time([p.report for p in result.points], result.steps), opts.neurons)
         if not opts.quiet:
             for w in result.warnings:
                 say("note:" if w.startswith("checkpoints ordered") else "warning:", w, "yellow")
@@ -114,6 +125,10 @@ def _render(result: Any, fmt: str) -> str:
         from ..render.timeline import render_timeline_csv
 
         return render_timeline_csv(result)
+    if fmt == "html":
+        from ..render.html import render_timeline_html
+
+        return render_timeline_html(result.to_dict())
     import os
 
     from rich.console import Console

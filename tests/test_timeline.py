@@ -159,9 +159,9 @@ def test_garbage_history_is_a_user_error(content: bytes, tmp_path) -> None:
 
 def _a_report_line() -> dict:
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
-    report = rd.scan(model, torch.randn(4, 2).numpy())
-    report.sample["steps"] = [0, 3]
-    return report.to_dict()
+    d = rd.scan(model, torch.randn(4, 2).numpy()).to_dict()
+    d["sample"]["steps"] = [0, 3]
+    return d
 
 
 @pytest.mark.parametrize("spoil", [

@@ -9,12 +9,10 @@ dropped with a warning: the lines before it were each complete when written.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..kinds import KINDS
 from ..report import Report
 
 MAX_LINE_BYTES = 256 << 20  # a report of a very large model; anything longer is not one
@@ -59,6 +57,8 @@ def read_history(path: str | Path) -> tuple[list[Report], list[str]]:
 
 def parse_line(raw: bytes) -> Report:
     """One history line as a Report; ValueError says what is wrong."""
+    from ..validate import check_report
+
     try:
         d = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -70,43 +70,18 @@ def parse_line(raw: bytes) -> Report:
     if not isinstance(d, dict):
         raise ValueError(f"a JSON {type(d).__name__}, not an object")
     try:
-        report = Report.from_dict(d)
-        _check(report)
-    except ValueError:
-        raise
-    except (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as e:
-        raise ValueError(f"{type(e).__name__}: {e}") from None
-    return report
-
-
-def _check(report: Report) -> None:
-    """Shapes and types the timeline relies on (Report.from_dict takes them on trust)."""
-    if not isinstance(report.sample, dict) or not isinstance(report.settings, dict):
-        raise ValueError("sample and settings must be objects")
-    steps = report.sample.get("steps")
+        check_report(d, "line")  # the one validation of a report read from a file
+    except UserError as e:
+        raise ValueError(e.message.removeprefix("line is not a relu-doctor report: ")) from None
+    steps = d["sample"].get("steps")
     if steps is not None and not (isinstance(steps, list) and len(steps) == 2
                                   and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps)
                                   and steps[0] <= steps[1]):
         raise ValueError(f"sample.steps must be [first, last] steps (got {_short(steps)})")
-    samples = report.sample.get("samples", 0)
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
-        raise ValueError(f"sample.samples must be a count (got {_short(samples)})")
-    names = set()
-    for site in report.sites:
-        if not isinstance(site.name, str) or site.kind not in KINDS:
-            raise ValueError(f"a site needs a name and a known kind (got {_short(site.name)}, {_short(site.kind)})")
-        if site.name in names:
-            raise ValueError(f"site {site.name!r} appears twice")
-        names.add(site.name)
-        c = site.counters
-        if c.neurons < 1 or any(len(a) != c.neurons for a in (c.sample_fires, c.abs_sum)) \
-                or (c.min is not None and len(c.min) != c.neurons):
-            raise ValueError(f"site {site.name!r}: its counters disagree on the number of neurons")
-        if c.fires.ndim != 1 or (c.fires < 0).any() or c.rows < 0 or (c.fires > c.rows).any():
-            raise ValueError(f"site {site.name!r}: impossible counts")
-        if not all(math.isfinite(float(v)) for v in c.abs_sum):
-            raise ValueError(f"site {site.name!r}: non-finite sums")
-        site.metrics  # noqa: B018  # computed here so a bad value fails now, with the line number
+    try:
+        return Report.from_dict(d)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from None
 
 
 def _short(value: Any) -> str:

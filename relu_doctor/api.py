@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import gates as gating
-from . import notices
+from . import notices, site_names
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
 from .images import ImageOptions, image_options
@@ -100,6 +100,7 @@ def scan(
         result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count))
     finally:
         backend.restore()
+    result.warnings += site_names.apply(result.sites, loaded.site_names)
     count = all_reduce_count(sample.count, world)
     sample_info = SampleInfo.from_dict({
         "source": sample.source, "samples": count, "batch_size": size,
@@ -144,6 +145,20 @@ def _baseline(baseline: str | Path | Report | None, fail_increase: float | None)
     return baseline if isinstance(baseline, Report) else Report.load(baseline)
 
 
+def site_names_of(model: Any, sample: Sample, include_smooth: bool, neuron_axis: str, device: str) -> list[str]:
+    """The names a scan gives the sites of `model`, from its first rows of `sample`."""
+    import copy
+
+    loaded = _load(model, None, None, False)
+    backend = _Backend(loaded, device)
+    rows = replace(sample, count=min(2, sample.count), warnings=[], specs=copy.deepcopy(sample.specs))
+    try:
+        result = backend.capture(rows, backend.fixed_batch or rows.count, neuron_axis, include_smooth, lambda n: None)
+    finally:
+        backend.restore()
+    return [s.name for s in result.sites]
+
+
 def _progress_reporter(progress: Progress | None, total: int) -> Callable[[int], None]:
     """Turn the backends' "n more samples done" into the caller's (done, total)."""
     done = 0
@@ -185,11 +200,13 @@ def _check_settings(samples: int | None, batch_size: Any, tau: float, neuron_axi
 
 
 def _load(model: Any, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
     if isinstance(model, (str, Path)):
         return load_model(model, arch, arch_kwargs, trust_pickle)
     if type(model).__name__ == "ModelProto":
         return LoadedModel(ONNX, model)
-    return LoadedModel(_torch_format_of(model), model)
+    return LoadedModel(_torch_format_of(model), model, site_names=site_names.of_object(model))
 
 
 def _torch_format_of(obj: Any) -> str:

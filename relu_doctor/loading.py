@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from .archives import check_zip
 from .errors import UserError, summarize_exception
+from .site_names import of_object, read_archive
 
 # Formats as they appear in the report's model.format
 ONNX, TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS = (
@@ -32,6 +33,7 @@ class LoadedModel:
     obj: Any  # nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto
     path: Path | None = None
     sha256: str | None = None
+    site_names: list[tuple[str, str]] | None = None  # recorded by a patch (site_names.py)
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "format": self.format, "sha256": self.sha256}
@@ -104,11 +106,12 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
         check_zip(path)
     if fmt == TORCHSCRIPT:
         module = _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path)
-        return LoadedModel(TORCHSCRIPT, module, path, sha)
+        return LoadedModel(TORCHSCRIPT, module, path, sha, read_archive(path))
     if fmt == PT2:
         from .backends.pt2_loading import load_pt2
 
-        return LoadedModel(PT2, _guard_torch(lambda t: load_pt2(path, trust_pickle), path), path, sha)
+        return LoadedModel(PT2, _guard_torch(lambda t: load_pt2(path, trust_pickle), path), path, sha,
+                           read_archive(path))
     if fmt == SAFETENSORS:
         return LoadedModel(SAFETENSORS, _with_arch(_load_safetensors(path), arch, arch_kwargs, path), path, sha)
     return _load_torch_save(path, sha, arch, arch_kwargs, trust_pickle)
@@ -161,7 +164,7 @@ def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, t
     except Exception as e:
         raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
     if isinstance(obj, torch.nn.Module):
-        return LoadedModel(PICKLE, obj.eval(), path, sha)
+        return LoadedModel(PICKLE, obj.eval(), path, sha, of_object(obj))
     state = _find_state_dict(obj, path)
     return LoadedModel(STATE_DICT, _with_arch(state, arch, arch_kwargs, path), path, sha)
 

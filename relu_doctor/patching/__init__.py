@@ -55,7 +55,23 @@ def patch(
     patched, notes = patch_torch(model, plan, example_inputs(_report_example(report), model), include_smooth)
     for note in notes:
         warnings.warn(note, stacklevel=2)
+    _record_site_names(patched, report, plan, include_smooth)
     return patched
+
+
+def _record_site_names(patched: Any, report: Report, plan: PatchPlan, include_smooth: bool) -> None:
+    """The report's names on the patched model, for its scans to use (site_names.py)."""
+    from .. import api
+    from ..inputs import InputSpec, synthetic_sample
+    from ..site_names import ATTRIBUTE, pairs_for, to_json
+
+    specs = [InputSpec(i["name"], tuple(i["shape"]), i.get("dtype", "float32"))
+             for i in report.sample.get("inputs", [])]
+    now = api.site_names_of(patched, synthetic_sample(specs, 2, 0, None), include_smooth,
+                            str(report.settings.get("neuron_axis", "auto")), "auto")
+    pairs = pairs_for(now, plan.site_names)
+    if pairs:
+        setattr(patched, ATTRIBUTE, to_json(pairs))
 
 
 def _report_example(report: Report) -> list[Any]:

@@ -135,10 +135,17 @@ def patch_file(
     if opts.max_batches is not None:  # the sample the scan saw: its first max_batches batches
         sample = replace(sample, count=min(sample.count, opts.max_batches * batch_size))
     patched, example = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
+    names = None
+    if fmt != "onnx":  # what the patched model's sites are called now, and in the report
+        from ..site_names import pairs_for
+
+        now = api.site_names_of(patched, sample, include_smooth, str(report.settings.get("neuron_axis", "auto")),
+                                opts.device)
+        names = pairs_for(now, plan.site_names)
     try:
         # torch.export reads and writes only paths ending in .pt2
         with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp") as tmp:
-            _write(patched, tmp, fmt)
+            _write(patched, tmp, fmt, names)
             outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size)
             problems = outcome.verification.all_problems()
             if problems:
@@ -214,7 +221,7 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
     return patched, example
 
 
-def _write(obj: Any, path: Path, fmt: str) -> None:
+def _write(obj: Any, path: Path, fmt: str, names: list[tuple[str, str]] | None = None) -> None:
     if fmt == "onnx":
         import onnx
 
@@ -222,7 +229,7 @@ def _write(obj: Any, path: Path, fmt: str) -> None:
         return
     from .torch import save
 
-    save(obj, path, fmt)
+    save(obj, path, fmt, names)
 
 
 def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,
@@ -250,6 +257,6 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
                               include_smooth)
     kwargs = opts.scan_kwargs()
     kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis))
-    result.rescan = api.scan(reloaded.obj, opts.data, warn=False, **kwargs)
+    result.rescan = api.scan(reloaded, opts.data, warn=False, **kwargs)  # with the names it records
     check_rescan(result, plan)
     return result

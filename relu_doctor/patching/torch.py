@@ -113,13 +113,19 @@ def onnx_proto(module: nn.Module, example: Sequence[torch.Tensor], names: Sequen
     return onnx.load_from_string(buffer.getvalue())
 
 
-def save(obj: Any, path: Path, fmt: str) -> None:
-    """Write a torch model object in `fmt` (the path may have any extension)."""
+def save(obj: Any, path: Path, fmt: str, names: list[tuple[str, str]] | None = None) -> None:
+    """Write a torch model object in `fmt` (the path may have any extension), with the
+    report's site names where the patch renamed sites (site_names.py)."""
+    from ..site_names import ATTRIBUTE, EXTRA_FILE, to_json
+
+    extra = {EXTRA_FILE: to_json(names)} if names else {}
     if fmt == PT2:
-        torch.export.save(obj, path)
+        torch.export.save(obj, path, extra_files=extra)
     elif fmt == TORCHSCRIPT:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.jit.save(obj, str(path))
+            torch.jit.save(obj, str(path), _extra_files=extra)
     else:
+        if names:
+            setattr(obj, ATTRIBUTE, to_json(names))  # our own patched copy
         torch.save(obj, path)

@@ -219,7 +219,7 @@ MODEL: Group = (ARCH, ARCH_KWARGS, TRUST_PICKLE)
 
 SAMPLE: Group = (
     Opt("data", Path | None, None, ("--data",),
-        "Sample inputs: .npy, .npz (by input name), .pt, or a folder of .png/.jpg images.", "PATH"),
+        "Sample inputs: .npy, .npz (by input name), .pt, or a folder of images (subfolders too).", "PATH"),
     Opt("input_shape", list[str] | None, None, ("--input-shape",),
         "Per-sample input shape, no batch dim: 3,224,224 or name=3,224,224. Repeatable.", "SHAPE", _checked(_shapes)),
     Opt("samples", int | None, None, ("--samples",), "Samples to scan (synthetic default 256).", "N",
@@ -231,8 +231,9 @@ SAMPLE: Group = (
         _checked(_at_least("--seed", 0, 2**63 - 1))),
     Opt("input_range", str | None, None, ("--input-range",),
         "Synthetic inputs uniform in LO,HI instead of standard normal.", "LO,HI", _checked(_range)),
-    Opt("image_size", str | None, None, ("--image-size",), "With --data FOLDER of images: resize them to H,W.",
-        "H,W", _checked(_image("image_size"))),
+    Opt("image_size", str | None, None, ("--image-size",),
+        "With --data FOLDER of images: resize them to H,W (one number: a square).", "H,W",
+        _checked(_image("image_size"))),
     Opt("mean", str | None, None, ("--mean",), "Images: subtract this mean.", "R,G,B", _checked(_image("mean"))),
     Opt("std", str | None, None, ("--std",), "Images: divide by this std.", "R,G,B", _checked(_image("std"))),
     Opt("device", str, "auto", ("--device",), "cpu, cuda, cuda:N or auto.", "DEVICE", _checked(_device)),

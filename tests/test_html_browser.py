@@ -2,9 +2,9 @@
 console error, fetch nothing, draw one bar per site, and the filter works.
 
 Pages: the sample model's scan, the scan of a 120-site model built here, the diff of that
-model against a copy with more dead neurons, and a timeline (from its JSON form: the
-`timeline` command renders through the same function). Screenshots land in pytest's
-tmp dir (the path is printed).
+model against a copy with more dead neurons, and `relu-doctor timeline -o timeline.html`
+of a watch history of that model. Screenshots land in pytest's tmp dir (the path is
+printed).
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 import relu_doctor as rd
+from relu_doctor.cli import app
 from relu_doctor.compare import diff
-from relu_doctor.render.html import render_diff_html, render_timeline_html
+from relu_doctor.render.html import render_diff_html
 from tests.browser import Chromium, find_chromium
-from tests.html_cases import HOSTILE, site_name, timeline
+from tests.html_cases import HOSTILE
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +81,18 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int
     new.sites[0].name = HOSTILE[0]
     out["diff"] = (folder / "diff.html", SITES)
     out["diff"][0].write_text(render_diff_html(diff(base, new), None))
+    # a watch history of four windows, more neurons planted dead in each, through `relu-doctor timeline`
+    lines = []
+    for k in range(4):
+        line = (base if k == 0 else rd.scan(Deep(extra_dead=k), data)).to_dict()
+        line["sites"][0]["name"] = HOSTILE[0]
+        line["sample"].update(source="training", steps=[100 * k, 100 * k + 9])
+        lines.append(json.dumps(line) + "\n")
+    history = folder / "history.jsonl"
+    history.write_text("".join(lines))
     out["timeline"] = (folder / "timeline.html", SITES)
-    out["timeline"][0].write_text(render_timeline_html(timeline(SITES, 40)))
+    result = CliRunner().invoke(app, ["timeline", str(history), "-o", str(out["timeline"][0]), "-q"])
+    assert result.exit_code == 0, result.output
     return out
 
 
@@ -122,11 +134,8 @@ def test_page_in_chromium(name: str, browser: Chromium, pages: dict[str, tuple[P
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
     if name in ("deep", "diff", "timeline"):
-        filtered = browser.evaluate(session, FILTER % json.dumps("acts.11" if name != "timeline" else "block1.relu"))
-        if name == "timeline":
-            expected = sorted({site_name(i) for i in range(SITES) if "block1.relu" in site_name(i)})
-        else:
-            expected = sorted({f"acts.{i}" for i in range(SITES) if str(i).startswith("11")})
+        filtered = browser.evaluate(session, FILTER % json.dumps("acts.11"))
+        expected = sorted({f"acts.{i}" for i in range(SITES) if str(i).startswith("11")})
         assert filtered["sites"] == expected
         assert filtered["dimmed"] == sites - len(expected)
         hostile = browser.evaluate(session, FILTER % json.dumps(HOSTILE[0]))

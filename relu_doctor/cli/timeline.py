@@ -64,6 +64,10 @@ def timeline(
                 check_output_path(path, list(inputs))
         if opts.neurons is not None and opts.output is not None and opts.neurons.resolve() == opts.output.resolve():
             raise UserError("--neurons and -o name the same file", "Give the .npz its own path.")
+        if (opts.format or _BY_SUFFIX.get(opts.output.suffix.lower() if opts.output else "")) == "html":
+            from ..render.html_charts import matplotlib
+
+            matplotlib()  # a missing html extra fails now, not after scanning checkpoints
         if any(is_history(p) for p in inputs):
             if len(inputs) > 1:
                 raise UserError("give one watch history, or checkpoints: not both, nor several histories",

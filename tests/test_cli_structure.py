@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from relu_doctor.cli import app
 from relu_doctor.cli import options as declared
-from tests.models import case, save_all_formats
 
 PACKAGE = Path(__file__).resolve().parent.parent / "relu_doctor"
 
@@ -104,9 +103,8 @@ def test_every_sample_and_measure_option_of_scan_is_an_option_of_patch_with_the_
 
 
 @pytest.fixture(scope="module")
-def reused_relu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("structure")
-    return save_all_formats(replace(case("reused_relu"), formats=frozenset({"onnx"})), folder)
+def reused_relu(all_formats: Callable[[str], dict[str, Path]]) -> dict[str, Path]:
+    return all_formats("reused_relu")  # the session's files (conftest.py): saved once for every module
 
 
 def test_patch_reads_an_image_folder_with_scans_image_options(reused_relu: dict, tmp_path: Path) -> None:

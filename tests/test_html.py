@@ -178,7 +178,7 @@ def test_empty_inputs_render() -> None:
 
 def test_missing_matplotlib_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    with pytest.raises(UserError) as e:
+    with pytest.raises(UserError, match="needs matplotlib, which is not installed") as e:
         big_report(2, 4).to_html()
     assert "relu-doctor[html]" in (e.value.hint or "")
 

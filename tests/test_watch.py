@@ -176,9 +176,11 @@ def test_tensorboard_scalars_read_back_with_tensorboard(tmp_path) -> None:
 
 def test_bad_settings_are_user_errors(tmp_path) -> None:
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU())
-    for kwargs in ({"every": 0}, {"every": 5, "window": 6}, {"tau": 2.0}, {"fail_dead_ratio": 25},
-                   {"on_alert": "explode"}, {"history": tmp_path}):
-        with pytest.raises(UserError):
+    for kwargs, message in (({"every": 0}, "every must be a positive"), ({"every": 5, "window": 6}, "window must be"),
+                            ({"tau": 2.0}, "tau must be between 0 and 1"),
+                            ({"fail_dead_ratio": 25}, "fail-dead-ratio is a fraction"),
+                            ({"on_alert": "explode"}, "on_alert must be"), ({"history": tmp_path}, "is a folder")):
+        with pytest.raises(UserError, match=message):
             rd.watch(model, **kwargs)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="needs an nn.Module"):
         rd.watch("model.pt")

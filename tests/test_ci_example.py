@@ -11,9 +11,12 @@ document's own command.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +90,27 @@ def gitlab_job(yaml: str) -> Job:
     return Job(env, [Step("\n".join(script))])
 
 
+@functools.cache
+def _pip_resolves(requirement: str) -> int:
+    """pip's own resolution and build of `requirement` (a path of this checkout), offline and installing nothing."""
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                           "--no-build-isolation", "--quiet", requirement], cwd=ROOT, capture_output=True,
+                          timeout=120).returncode
+
+
+def pip_install(args: tuple[str, ...], cwd: Path) -> int:
+    """The document's `pip install` line, run by pip as written except that nothing is downloaded or installed
+    (the package under test is installed already): the requirement must be one pip can build from the job's
+    checkout. The user's repository holds relu-doctor at tools/relu-doctor (a submodule): here, this checkout."""
+    requirement, *options = args
+    assert options in ([], ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]), args
+    assert requirement.startswith("./"), f"not an install from the checkout: {requirement}"
+    (cwd / "tools").mkdir(exist_ok=True)
+    if not (cwd / "tools" / "relu-doctor").exists():
+        (cwd / "tools" / "relu-doctor").symlink_to(ROOT, target_is_directory=True)
+    return _pip_resolves(str((cwd / requirement).resolve()))
+
+
 class Shell:
     """Plays the document's shell lines: relu-doctor, pip install, cat >>, `|| var=$?`, exit."""
 
@@ -104,7 +128,7 @@ class Shell:
             code = CliRunner().invoke(app, words[1:], env={"COLUMNS": "80", "NO_COLOR": "1"}).exit_code
             self.calls.append((words[1:], code))
         elif words[:2] == ["pip", "install"]:
-            code = 0  # the package under test is installed already
+            code = pip_install(tuple(words[2:]), self.cwd)
         elif words[0] == "cat" and words[2] == ">>":
             with open(self.cwd / words[3], "a") as out:
                 out.write((self.cwd / words[1]).read_text())
@@ -196,7 +220,8 @@ def gitlab_yaml() -> str:
 def test_docs_install_relu_doctor_with_the_cpu_torch_index() -> None:
     text = DOC.read_text()
     assert text.count(f"--fail-dead-ratio {GATE:g}") == 2  # the gate the tests below rely on
-    assert "torch==" not in text and "pip install \"relu-doctor" in text
+    assert "torch==" not in text and text.count("pip install ./tools/relu-doctor") == 2
+    assert "submodules: true" in github_yaml() and "GIT_SUBMODULE_STRATEGY: recursive" in gitlab_yaml()
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in github_yaml()
     assert "PIP_EXTRA_INDEX_URL: https://download.pytorch.org/whl/cpu" in gitlab_yaml()
 

@@ -25,7 +25,7 @@ from relu_doctor.cli import app
 HOSTILE = ["\x1b[31mred\x1b[0m[/bold]", '=HYPERLINK("http://evil.example","click")', "a|b`c<script>\nforged row"]
 
 
-def chain_model(path: Path, names: list[str], dtype: int = TensorProto.FLOAT) -> Path:
+def chain_model(path: Path, names: list[str], dtype: int = TensorProto.FLOAT, op: str = "Relu") -> Path:
     """x (N, 4) -> [MatMul W -> Relu named n] for n in names. Site i > 0 has neuron 3 dead (W's column 3 is -5 x)."""
     w = np.eye(4, dtype=np.float32)
     w[3, 3] = -5.0
@@ -36,7 +36,7 @@ def chain_model(path: Path, names: list[str], dtype: int = TensorProto.FLOAT) ->
     for i, name in enumerate(names):
         weight = "I" if i == 0 else "W"
         nodes.append(helper.make_node("MatMul", [previous, weight], [f"m{i}"], name=f"matmul{i}"))
-        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=name))
+        nodes.append(helper.make_node(op, [f"m{i}"], [f"r{i}"], name=name))
         previous = f"r{i}"
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", dtype, ["N", 4])],
                               [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["N", 4])],

@@ -159,7 +159,7 @@ def test_a_model_without_dying_relus_needs_no_patch(models: dict, out_dir: Path)
     (["--mode", "wide"], "--mode"),
     (["--min-dead-ratio", "2"], "--min-dead-ratio"),
     (["--select", "nothing*"], "matches none"),
-    (["--to", "onnx"], "converts eager models only"),
+    (["--to", "onnx"], "--to onnx contradicts -o"),  # OUT is m.pt2 (issue 15: checked before any work)
 ])
 def test_wrong_flags_exit_2(models: dict, out_dir: Path, args: list[str], message: str) -> None:
     result = run(models["reused_relu.pt2"], "--data", models["reused_relu.data"], "-o", out_dir / "m.pt2", *args)
@@ -181,3 +181,17 @@ def test_a_pickled_module_needs_trust(models: dict, out_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     # the patched call is a functional prelu now, yet it keeps its name (the model records it)
     assert "name now" not in result.stdout
+
+
+def test_outs_extension_names_the_format_of_an_eager_patch(models: dict, out_dir: Path) -> None:
+    """`patch weights.pt --arch ... -o model.onnx` writes ONNX, never a pickle named .onnx (issue 15)."""
+    import onnx
+
+    from tests.models import case
+
+    out = out_dir / "model.onnx"
+    result = run(models["reused_relu.state_dict"], "--arch", case("reused_relu").factory,
+                 "--data", models["reused_relu.data"], "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "Wrote" in result.stdout and "(ONNX)" in result.stdout
+    assert out.read_bytes()[:2] != b"PK" and onnx.load(str(out)).graph.node  # a protobuf, not a zip/pickle

@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from . import diff, merge, patch, scan, timeline
-from .common import EXIT_BUG, EXIT_GATE, EXIT_OK, EXIT_USER, ErrorMappingGroup
+from .common import EXIT_BUG, EXIT_GATE, EXIT_OK, EXIT_USER, Command, ErrorMappingGroup
 
 __all__ = ["EXIT_BUG", "EXIT_GATE", "EXIT_OK", "EXIT_USER", "app", "main"]
 
@@ -44,11 +44,9 @@ def _main(
     """How many of your ReLUs are dead, and where."""
 
 
-app.command("scan")(scan.scan)
-app.command("patch")(patch.patch)
-app.command("diff")(diff.diff)
-app.command("merge")(merge.merge)
-app.command("timeline")(timeline.timeline)
+COMMANDS = {"scan": scan, "patch": patch, "diff": diff, "merge": merge, "timeline": timeline}  # name -> module
+for name, module in COMMANDS.items():
+    app.command(name, cls=Command, epilog=getattr(module, "EXAMPLES", None))(getattr(module, name))
 
 
 def main() -> None:

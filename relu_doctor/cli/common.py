@@ -201,3 +201,24 @@ class ProgressBar:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+class Command(typer.core.TyperCommand):
+    """Help as people read it: `MODEL` in the usage line (not `{MODEL}`), argument names without
+    Python types (`REPORT.json...`, not `REPORT.json <list[Path]>`), and the whole first sentence
+    of a command's summary in the command list (never cut with `...`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                name = param.metavar or param.name or ""
+                usage = name + ("..." if param.nargs != 1 else "")
+                # per-instance overrides of typer's display (typer >= 0.25 builds both from these)
+                param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
+                param._rich_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign,assignment]
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        text = (self.short_help or self.help or "").strip()
+        return text.split("\n\n")[0].replace("\n", " ")

@@ -10,6 +10,12 @@ import typer
 from .common import EXIT_GATE, EXIT_OK, emit, run_guarded, stdout_console, warn
 from .options import FAIL_INCREASE, REPORT_OUTPUT, RUN, SELECT, Options, report_format, takes
 
+EXAMPLES = """\b
+Examples:
+  relu-doctor diff base.json new.json
+  relu-doctor diff base.json new.json --fail-increase 2 -o diff.md
+"""
+
 
 class DiffFormat(str, Enum):
     table = "table"

@@ -10,6 +10,12 @@ from .common import EXIT_GATE, EXIT_OK, emit, gate_failed, run_guarded, stdout_c
 from .options import DISPLAY, GATES, REPORT_OUTPUT, RUN, Options, report_format, takes
 from .scan import Format
 
+EXAMPLES = """\b
+Examples:
+  relu-doctor merge part0.json part1.json part2.json part3.json -o report.json
+  relu-doctor merge part*.json --fail-dead-ratio 0.25 -f table
+"""
+
 
 @takes((report_format(Format, Format.json), REPORT_OUTPUT), DISPLAY, GATES, RUN)
 def merge(

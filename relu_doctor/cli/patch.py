@@ -14,6 +14,14 @@ import typer
 from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
 from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, Options, takes
 
+EXAMPLES = """\b
+Examples:
+  relu-doctor patch model.onnx --data batch.npy -o model.patched.onnx
+  relu-doctor patch weights.pt --arch mymodels:build --data batch.npy -o model.patched.pt2
+  relu-doctor patch model.pt2 --report report.json --mode layer -o model.leaky.pt2
+  relu-doctor patch model.onnx --data batch.npy --dry-run
+"""
+
 
 class Mode(str, Enum):
     channel = "channel"
@@ -32,7 +40,11 @@ def patch(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Model file: .onnx, .pt2, pickled module, state dict, safetensors."
     ),
-    output: Path | None = typer.Option(None, "--output", "-o", metavar="OUT", help="Where to write the patched model."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", metavar="OUT",
+        help="Where to write the patched model (required unless --dry-run). Its extension names the format: "
+        ".onnx, .pt2, .pt/.pth (TorchScript for TorchScript input, else a pickled module); --to wins.",
+    ),
     report: Path | None = typer.Option(
         None, "--report", metavar="R.json", help="Reuse this scan of MODEL (its model.sha256 must match)."
     ),
@@ -47,7 +59,8 @@ def patch(
         None,
         "--to",
         metavar="FORMAT",
-        help="Output format for a state dict / safetensors / pickled module: onnx, pt2, torchscript.",
+        help="Output format (onnx, pt2, torchscript, module); eager inputs (state dict, safetensors, pickled "
+        "module) convert to any. Default: OUT's extension, else the input's format.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),

@@ -26,6 +26,15 @@ from .options import (
     takes,
 )
 
+EXAMPLES = """\b
+Examples:
+  relu-doctor scan model.onnx --data batch.npy
+  relu-doctor scan resnet.pt --arch torchvision.models:resnet18 --input-shape 3,224,224
+  relu-doctor scan model.pt2 --data batch.npy -o report.json --fail-dead-ratio 0.25
+  relu-doctor scan big.onnx --data batch.npy --top 20 --only-dead
+  relu-doctor scan model.onnx --data batch.npy --shard 0/4 -o part0.json
+"""
+
 
 class Format(str, Enum):
     table = "table"

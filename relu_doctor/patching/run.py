@@ -70,16 +70,42 @@ class PatchOutcome:
     written: bool = False
 
 
-def output_format(input_format: str, to: str | None) -> str:
-    natural = {ONNX: "onnx", PT2: "pt2", TORCHSCRIPT: "torchscript"}.get(input_format, "module")
-    if to is None or to == natural:
-        return natural
-    if to not in OUTPUT_FORMATS:
+# OUT's extension names the output format (SPEC 7); .pt/.pth is TorchScript or a pickled module
+_EXTENSIONS = {".onnx": ("onnx",), ".pt2": ("pt2",), ".pt": ("torchscript", "module"),
+               ".pth": ("torchscript", "module"), ".safetensors": ("state dict",)}
+_NAMES = {"onnx": "ONNX", "pt2": "a torch.export .pt2", "torchscript": "TorchScript", "module": "a pickled module"}
+
+
+def named_formats(out: Path | None, to: str | None) -> tuple[str, ...] | None:
+    """The formats OUT's extension allows, checked against --to: a contradiction is refused before any work."""
+    if to is not None and to not in OUTPUT_FORMATS:
         raise UserError(f"--to must be one of {', '.join(OUTPUT_FORMATS)} (got {to!r})")
+    named = _EXTENSIONS.get(out.suffix.lower()) if out is not None else None
+    if named == ("state dict",):
+        raise UserError(f"-o {out}: a patched model cannot be written as a state dict (.safetensors)",
+                        "The leak changes the modules (ReLU -> PReLU), which a state dict does not hold: "
+                        "write .pt2, .onnx or .pt.")
+    if to is not None and named is not None and to not in named:
+        raise UserError(f"--to {to} contradicts -o {out}, whose extension means {' or '.join(named)}",
+                        f"Name OUT for {_NAMES[to]} model, or drop --to.")
+    return named
+
+
+def output_format(input_format: str, to: str | None, out: Path | None = None) -> str:
+    """--to when given, else what OUT's extension names, else the input's own format."""
+    natural = {ONNX: "onnx", PT2: "pt2", TORCHSCRIPT: "torchscript"}.get(input_format, "module")
+    named = named_formats(out, to)
+    # .pt of a TorchScript input is TorchScript; of an eager one, a pickled module
+    wanted = to or (natural if named is None or natural in named else named[0])
+    if wanted == natural:
+        return natural
     if input_format not in _EAGER_INPUTS:
-        raise UserError(f"--to {to} converts eager models only; a {input_format} model is written as {natural}",
-                        "Drop --to, or patch the pickled module / state dict (--arch) of this model.")
-    return to
+        asked = f"--to {to}" if to else f"-o {out}"
+        suffix = {"module": ".pt", "torchscript": ".pt"}.get(natural, f".{natural}")
+        kind = {ONNX: "an ONNX", PT2: "a .pt2", TORCHSCRIPT: "a TorchScript"}.get(input_format, "this")
+        raise UserError(f"{asked}: a patch converts eager models only; {kind} model is written as {_NAMES[natural]}",
+                        f"Name OUT {suffix}, or patch the pickled module / state dict (--arch) of it.")
+    return wanted
 
 
 def patch_file(
@@ -111,12 +137,13 @@ def patch_file(
     protected = [model] + [Path(p) for p in (opts.data, report_path) if isinstance(p, (str, Path))]
     if out is not None and not dry_run:
         check_output_path(out, protected, force=force)
+    named_formats(out, to)  # --to against OUT's extension, before anything is loaded
     loaded = load_model(model, opts.arch, opts.arch_kwargs, opts.trust_pickle)
     if loaded.format == TORCHSCRIPT:
         from .torch import torchscript_refusal
 
         raise torchscript_refusal()
-    fmt = output_format(loaded.format, to)
+    fmt = output_format(loaded.format, to, out)
     report = _report(loaded, report_path, opts, progress)
     plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
     if report_path is not None:  # a report from a file: the model must agree with it (report_match.py)

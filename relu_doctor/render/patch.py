@@ -39,10 +39,10 @@ def print_outcome(outcome: PatchOutcome, console: Console) -> None:
         return
     _print_verification(v, plan, console)
     if outcome.output_format == "onnx" and plan.mode == "channel":
-        console.print(
+        console.print(  # wrapped to the terminal, unlike the lines above that hold paths
             "Cost: a per-channel PRelu stops onnxruntime from fusing the activation into the "
             "convolution before it; --mode layer (LeakyRelu) keeps most fusions.",
-            markup=False,
+            markup=False, soft_wrap=False,
         )
     written = FORMAT_NAMES.get(outcome.output_format, outcome.output_format)
     console.print(f"Wrote {visible(outcome.out)} ({written}).", markup=False)

@@ -5,6 +5,7 @@ stdout carries data, stderr carries progress, warnings and errors (SPEC 10, DESI
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -203,6 +204,10 @@ class ProgressBar:
             self.progress.stop()
 
 
+def _no_type(ctx: Any) -> None:
+    return None
+
+
 class Command(typer.core.TyperCommand):
     """Help as people read it: `MODEL` in the usage line (not `{MODEL}`), argument names without
     Python types (`REPORT.json...`, not `REPORT.json <list[Path]>`), and the whole first sentence
@@ -213,11 +218,12 @@ class Command(typer.core.TyperCommand):
         for param in self.params:
             if isinstance(param, typer.core.TyperArgument):
                 name = param.metavar or param.name or ""
-                usage = name + ("..." if param.nargs != 1 else "")
+                many = "..." if param.nargs != 1 and not name.endswith("...") else ""
+                shown: Callable[[], str] = functools.partial(str, name + many)
                 # per-instance overrides of typer's display (typer >= 0.25 builds both from these)
-                param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
-                param._rich_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
-                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign,assignment]
+                param._usage_display_name = shown  # type: ignore[method-assign]
+                param._rich_display_name = shown  # type: ignore[method-assign]
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
 
     def get_short_help_str(self, limit: int = 45) -> str:
         text = (self.short_help or self.help or "").strip()

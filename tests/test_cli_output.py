@@ -137,7 +137,7 @@ def test_help_reads_like_help() -> None:
         assert "Examples:" in text and f"relu-doctor {command} " in text.split("Examples:")[1]
     scan = run("scan", "--help").stdout
     assert "Usage: relu-doctor scan [OPTIONS] MODEL" in scan
-    assert re.search(r"folder of\s+.png/.jpg images", scan)
+    assert re.search(r"folder of\s+images", scan)  # --data takes image folders too
     for flag in ("--input-shape", "--select", "--ignore"):
         assert re.search(re.escape(flag) + r"[^\n]*\n?[^-]*Repeatable", scan), flag
     assert "REPORT.json..." in run("merge", "--help").stdout and "list[Path]" not in run("merge", "--help").stdout

@@ -21,9 +21,8 @@ import relu_doctor as rd
 from tests.models import CAPTURE_CASES, Case, sample_data
 
 FORMATS = ("module", "trace", "script", "pt2", "onnx")
-# scripted, the layer's fast-path conditions are graph control flow around the fused kernel:
-# measured, but named generically (with a warning)
-GENERIC_NAMES = {("encoder_layer", "script")}
+# scripted, the layer's fast-path conditions are graph control flow around the fused kernel
+# and the relu: both come from the same module, so the site keeps its name
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,9 +130,8 @@ def test_every_format_reports_the_planted_dead_neurons(c: Case, fmt: str) -> Non
     got = [(s.neurons, s.axis, s.dead_indices) for s in report.sites]
     assert got == want, [(s.name, s.op, s.shape) for s in report.sites]
     assert [s.kind for s in report.sites] == [s.kind for s in c.sites]
-    if (c.name, fmt) in GENERIC_NAMES:
-        assert any("names are generic" in w for w in report.warnings)
-    elif fmt != "onnx":  # ONNX names sites by node
+    assert not any("names are generic" in w for w in report.warnings)
+    if fmt != "onnx":  # ONNX names sites by node
         assert [s.name for s in report.sites] == [s.name for s in c.sites]
 
 
@@ -212,3 +210,34 @@ def test_fused_relu_kernels_are_measured(fmt: str) -> None:
     report = rd.scan(subject, data={"x": x, "image": image}, batch_size=8)
     assert [(s.neurons, s.axis, s.dead_indices) for s in report.sites] == want
     assert [s.op for s in report.sites] == ["aten._addmm_activation", "aten._add_relu"]
+
+
+class _Branches(torch.nn.Module):
+    """Scripted control flow around relus: named where the branches cannot change the origin."""
+
+    __constants__ = ["same_module"]  # folded when scripted: the graph holds one of the two branches
+
+    def __init__(self, same_module: bool) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.ReLU(), torch.nn.ReLU()
+        self.same_module = same_module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 0):
+            x = self.a(x)
+        elif self.same_module:
+            x = self.a(x - 1)
+        else:
+            x = self.b(x - 1)
+        return x
+
+
+@pytest.mark.parametrize("same_module", [True, False])
+def test_scripted_branches_name_sites_only_when_unambiguous(same_module: bool) -> None:
+    scripted = torch.jit.script(_Branches(same_module))
+    data = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    report = rd.scan(scripted, data=data, batch_size=4)
+    generic = any("names are generic" in w for w in report.warnings)
+    assert generic is not same_module
+    if same_module:
+        assert {s.name for s in report.sites} == {"a"}

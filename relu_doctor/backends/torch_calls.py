@@ -72,6 +72,8 @@ class ActivationCalls(TorchDispatchMode):
     def start_pass(self) -> None:
         """Before each forward pass."""
         self.candidates = 0  # candidate calls seen in this pass (graph formats align on it)
+        self._op_calls: dict[str, int] = {}  # candidate calls per op in this pass
+        self._nth = 0  # which call of its op the current candidate is
         self._tags = WeakTensorKeyDictionary()
         self._shifted = WeakTensorKeyDictionary()  # x + 3 -> x
         self._pending: list[tuple[ActivationCall, hard_swish.Pending]] = []
@@ -108,6 +110,8 @@ class ActivationCalls(TorchDispatchMode):
         if flags & _CANDIDATE:
             index = self.candidates
             self.candidates += 1
+            self._nth = self._op_calls.get(qualified, 0)
+            self._op_calls[qualified] = self._nth + 1
             self._settle()  # sites stay in execution order
             if flags & _FUSED:
                 self._fused(index, op, qualified, args, kwargs, out)
@@ -121,7 +125,7 @@ class ActivationCalls(TorchDispatchMode):
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         call = ActivationCall(index, op, torch_op_label(op), activation, out, x, self._tags.get(out),
-                              self._origin(index))
+                              self._origin(index, qualified_name(op)))
         shifted = self._shifted.get(x) if activation.kind == hard_swish.RELU6 and x is not None else None
         if shifted is not None:
             self._pending.append((call, hard_swish.Pending(shifted, out)))
@@ -131,7 +135,7 @@ class ActivationCalls(TorchDispatchMode):
     def _fused(self, index: int, op: str, qualified: str, args: tuple, kwargs: dict, out: Any) -> None:
         kernel = fused_kernel(*qualified.split(".", 1))
         assert kernel is not None
-        origin = self._origin(index)
+        origin = self._origin(index, qualified)
         try:
             assert kernel.measure is not None
             found = kernel.measure(args, kwargs, out, self.include_smooth)
@@ -156,9 +160,9 @@ class ActivationCalls(TorchDispatchMode):
         self.unmeasured.append(f"{qualified} in {where} applies {holds}, but {reason} cannot be measured: "
                                "its activations are not in this report")
 
-    def _origin(self, index: int) -> Any:
+    def _origin(self, index: int, qualified: str) -> Any:
         """Where the call comes from, read when it runs (a call may be reported later)."""
-        return self.origins.origin(index) if self.origins is not None else None
+        return self.origins.origin(index, qualified, self._nth) if self.origins is not None else None
 
     # ---- hand-written hard-swish ------------------------------------------------------------
 
@@ -213,6 +217,10 @@ class ActivationCalls(TorchDispatchMode):
             return
         for t in _tensors_in(out):
             tags[t] = tag
+
+
+def qualified_name(aten_op: str) -> str:
+    return f"{ATEN}.{aten_op}"
 
 
 def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:

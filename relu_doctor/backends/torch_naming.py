@@ -67,7 +67,7 @@ class EagerModuleTracker:
         if self._stack:
             self._stack.pop()
 
-    def origin(self, candidate_index: int) -> CallOrigin:
+    def origin(self, candidate_index: int, op: str = "", nth: int = 0) -> CallOrigin:
         return self._stack[-1] if self._stack else UNKNOWN
 
     def close(self) -> None:
@@ -77,14 +77,24 @@ class EagerModuleTracker:
 
 
 class GraphOrigins:
-    """Origins of a graph's candidate nodes, in the order they run."""
+    """Origins of a graph's candidate nodes, in the order they run.
 
-    def __init__(self, origins: list[CallOrigin] | None, warning: str | None = None) -> None:
+    Where control flow decides which candidate nodes run, `by_op` maps each op ("aten.relu")
+    to the origins of its nodes in graph order, used when that is unambiguous (no node of
+    the op is conditional, or all its nodes share one origin): the nth call of the op
+    then comes from its nth node."""
+
+    def __init__(self, origins: list[CallOrigin] | None, warning: str | None = None,
+                 by_op: dict[str, list[CallOrigin]] | None = None) -> None:
         self._origins = origins
+        self._by_op = by_op
         self.warning = warning
 
-    def origin(self, candidate_index: int) -> CallOrigin | None:
+    def origin(self, candidate_index: int, op: str = "", nth: int = 0) -> CallOrigin | None:
         """None when the graph cannot tell (control flow, or more calls than nodes)."""
+        if self._by_op is not None:
+            nodes = self._by_op.get(op, [])
+            return nodes[nth] if nth < len(nodes) else None
         if self._origins is None or candidate_index >= len(self._origins):
             return None
         return self._origins[candidate_index]
@@ -109,16 +119,38 @@ def torchscript_origins(module: torch.jit.ScriptModule) -> GraphOrigins:
     # Scripted F.relu(x, inplace=False) compiles to If(False): relu_ / relu. Constant
     # propagation keeps the branch that runs, so the graph lists what executes.
     torch._C._jit_pass_constant_propagation(graph)
-    origins: list[CallOrigin] = []
-    nested = False
-    for node in graph.nodes():
-        if any(_has_candidate(block) for block in node.blocks()):
-            nested = True
+    found: list[tuple[str, CallOrigin, bool]] = []  # (op, origin, conditional) in graph order
+    if not _candidates(graph, module, False, found):
+        return GraphOrigins(None, _GENERIC)
+    if not any(conditional for _, _, conditional in found):
+        return GraphOrigins([origin for _, origin, _ in found])
+    by_op: dict[str, list[CallOrigin]] = {}
+    for op, origin, _ in found:
+        by_op.setdefault(op, []).append(origin)
+    for op, origins in by_op.items():
+        conditional = any(c for o, _, c in found if o == op)
+        if conditional and len(set(origins)) > 1:
+            return GraphOrigins(None, _GENERIC)
+    return GraphOrigins(None, by_op=by_op)
+
+
+_GENERIC = "TorchScript control flow holds activations: site names are generic"
+
+
+def _candidates(block: Any, root: torch.jit.ScriptModule, conditional: bool,
+                found: list[tuple[str, CallOrigin, bool]]) -> bool:
+    """Collect the block's candidate nodes (recursively); False when a loop holds one."""
+    for node in block.nodes():
         if _is_candidate_kind(node.kind()):
-            origins.append(_origin_from_hierarchy(node.getModuleHierarchy(), module))
-    if nested:
-        return GraphOrigins(None, "TorchScript control flow holds activations: site names are generic")
-    return GraphOrigins(origins)
+            namespace, name = split_op_name(node.kind())
+            found.append((f"{namespace}.{name}", _origin_from_hierarchy(node.getModuleHierarchy(), root),
+                          conditional))
+        for inner in node.blocks():
+            if node.kind() != "prim::If" and _has_candidate(inner):
+                return False  # a loop: its calls repeat a number of times known at run time
+            if not _candidates(inner, root, True, found):
+                return False
+    return True
 
 
 def _has_candidate(block: Any) -> bool:

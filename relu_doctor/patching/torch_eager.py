@@ -183,7 +183,7 @@ class _MappingMode(ActivationCalls):
         self.tracker, self.mapping = tracker, mapping
         self.counts: dict[str, int] = {}
 
-    def _origin(self, index: int) -> Any:
+    def _origin(self, index: int, qualified: str) -> Any:
         # the module and the traced node running at the call (the capture's naming rule)
         return self.tracker.origin(index), (self.mapping.frames[-1] if self.mapping.frames else None)
 

@@ -29,6 +29,8 @@ def test_reports_render_with_rich_and_say_in_memory_once() -> None:
     assert "Model in-memory module, 8 inputs" in report.to_markdown()
     assert "(in memory) (module)" not in report.to_markdown()
     assert repr(report).startswith("Report(in-memory module: ") and len(repr(report)) < 200
+    pytest.importorskip("matplotlib")
+    assert '<p class="sub">in-memory module · 8 inputs' in report.to_html()
 
 
 def test_warnings_are_emitted_through_python_warnings_once_each() -> None:

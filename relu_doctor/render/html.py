@@ -80,12 +80,12 @@ def _worst_html(report: Report) -> list[str]:
 
 def _scan_body(report: Report, salt: str) -> list[str]:
     s = report.summary
-    path = report.model.get("path") or "(in memory)"
+    model = report.model
     sample = report.sample
+    where = (f"{esc(model.path)} ({esc(model.format)}, sha256 {esc(str(model.sha256 or '')[:12])})" if model.path
+             else esc(model.label))  # "in-memory module": no path, no sha256
     body = [f"<h1>relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})</h1>",
-            f'<p class="sub">{esc(path)} ({esc(report.model.get("format"))}, sha256 '
-            f'{esc(str(report.model.get("sha256") or "")[:12])}) · {esc(sample.get("samples"))} inputs '
-            f'({esc(sample.get("source"))})</p>',
+            f'<p class="sub">{where} · {esc(sample.get("samples"))} inputs ({esc(sample.get("source"))})</p>',
             '<div class="cards">', card(str(s.sites), "sites"), card(str(s.neurons), "neurons"),
             card(f"{s.dead}", "dead (ReLU-type)", "fail" if s.dead else "pass"),
             card(percent(s.dead_ratio), "dead ratio"),

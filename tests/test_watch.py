@@ -184,3 +184,20 @@ def test_bad_settings_are_user_errors(tmp_path) -> None:
             rd.watch(model, **kwargs)
     with pytest.raises(UserError, match="needs an nn.Module"):
         rd.watch("model.pt")
+
+
+def test_forward_passes_without_gradients_stay_out_of_the_window() -> None:
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU())
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([1.0, 1.0, -1.0, -1.0, -1.0]))
+    x = torch.randn(6, 4)
+    with rd.watch(model, every=1, window=1) as w:
+        model(x)
+        with torch.no_grad():  # an evaluation in the loop: other data, not training
+            model.eval()(x)
+            model.train()
+        with torch.inference_mode():
+            model(x)
+        w.step()
+    assert w.reports[0].sample["forward_passes"] == 1 and w.reports[0].sample["samples"] == 6

@@ -32,8 +32,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 class LiveCapture:
     """Counters of every activation site over the forward passes run while attached."""
 
-    def __init__(self, model: torch.nn.Module, neuron_axis: str = "auto", include_smooth: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, neuron_axis: str = "auto", include_smooth: bool = False,
+                 grad_only: bool = True) -> None:
         self.model = model
+        # A forward without gradients inside a training loop is an evaluation (no_grad,
+        # inference_mode): with grad_only its data stays out of the training counters.
+        self.grad_only = grad_only
+        self._skipping = 0  # depth inside a skipped forward
         self.named = unwrap(model)  # sites are named by the model's own module paths
         self.neuron_axis = neuron_axis
         self.include_smooth = include_smooth
@@ -111,14 +116,20 @@ class LiveCapture:
             self._tracker.close()
         if self._mode is not None and self._depth:  # detached inside a forward: leave the mode
             self._mode.__exit__(None, None, None)
-        self._depth = 0
+        self._depth = self._skipping = 0
         self._tracker = None
         self._mode = None
 
     def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._skipping or (self._depth == 0 and self.grad_only and not torch.is_grad_enabled()):
+            self._skipping += 1
+            return
         self.enter_pass(batch_rows(args, kwargs) if self._depth == 0 else 0)
 
     def _leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._skipping:
+            self._skipping -= 1
+            return
         self.exit_pass()
 
 

@@ -6,6 +6,9 @@ step). At the end of a window the counters are read once (and all-reduced under 
 and one Report goes to the sinks. Probe mode instead scans a fixed batch every `every`
 steps (and once on entering), in eval mode under inference_mode, leaving the model as it was.
 
+Forward passes run without gradients (an evaluation under no_grad / inference_mode inside
+the loop) are not counted: a window holds training data only.
+
 Steps count optimizer steps: the forward passes between the n-th and the (n+1)-th call of
 `step()` belong to step n (0-based); a probe at step n sees the weights after n updates.
 """

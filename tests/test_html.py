@@ -57,7 +57,8 @@ class Page(HTMLParser):
 
 
 ALLOWED_TAGS = {"html", "head", "meta", "title", "body", "div", "style", "script", "h1", "h2", "p", "span", "b",
-                "ul", "li", "figure", "figcaption", "table", "thead", "tbody", "tr", "th", "td", "input", "footer",
+                "ul", "li", "details", "summary",
+                "figure", "figcaption", "table", "thead", "tbody", "tr", "th", "td", "input", "footer",
                 # matplotlib's SVG
                 "svg", "g", "path", "defs", "clippath", "rect", "text", "use", "image", "metadata", "pattern",
                 "polyline", "line", "lineargradient", "stop", "tspan", "rdf:rdf", "cc:work", "dc:type",
@@ -167,8 +168,10 @@ def test_timeline_page_from_its_json() -> None:
     page = assert_offline_and_escaped(text)
     assert len(page.ids("dead-")) == 20
     assert page.count("image") >= 1  # the heatmap, one embedded image
-    died = sum(len(s["died_at"]) for s in tl["sites"])
-    assert f"<b class=\"\">{died}</b><span>neurons that died</span>" in text
+    tl["sites"][0]["died_at"]["63"] = 0  # dead from the first point on: not a death during the run
+    text = render_timeline_html(tl)
+    died = sum(len(s["died_at"]) for s in tl["sites"]) - 1
+    assert f"<b class=\"\">{died}</b><span>died during the run</span>" in text
 
 
 def test_empty_inputs_render() -> None:
@@ -197,3 +200,13 @@ def test_timeline_page_lists_the_gate_and_sites_missing_at_first() -> None:
     start = 100 * tl["sites"][5]["dead_ratio"][3]
     assert (row["data-tip"] or "").split(": ", 1)[1].startswith(f"{start:.1f}%")  # first measured point
     assert "nan" not in text.lower().replace("nanmax", "")
+
+
+def test_many_gate_violations_are_folded() -> None:
+    tl = timeline(40, 8, fail_new_dead=5)
+    text = render_timeline_html(tl)
+    page = assert_offline_and_escaped(text)
+    violations = tl["gates"]["violations"]
+    assert len(violations) > 10 and page.count("details") == 1
+    assert f"<summary>{len(violations) - 10} more sites</summary>" in text
+    assert sum(text.count(f"site {html.escape(v['site'])}: ") for v in violations) == len(violations)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # render/ reads reports; it never needs them at import time
 WORST = 20  # sites listed with their dead indices
 MAX_INDICES = 200  # dead indices shown per site (the rest: JSON report or --neurons)
 TIMELINE_LINES = 8  # sites drawn as lines over time, besides the model
+SHOWN_VIOLATIONS = 10  # gate violations listed before the fold
 
 
 def _salt(*parts: object) -> str:
@@ -208,7 +209,7 @@ def render_timeline_html(timeline: dict[str, Any]) -> str:
             card(percent(model[-1] / 100) if model else "-", "dead ratio, last point",
                  "fail" if model and model[-1] > model[0] else "pass"),
             card(str(last.get("dead", "-")), "dead at the end"),
-            card(str(sum(len(s.get("died_at") or {}) for s in sites)), "neurons that died"), "</div>"]
+            card(str(_died_during(sites, steps)), "died during the run"), "</div>"]
     body += _timeline_gates(timeline.get("gates"))
     body += [f'<p class="warn">{esc(w)}</p>' for w in timeline.get("warnings", [])]
     if not points or not sites:
@@ -253,7 +254,17 @@ def _timeline_gates(gates: Any) -> list[str]:
            f'{"passed" if gates.get("passed") else "FAILED"}</span></p>']
     items = [f'<li class="fail">site {esc(v.get("site"))}: {esc(v.get("new_dead"))} of {esc(v.get("neurons"))} '
              "neurons died since the first point</li>" for v in gates.get("violations", [])]
+    if len(items) > SHOWN_VIOLATIONS:  # the rest folded: the sites' table says it all again
+        return out + [f"<ul>{''.join(items[:SHOWN_VIOLATIONS])}</ul>",
+                      f"<details><summary>{len(items) - SHOWN_VIOLATIONS} more sites</summary>"
+                      f"<ul>{''.join(items[SHOWN_VIOLATIONS:])}</ul></details>"]
     return out + ([f"<ul>{''.join(items)}</ul>"] if items else [])
+
+
+def _died_during(sites: Sequence[dict[str, Any]], steps: Sequence[int]) -> int:
+    """Neurons dead at the last point that were not dead from the first point on."""
+    start = steps[0] if steps else None
+    return sum(1 for s in sites for step in (s.get("died_at") or {}).values() if step != start)
 
 
 def _first(values: Sequence[float]) -> float | None:

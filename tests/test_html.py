@@ -210,3 +210,17 @@ def test_many_gate_violations_are_folded() -> None:
     assert len(violations) > 10 and page.count("details") == 1
     assert f"<summary>{len(violations) - 10} more sites</summary>" in text
     assert sum(text.count(f"site {html.escape(v['site'])}: ") for v in violations) == len(violations)
+
+
+def test_scan_gates_and_their_violations() -> None:
+    from relu_doctor.gates import regate
+
+    report = big_report(40, 16)
+    report.gates = regate(report.sites, (), (), {"fail_dead_ratio": 0.3})  # sites with 5+ of 16 dead
+    text = report.to_html()
+    page = assert_offline_and_escaped(text)
+    failing = [s for s in report.sites if s.grad_blocked and s.dead_ratio > 0.3]
+    assert len(report.gates.violations) == len(failing) > 10 and page.count("details") == 1
+    assert "FAILED" in text and "gate 30%" in text  # the threshold drawn on the chart
+    for v in report.gates.violations:
+        assert html.escape(v.describe()) in text

@@ -48,8 +48,7 @@ def _gates_html(report: Report) -> list[str]:
     checked = ", ".join(f"{name.replace('_', '-')} {threshold:g}" for name, threshold in g.checked.items())
     out = [f'<p>Gates ({esc(checked)}): <span class="{"pass" if g.passed else "fail"}">'
            f'{"passed" if g.passed else "FAILED"}</span></p>']
-    if g.violations:
-        out.append("<ul>" + "".join(f'<li class="fail">{esc(v.describe())}</li>' for v in g.violations) + "</ul>")
+    out += _violation_list([v.describe() for v in g.violations])
     return out
 
 
@@ -154,8 +153,7 @@ def render_diff_html(d: Diff, new: Report | None = None) -> str:
             card(_pp(s["dead_pp"]) + " pp", "change", "fail" if s["dead_pp"] > 0 else "pass"),
             card(str(s["sites_matched"]), "sites matched"), card(str(s["sites_changed"]), "changed"),
             card(str(len(d.added)), "added"), card(str(len(d.removed)), "removed"), "</div>", gate]
-    if d.violations:
-        body.append("<ul>" + "".join(f'<li class="fail">{esc(v.describe())}</li>' for v in d.violations) + "</ul>")
+    body += _violation_list([v.describe() for v in d.violations])
     body += [f'<p class="warn">{esc(w)}</p>' for w in d.warnings]
     if d.sites:
         indices = list(range(len(d.sites)))
@@ -252,13 +250,18 @@ def _timeline_gates(gates: Any) -> list[str]:
     out = [f'<p>Gate --fail-new-dead {esc(gates["checked"].get("fail_new_dead"))} pp: '
            f'<span class="{"pass" if gates.get("passed") else "fail"}">'
            f'{"passed" if gates.get("passed") else "FAILED"}</span></p>']
-    items = [f'<li class="fail">site {esc(v.get("site"))}: {esc(v.get("new_dead"))} of {esc(v.get("neurons"))} '
-             "neurons died since the first point</li>" for v in gates.get("violations", [])]
-    if len(items) > SHOWN_VIOLATIONS:  # the rest folded: the sites' table says it all again
-        return out + [f"<ul>{''.join(items[:SHOWN_VIOLATIONS])}</ul>",
-                      f"<details><summary>{len(items) - SHOWN_VIOLATIONS} more sites</summary>"
-                      f"<ul>{''.join(items[SHOWN_VIOLATIONS:])}</ul></details>"]
-    return out + ([f"<ul>{''.join(items)}</ul>"] if items else [])
+    return out + _violation_list([f"site {v.get('site')}: {v.get('new_dead')} of {v.get('neurons')} neurons died "
+                                  "since the first point" for v in gates.get("violations", [])])
+
+
+def _violation_list(lines: Sequence[str]) -> list[str]:
+    """Gate violations as a list; beyond SHOWN_VIOLATIONS folded (the sites' table says it all again)."""
+    items = [f'<li class="fail">{esc(line)}</li>' for line in lines]
+    if len(items) > SHOWN_VIOLATIONS:
+        return [f"<ul>{''.join(items[:SHOWN_VIOLATIONS])}</ul>",
+                f"<details><summary>{len(items) - SHOWN_VIOLATIONS} more sites</summary>"
+                f"<ul>{''.join(items[SHOWN_VIOLATIONS:])}</ul></details>"]
+    return [f"<ul>{''.join(items)}</ul>"] if items else []
 
 
 def _died_during(sites: Sequence[dict[str, Any]], steps: Sequence[int]) -> int:

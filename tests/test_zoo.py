@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from relu_doctor.cli import app
-from tests.zoo_models import ZOO, ZooCase, reference_dead
+from tests.zoo_models import ZOO, Positional, ZooCase, reference_dead
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded: every model comes from a config
 
@@ -65,7 +65,8 @@ def _build(case: ZooCase, cache: dict[str, dict], folder: Path) -> dict:
         paths["pt2"] = folder / "model.pt2"
         torch.export.save(program, paths["pt2"])
         paths["onnx"] = folder / "model.onnx"
-        torch.onnx.export(model, example, str(paths["onnx"]), dynamo=False, opset_version=17,
+        exported = Positional(model).eval() if case.onnx_wrapper else model
+        torch.onnx.export(exported, example, str(paths["onnx"]), dynamo=False, opset_version=17,
                           input_names=list(case.input_names), output_names=["output"],
                           dynamic_axes={**{n: {0: "batch"} for n in case.input_names}, "output": {0: "batch"}})
     cache[case.name] = entry = {"model": model, "data": data, "data_path": data_path, "paths": paths,

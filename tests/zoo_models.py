@@ -45,6 +45,9 @@ class ZooCase:
     functional: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
     slow: bool = False
     script: bool = False  # TorchScript by torch.jit.script instead of trace
+    # export ONNX through a forward(x) wrapper: the TorchScript-based exporter turns the
+    # bare TransformerEncoderLayer's is_causal=False default into a tensor and fails
+    onnx_wrapper: bool = False
     xfail: dict[str, str] = field(default_factory=dict)  # format -> reason (a pending capture fix)
 
 
@@ -298,6 +301,26 @@ def build_encoder_layer() -> nn.Module:
     return model.eval()
 
 
+def build_bare_encoder_layer() -> nn.Module:
+    """nn.TransformerEncoderLayer itself: scripted, its forward has optional mask arguments."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, activation="relu", batch_first=True)
+    _live_biases(layer)
+    plant_linear(layer.linear1, (5, 6, 31))
+    return layer.eval()
+
+
+class Positional(nn.Module):
+    """forward(x) -> model(x), nothing else."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 class OptionalMask(nn.Module):
     """A scripted module with an optional argument, as every scripted transformer block has."""
 
@@ -340,7 +363,9 @@ ZOO: list[ZooCase] = [
     ZooCase("einsum_linear", build_einsum, _tokens_16, ["x"], {"relu": (2, (1, 10, 23))}),
     ZooCase("channels_last", build_channels_last, _images, ["x"], {"relu": (3, (1, 6))}),
     ZooCase("encoder_layer", build_encoder_layer, _tokens_16, ["x"], {},
-            functional={"layer.linear1": (2, (2, 13, 30))}),
+            functional={"layer.linear1": (2, (2, 13, 30))}, slow=True),
+    ZooCase("scripted_encoder_layer", build_bare_encoder_layer, _tokens_16, ["src"], {},
+            functional={"linear1": (2, (5, 6, 31))}, script=True, onnx_wrapper=True),
     ZooCase("opt", build_opt, _tokens, ["input_ids"],
             {f"model.decoder.layers.{i}.activation_fn": (1, OPT_DEAD[i]) for i in range(2)},
             slow=True),

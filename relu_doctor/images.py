@@ -134,8 +134,9 @@ def load_image_folder(folder: Path, options: ImageOptions) -> ImageFolder:
     notes = []
     if skipped:
         kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items()))
-        notes.append(f"--data {folder}: skipped {sum(skipped.values())} files that are not images "
-                     f"Pillow reads ({kinds})")
+        n = sum(skipped.values())
+        notes.append(f"--data {folder}: skipped {n} file{'s' if n > 1 else ''} that Pillow does not read as "
+                     f"images ({kinds})")
     info = {"size": list(batch.shape[2:]), "mean": list(options.mean), "std": list(options.std),
             "files": len(files), "skipped": sum(skipped.values())}
     return ImageFolder((batch - mean) / std, info, notes)

@@ -30,6 +30,9 @@ def _lightning_module():
             super().__init__()
             self.net = _planted_net()
 
+        def forward(self, x):  # for probes; training_step does not use it
+            return self.net(x)
+
         def training_step(self, batch, batch_idx):  # calls the submodule, not self(x)
             x, y = batch
             return nn.functional.mse_loss(self.net(x), y)
@@ -80,6 +83,17 @@ def test_lightning_monitor_stops_training_on_a_breached_threshold(tmp_path) -> N
     trainer.fit(_lightning_module(), _loader())
     assert trainer.global_step == 2 and len(monitor.reports) == 1
     assert not monitor.reports[0].gates.passed
+
+
+def test_lightning_monitor_in_probe_mode(tmp_path) -> None:
+    from relu_doctor.integrations.lightning import DeadReLUMonitor
+
+    probe = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    monitor = DeadReLUMonitor(every=4, probe=probe)
+    trainer = _trainer(tmp_path, monitor)
+    trainer.fit(_lightning_module(), _loader())
+    assert [r.sample["steps"] for r in monitor.reports] == [[0, 0], [4, 4], [8, 8], [12, 12]]
+    assert all(r.sample["source"] == "probe" and r.site("net.1").dead_indices == DEAD for r in monitor.reports)
 
 
 def _tiny_bert():

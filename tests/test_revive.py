@@ -169,3 +169,17 @@ def test_bad_arguments() -> None:
         rd.revive(model, report, method="magic")
     with pytest.raises(rd.UserError):
         rd.revive(model, report, target="sleepy")
+
+
+def test_dormant_target_takes_the_nearly_silent_neurons_too() -> None:
+    model = planted_mlp().eval()
+    with torch.no_grad():  # neuron 2 fires, but a thousand times weaker than the others: dormant, not dead
+        model[0].weight[2] *= 1e-3
+        model[0].bias[2] = abs(float(model[0].bias[2])) * 1e-3
+    x = torch.randn(64, 6)
+    report = rd.scan(model, x.numpy())
+    assert 2 not in report.site("1").dead_indices
+    dead_only = rd.revive(copy.deepcopy(model), report)
+    dormant = rd.revive(model, report, target="dormant", select=["1"])
+    assert {r.site: r.neurons for r in dead_only.revived}["1"] == DEAD_1
+    assert {r.site: r.neurons for r in dormant.revived} == {"1": sorted([*DEAD_1, 2])}

@@ -83,9 +83,9 @@ def _all_reduce_counters(c: SiteCounters) -> SiteCounters:
     out: dict[str, Any] = dict(values)
     for (dtype, merge), group in groups.items():
         packed = np.concatenate([np.atleast_1d(np.asarray(values[f.name], dtype)) for f in group])
-        t = torch.from_numpy(packed.copy())
+        t = torch.from_numpy(packed.copy()).to(_comm_device())
         dist.all_reduce(t, op=ops[merge])
-        flat, start = t.numpy(), 0
+        flat, start = t.cpu().numpy(), 0
         for f in group:
             width = c.neurons if f.per_neuron else 1
             out[f.name] = flat[start:start + width] if f.per_neuron else flat[start]
@@ -99,6 +99,17 @@ def all_reduce_count(value: int, world: World) -> int:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.int64)
+    t = torch.tensor([value], dtype=torch.int64, device=_comm_device())
     dist.all_reduce(t)
     return int(t[0])
+
+
+def _comm_device() -> Any:
+    """Where collective tensors must live: NCCL (a DDP training run on GPUs) reduces only CUDA
+    tensors, on this rank's current device; gloo reduces CPU tensors."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

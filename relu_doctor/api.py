@@ -62,6 +62,8 @@ def scan(
     fail_total_dead_ratio: float | None = None,
     baseline: str | Path | Report | None = None,
     fail_increase: float | None = None,
+    prove: bool = False,
+    fail_provably_dead: float | None = None,
     progress: Progress | None = None,
     warn: bool = True,
 ) -> Report:
@@ -72,15 +74,18 @@ def scan(
     the comparison is `report.diff`, and `report.diff.passed` is the `fail_increase` gate
     (percentage points). With `warn` (default) the report's warnings are also emitted
     through Python's `warnings` (class `ReluDoctorWarning`); the CLI prints them itself.
+    `prove=True` (implied by `fail_provably_dead`) adds the data-free proofs (SPEC 14):
+    neurons dead on every input, with inputs unbounded and, when given, in `input_range`.
     """
     auto_batch = batch_size == "auto"
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
     base = _baseline(baseline, fail_increase)
+    gating.check_threshold("fail_provably_dead", fail_provably_dead)
+    bounds = input_range if not isinstance(input_range, str) else parse_range(input_range)
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
     backend = _Backend(loaded, device)
     try:  # the caller's module is in eval mode from here on: put it back on every way out
-        sample = build_sample(data, backend.specs, input_shape, samples, seed,
-                              input_range if not isinstance(input_range, str) else parse_range(input_range),
+        sample = build_sample(data, backend.specs, input_shape, samples, seed, bounds,
                               image_options(image_size, mean, std))
         whole = sample.count
         shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
@@ -120,7 +125,11 @@ def scan(
             result.warnings, notices.CAPTURE) + _sample_warnings(
             count, all_reduce_count(result.nonfinite_inputs, world), bool(sites) or bool(result.unmeasured)),
     )
-    report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio)
+    if prove or fail_provably_dead is not None:
+        from .analysis import prove_report
+
+        prove_report(loaded.obj, loaded.format, report, (float(bounds[0]), float(bounds[1])) if bounds else None)
+    report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio, fail_provably_dead)
     if shard is not None:  # a shard records its gates unjudged: `merge` judges the whole (SPEC 11)
         report.gates = Gates(checked=report.gates.checked)
     if base is not None:

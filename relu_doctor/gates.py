@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from .errors import UserError
 from .report import Gates, Site, Violation, summarize
 
-RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio")
+RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio", "fail_provably_dead")
 
 
 def check_threshold(flag: str, value: float | None) -> None:
@@ -41,10 +41,11 @@ def unmatched(sites: Sequence[Site], globs: Sequence[str]) -> list[str]:
 
 
 def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
-             fail_total_dead_ratio: float | None = None) -> Gates:
+             fail_total_dead_ratio: float | None = None, fail_provably_dead: float | None = None) -> Gates:
     """Gate the given (already selected) sites; only grad-blocked ones count."""
     check_threshold("fail_dead_ratio", fail_dead_ratio)
     check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
+    check_threshold("fail_provably_dead", fail_provably_dead)
     gates = Gates()
     blocked = [s for s in sites if s.grad_blocked]
     if fail_dead_ratio is not None:
@@ -57,22 +58,29 @@ def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
         total = summarize(sites, samples=0).dead_ratio  # dead / neurons over grad-blocked sites
         if total > fail_total_dead_ratio:
             gates.violations.append(Violation("fail_total_dead_ratio", fail_total_dead_ratio, total))
+    if fail_provably_dead is not None:  # sites without proofs (no --prove) count as 0
+        gates.checked["fail_provably_dead"] = fail_provably_dead
+        for s in blocked:
+            if s.provably_dead_ratio > fail_provably_dead:
+                gates.violations.append(Violation("fail_provably_dead", fail_provably_dead, s.provably_dead_ratio,
+                                                  s.name))
     gates.passed = not gates.violations
     return gates
 
 
 def gate(sites: list[Site], select: Sequence[str] = (), ignore: Sequence[str] = (),
-         fail_dead_ratio: float | None = None, fail_total_dead_ratio: float | None = None) -> Gates:
+         fail_dead_ratio: float | None = None, fail_total_dead_ratio: float | None = None,
+         fail_provably_dead: float | None = None) -> Gates:
     """Pick the sites with --select / --ignore, then evaluate the thresholds on them.
 
     A --select that matches no site is refused when a gate is set: the gate would count
     nothing and pass silently (a typo in a CI job would never fail it).
     """
-    gated = fail_dead_ratio is not None or fail_total_dead_ratio is not None
+    gated = fail_dead_ratio is not None or fail_total_dead_ratio is not None or fail_provably_dead is not None
     if gated and select and len(unmatched(sites, select)) == len(select):
         raise UserError(f"--select {' '.join(select)} matches none of the {len(sites)} sites, so the gates "
                         "would count nothing", "Check the globs against the site names in the report.")
-    return evaluate(selected(sites, select, ignore), fail_dead_ratio, fail_total_dead_ratio)
+    return evaluate(selected(sites, select, ignore), fail_dead_ratio, fail_total_dead_ratio, fail_provably_dead)
 
 
 def regate(sites: list[Site], select: Sequence[str], ignore: Sequence[str], checked: dict[str, float]) -> Gates:
@@ -81,4 +89,5 @@ def regate(sites: list[Site], select: Sequence[str], ignore: Sequence[str], chec
     if unknown:
         raise UserError(f"unknown gate(s) recorded in the report: {', '.join(sorted(unknown))}",
                         "Rescan with this version of relu-doctor.")
-    return gate(sites, select, ignore, checked.get("fail_dead_ratio"), checked.get("fail_total_dead_ratio"))
+    return gate(sites, select, ignore, checked.get("fail_dead_ratio"), checked.get("fail_total_dead_ratio"),
+                checked.get("fail_provably_dead"))

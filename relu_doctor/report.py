@@ -124,6 +124,7 @@ class Site:
     axis: int  # neuron axis in the batched output: shape[axis - 1] neurons (see sample_axis)
     counters: SiteCounters
     tau: float = DEFAULT_TAU
+    proof: Any = None  # analysis.proof.SiteProof from `scan --prove`, else None
 
     @property
     def grad_blocked(self) -> bool:
@@ -210,15 +211,28 @@ class Site:
             "neurons": m.pop("neurons"), "grad_blocked": self.grad_blocked, **m,
             "sample_axis": self.sample_axis,  # added to v1 (last: CSV columns keep their places)
         }
+        if self.proof is not None:  # keys added to v1 by `scan --prove` (SPEC 14)
+            d.update(provably_dead=self.proof.count, provably_dead_indices=list(self.proof.indices),
+                     proof=list(self.proof.rules))
         if with_counters:
             d["counters"] = self.counters.to_dict()
         return d
 
+    @property
+    def provably_dead_ratio(self) -> float:
+        return self.proof.count / self.neurons if self.proof is not None and self.neurons else 0.0
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], tau: float) -> Site:
+        proof = None
+        if "provably_dead_indices" in d:
+            from .analysis.proof import SiteProof
+
+            proof = SiteProof([int(i) for i in d["provably_dead_indices"]], [str(r) for r in d.get("proof", [])])
         return cls(
             index=d["index"], name=d["name"], kind=d["kind"], op=d["op"], params=dict(d.get("params", {})),
             shape=list(d["shape"]), axis=d["axis"], counters=SiteCounters.from_dict(d["counters"]), tau=tau,
+            proof=proof,
         )
 
 
@@ -240,7 +254,8 @@ class Violation:
 
     def describe(self) -> str:
         where = f"site {self.site}" if self.site else "model"
-        return f"{where}: dead ratio {self.value:.1%} > {self.threshold:.1%} ({self.gate.replace('_', '-')})"
+        what = "provably dead ratio" if self.gate == "fail_provably_dead" else "dead ratio"
+        return f"{where}: {what} {self.value:.1%} > {self.threshold:.1%} ({self.gate.replace('_', '-')})"
 
 
 @dataclass

@@ -10,6 +10,7 @@ inside the interval bounds the prover computed.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -247,3 +248,25 @@ def test_pt2_and_onnx_objects(tmp_path: Path) -> None:
     for obj in (program, onnx.load(str(paths["onnx"]))):
         report = rd.scan(obj, input_shape=c.input_shape, samples=4, prove=True)
         assert [s.proof.indices for s in report.sites] == [list(e.dead) for e in c.sites]
+
+
+def test_cli_prove_json_gate_and_bad_threshold(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from relu_doctor.cli import app
+
+    c = case("mlp")
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(c.build(), (torch.zeros(2, 12),)), path)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["scan", str(path), "--prove", "--input-range=-1,1", "-f", "json", "--samples", "4", "-q"])
+    assert ok.exit_code == 0, ok.output
+    sites = json.loads(ok.stdout)["sites"]
+    assert [s["provably_dead_indices"] for s in sites] == [list(e.dead) for e in c.sites]
+    assert [s["proof"] for s in sites] == [["zero_weights"] * len(e.dead) for e in c.sites]
+    table = runner.invoke(app, ["scan", str(path), "--fail-provably-dead", "0.1", "--samples", "4", "-q"])
+    assert table.exit_code == 1
+    assert "Provably dead: 3 of 26 neurons" in table.stdout
+    assert "provably dead ratio 12.5% > 10.0%" in table.stdout
+    bad = runner.invoke(app, ["scan", str(path), "--fail-provably-dead", "30"])
+    assert bad.exit_code == 2

@@ -230,7 +230,8 @@ SAMPLE: Group = (
     Opt("seed", int, 0, ("--seed",), "Seed of the synthetic inputs.", "N",
         _checked(_at_least("--seed", 0, 2**63 - 1))),
     Opt("input_range", str | None, None, ("--input-range",),
-        "Synthetic inputs uniform in LO,HI instead of standard normal.", "LO,HI", _checked(_range)),
+        "Synthetic inputs uniform in LO,HI instead of standard normal; with --prove, the inputs' declared range.",
+        "LO,HI", _checked(_range)),
     Opt("image_size", str | None, None, ("--image-size",),
         "With --data FOLDER of images: resize them to H,W (one number: a square).", "H,W",
         _checked(_image("image_size"))),
@@ -267,6 +268,13 @@ GATES: Group = (
         "Exit 1 if any ReLU-type site has a dead ratio above R.", "R", _checked(_ratio("fail_dead_ratio"))),
     Opt("fail_total_dead_ratio", float | None, None, ("--fail-total-dead-ratio",),
         "Exit 1 if the model's dead ratio is above R.", "R", _checked(_ratio("fail_total_dead_ratio"))),
+)
+PROVE: Group = (
+    Opt("prove", bool, False, ("--prove",),
+        "Also prove, without data, which neurons are dead on every input (in --input-range when given)."),
+    Opt("fail_provably_dead", float | None, None, ("--fail-provably-dead",),
+        "Exit 1 if any ReLU-type site has more than R of its neurons provably dead (implies --prove).", "R",
+        _checked(_ratio("fail_provably_dead"))),
 )
 FAIL_INCREASE = Opt("fail_increase", float | None, None, ("--fail-increase",),
                     "Exit 1 if a ReLU-type site's dead ratio grew by more than PP percentage points.", "PP",

@@ -16,6 +16,7 @@ from .options import (
     MEASURE,
     MODEL,
     NEURONS,
+    PROVE,
     REPORT_OUTPUT,
     RUN,
     SAMPLE,
@@ -45,7 +46,7 @@ class Format(str, Enum):
 
 
 @takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT, NEURONS), DISPLAY,
-       GATES, SELECT, (BASELINE, FAIL_INCREASE), RUN)
+       GATES, PROVE, SELECT, (BASELINE, FAIL_INCREASE), RUN)
 def scan(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Model file: .onnx, TorchScript, .pt2, state dict, safetensors."
@@ -81,8 +82,8 @@ def scan(
             matplotlib()
         bar = ProgressBar(enabled=not opts.quiet)
         try:
-            report = api_scan(model, **opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES), progress=bar,
-                              warn=False)  # printed below, once
+            kwargs = opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES, PROVE)
+            report = api_scan(model, **kwargs, progress=bar, warn=False)  # printed below, once
         finally:
             bar.close()
         if not current_world().is_writer:  # under torchrun, rank 0 alone speaks and writes

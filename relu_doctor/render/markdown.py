@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .escape import md_code, md_text
 from .mermaid import mermaid_dead_chart
-from .text import percent
+from .text import percent, proof_line
 
 if TYPE_CHECKING:
     from ..report import Report, Site
@@ -52,6 +52,9 @@ def render_markdown(report: Report, heading: str = "###") -> str:
         f"Gates: {status if report.gates.checked else 'none set'}.",
         "",
     ]
+    proven = proof_line(report)
+    if proven:
+        lines += [f"Provably dead (no data needed): {proven}", ""]
     failed = [f"- ❌ {md_text(v.describe())}" for v in report.gates.violations]
     lines += failed + ([""] if failed else [])
     if not report.sites:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .escape import rich_text, visible
-from .text import percent, shorten_middle, shorten_names
+from .text import percent, proof_line, shorten_middle, shorten_names
 
 if TYPE_CHECKING:
     from ..report import Report, Site
@@ -109,6 +109,9 @@ def summary_text(report: Report, width: int = 80) -> Text:
     else:
         out.append("no site; ")
     out.append(f"sparsity {percent(s.sparsity)}, dormant {s.dormant}.\n")
+    proven = proof_line(report)
+    if proven:
+        out.append("Provably dead: ", style="bold").append(proven + "\n")
     worst = report.worst_sites()[:3]
     if worst:
         out.append("Worst: ", style="bold").append(

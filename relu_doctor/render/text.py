@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 
 def shorten_middle(name: str, width: int) -> str:
@@ -120,3 +124,21 @@ def shorten_names(names: list[str], width: int) -> dict[str, str]:
                 break
         out[n] = _fit(split[n], keep[n], width)
     return out
+
+
+def proof_line(report: Report) -> str | None:
+    """One sentence on `scan --prove`'s answer, or None when the report holds no proofs."""
+    proven = [x for x in report.sites if x.proof is not None]
+    if not proven:
+        return None
+    blocked = [x for x in proven if x.grad_blocked]
+    count = sum(x.proof.count for x in blocked)
+    rules: dict[str, int] = {}
+    for x in blocked:
+        for r in x.proof.rules:
+            rules[r] = rules.get(r, 0) + 1
+    bounds = (report.settings.get("prove") or {}).get("input_range")
+    where = f"inputs in [{bounds[0]:g}, {bounds[1]:g}]" if bounds else "any input"
+    how = f" ({', '.join(f'{k} {v}' for k, v in sorted(rules.items()))})" if rules else ""
+    neurons = sum(x.neurons for x in blocked)
+    return f"{count} of {neurons} neurons in ReLU-type sites cannot fire on {where}{how}."

@@ -26,6 +26,7 @@ Examples:
 class Mode(str, Enum):
     channel = "channel"
     layer = "layer"
+    revive = "revive"
 
 
 class OutputFormat(str, Enum):
@@ -49,7 +50,8 @@ def patch(
         None, "--report", metavar="R.json", help="Reuse this scan of MODEL (its model.sha256 must match)."
     ),
     mode: Mode = typer.Option(
-        Mode.channel, "--mode", metavar="MODE", help="channel: only dead neurons leak; layer: LeakyReLU."
+        Mode.channel, "--mode", metavar="MODE", help="channel: only dead neurons leak; layer: LeakyReLU; "
+        "revive: channel, and the weights reading the dead neurons are zeroed (same outputs, gradients flow)."
     ),
     slope: float = typer.Option(0.01, "--slope", metavar="SLOPE", help="Negative slope of the leaking neurons."),
     min_dead_ratio: float = typer.Option(

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..report import Report
-from .plan import CHANNEL, LAYER, PatchPlan, SitePatch, plan_patch
+from .plan import CHANNEL, LAYER, REVIVE, PatchPlan, SitePatch, plan_patch
 from .run import PatchOutcome, ScanOptions, patch_file
 
-__all__ = ["CHANNEL", "LAYER", "PatchOutcome", "PatchPlan", "ScanOptions", "SitePatch", "patch", "patch_file",
+__all__ = ["CHANNEL", "LAYER", "REVIVE", "PatchOutcome", "PatchPlan", "ScanOptions", "SitePatch", "patch", "patch_file",
            "plan_patch"]
 
 
@@ -36,6 +36,9 @@ def patch(
 ) -> Any:
     """A copy of `model` whose selected dead ReLU neurons leak (see SPEC 7).
 
+    mode="revive" also zeroes the weights that read those neurons (SPEC 14), so the
+    outputs stay the same; sites it cannot cut off are left alone, with a warning.
+
     `model` is what `report` was scanned from: an nn.Module, an ExportedProgram, an
     onnx.ModelProto or a model file path (loaded safely: no pickles). Site names are
     matched against the model's calls, so a report of another model is refused.
@@ -47,12 +50,25 @@ def patch(
 
         model = load_model(model).obj
     if type(model).__name__ == "ModelProto":
+        if mode == REVIVE:
+            from .revive_onnx import revive_onnx
+
+            patched_onnx, plan = revive_onnx(model, plan, include_smooth)
+            _warn_left_alone(plan)
+            return patched_onnx
         from .onnx import patch_onnx
 
         return patch_onnx(model, plan, include_smooth)
     from .torch import example_inputs, patch_torch
 
-    patched, notes = patch_torch(model, plan, example_inputs(_report_example(report), model), include_smooth)
+    example = example_inputs(_report_example(report), model)
+    if mode == REVIVE:
+        from .revive import revive_torch
+
+        patched, plan, notes = revive_torch(model, plan, example, include_smooth)
+        _warn_left_alone(plan)
+    else:
+        patched, notes = patch_torch(model, plan, example, include_smooth)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     _record_site_names(patched, report, plan, include_smooth)
@@ -72,6 +88,11 @@ def _record_site_names(patched: Any, report: Report, plan: PatchPlan, include_sm
     pairs = pairs_for(now, plan.site_names)
     if pairs:
         setattr(patched, ATTRIBUTE, to_json(pairs))
+
+
+def _warn_left_alone(plan: PatchPlan) -> None:
+    for left in plan.left_alone:
+        warnings.warn(f"revive left site {left.name} alone ({left.neurons} dead neurons): {left.reason}", stacklevel=3)
 
 
 def _report_example(report: Report) -> list[Any]:

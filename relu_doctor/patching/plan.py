@@ -18,8 +18,8 @@ from ..errors import UserError
 from ..gates import selected, unmatched
 from ..report import Report, Site
 
-CHANNEL, LAYER = "channel", "layer"
-MODES = (CHANNEL, LAYER)
+CHANNEL, LAYER, REVIVE = "channel", "layer", "revive"
+MODES = (CHANNEL, LAYER, REVIVE)
 DEFAULT_SLOPE = 0.01
 
 
@@ -63,12 +63,23 @@ class SitePatch:
             self.mode == LAYER or self.dead == other.dead)
 
 
+@dataclass(frozen=True)
+class LeftAlone:
+    """Dead neurons of a site that revive does not touch, and why."""
+
+    name: str
+    neurons: int
+    reason: str
+
+
 @dataclass
 class PatchPlan:
-    mode: str
+    mode: str  # channel, layer or revive (whose sites leak as in channel mode)
     slope: float
     sites: list[SitePatch] = field(default_factory=list)
     site_names: list[str] = field(default_factory=list)  # every site of the model, in order
+    left_alone: list[LeftAlone] = field(default_factory=list)  # revive: sites it cannot cut off
+    zeroed: dict[str, list[str]] = field(default_factory=dict)  # revive: site -> weights whose inputs were zeroed
 
     def by_name(self) -> dict[str, SitePatch]:
         return {p.name: p for p in self.sites}
@@ -80,7 +91,7 @@ class PatchPlan:
 
 def check_options(slope: float, mode: str, min_dead_ratio: float) -> None:
     if mode not in MODES:
-        raise UserError(f"--mode must be channel or layer (got {mode!r})")
+        raise UserError(f"--mode must be channel, layer or revive (got {mode!r})")
     if not (math.isfinite(slope) and 0 < slope <= 1):
         raise UserError(f"--slope must be in (0, 1] (got {slope:g})", "LeakyReLU's usual slope is 0.01.")
     if math.isnan(min_dead_ratio) or not 0 <= min_dead_ratio <= 1:
@@ -110,6 +121,7 @@ def plan_patch(
 
 
 def _site_patch(site: Site, mode: str, slope: float) -> SitePatch:
+    mode = CHANNEL if mode == REVIVE else mode  # revive leaks the dead neurons as channel mode does
     return SitePatch(
         index=site.index, name=site.name, kind=site.kind, op=site.op, axis=site.axis,
         rank=len(site.shape) + 1, neurons=site.neurons, dead=tuple(int(i) for i in site.dead_indices),

@@ -19,7 +19,7 @@ from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
 from ..report import ModelInfo, Report
-from .plan import PatchPlan, plan_patch
+from .plan import REVIVE, PatchPlan, plan_patch
 from .report_match import check_report_matches
 from .verify import Verification, check_rescan
 
@@ -161,7 +161,10 @@ def patch_file(
     batch_size = fixed_batch or int(chosen or DEFAULT_BATCH_SIZE)
     if opts.max_batches is not None:  # the sample the scan saw: its first max_batches batches
         sample = replace(sample, count=min(sample.count, opts.max_batches * batch_size))
-    patched, example = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
+    patched, example, plan = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
+    outcome.plan = plan
+    if not plan.sites:  # revive: every selected site is read by something no weight can undo
+        return outcome
     names = None
     if fmt != "onnx":  # what the patched model's sites are called now, and in the report
         from ..site_names import pairs_for
@@ -226,17 +229,30 @@ def _range(value: Any) -> tuple[float, float] | None:
 
 
 def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: int | None, fmt: str,
-             include_smooth: bool, warnings: list[str]) -> tuple[Any, Any]:
-    """The patched model object to write (in `fmt`), and the example inputs used."""
+             include_smooth: bool, warnings: list[str]) -> tuple[Any, Any, PatchPlan]:
+    """The patched model object to write (in `fmt`), the example inputs used, and the plan as
+    carried out (revive leaves alone the sites it cannot cut off)."""
     if loaded.format == ONNX:
+        if plan.mode == REVIVE:
+            from .revive_onnx import revive_onnx
+
+            patched_onnx, plan = revive_onnx(loaded.obj, plan, include_smooth)
+            return patched_onnx, None, plan
         from .onnx import patch_onnx
 
-        return patch_onnx(loaded.obj, plan, include_smooth), None
+        return patch_onnx(loaded.obj, plan, include_smooth), None, plan
     from .torch import convert, example_inputs, patch_torch
 
     first = next(sample.batches(min(2, sample.count), fixed_batch))
     example = example_inputs(first.arrays, loaded.obj)
-    patched, notes = patch_torch(loaded.obj, plan, example, include_smooth)
+    if plan.mode == REVIVE:
+        from .revive import revive_torch
+
+        patched, plan, notes = revive_torch(loaded.obj, plan, example, include_smooth)
+        if not plan.sites:
+            return patched, example, plan
+    else:
+        patched, notes = patch_torch(loaded.obj, plan, example, include_smooth)
     warnings += notes
     if fmt != "module" and loaded.format in _EAGER_INPUTS:
         patched, notes = convert(patched, fmt, example, [s.name for s in sample.specs])
@@ -245,7 +261,7 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
             from .onnx_names import keep_site_names
 
             warnings += keep_site_names(patched, plan.site_names, include_smooth)
-    return patched, example
+    return patched, example, plan
 
 
 def _write(obj: Any, path: Path, fmt: str, names: list[tuple[str, str]] | None = None) -> None:
@@ -286,4 +302,7 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
     kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis))
     result.rescan = api.scan(reloaded, opts.data, warn=False, **kwargs)  # with the names it records
     check_rescan(result, plan)
+    if plan.mode == REVIVE and result.max_abs_change != 0:
+        result.problems.append(f"revive changed the model's outputs on the sample (max |change| "
+                               f"{result.max_abs_change:.3g}); they must be identical")
     return result

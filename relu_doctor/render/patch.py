@@ -20,6 +20,8 @@ FORMAT_NAMES = {"module": "pickled module", "onnx": "ONNX", "pt2": "torch.export
 
 def print_outcome(outcome: PatchOutcome, console: Console) -> None:
     plan = outcome.plan
+    for left in plan.left_alone:
+        console.print(f"Left alone: {left.name} ({left.neurons} dead neurons): {left.reason}.", markup=False)
     if not plan.sites:
         console.print(
             "Nothing to patch: no ReLU-type site with dead neurons was selected "
@@ -38,6 +40,13 @@ def print_outcome(outcome: PatchOutcome, console: Console) -> None:
         console.print("Dry run: nothing written.", markup=False)
         return
     _print_verification(v, plan, console)
+    if plan.mode == "revive":
+        weights = sorted({w for ws in plan.zeroed.values() for w in ws})
+        console.print(
+            f"Revive: the dead neurons' inputs to {', '.join(weights)} are zero, so the outputs are unchanged "
+            "wherever those neurons do not fire (on every input for provably dead ones: scan --prove).",
+            markup=False,
+        )
     if outcome.output_format == "onnx" and plan.mode == "channel":
         console.print(  # wrapped to the terminal, unlike the lines above that hold paths
             "Cost: a per-channel PRelu stops onnxruntime from fusing the activation into the "
@@ -74,7 +83,7 @@ def _plan_table(plan: PatchPlan, v: Verification | None) -> Table:
 def _print_verification(v: Verification, plan: PatchPlan, console: Console) -> None:
     lines = [f"Verified, reloaded from the file: {v.samples} sample + {v.fresh} fresh random inputs"]
     live = sum(c.live_entries for c in v.checks)
-    if plan.mode == "channel":
+    if plan.mode in ("channel", "revive"):
         lines.append(f"  live neurons unchanged, bit for bit: {live} outputs checked")
     lines.append(f"  leaking neurons: non-zero on {v.leaking} of {v.negative_inputs} negative inputs")
     lines.append(f"  max |change| of the model outputs on the sample: {v.max_abs_change:.3g}")

@@ -1,0 +1,200 @@
+"""Where an activation's neurons go: the linear layers that read them, in a torch.fx graph.
+
+Used by `patch --mode revive` (zero a dead neuron's outgoing weights so the function
+does not change) and by `prune` (drop the consumer's input channels), and meant for
+relu_doctor.revive() in training too. Works on torch.export graphs (weights are
+get_attr nodes named by their state-dict key, ops are aten calls) and on
+torch.fx.symbolic_trace graphs (Conv / Linear children are call_module nodes).
+
+From the activation's output the walk follows every user. Ops that keep each channel
+apart (pooling, dropout, copies, a mean over positions, flatten) pass the neurons on
+(flatten turns channel c into a block of features); a Conv or Linear whose weight is a
+parameter used nowhere else is a consumer. Anything else (a residual add, a concat, a
+multiplication, the model's output) reads the neurons in a way no weight can undo: the
+walk gives up and says which op it met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+# aten ops (packet names) that map channel c of their first input to channel c of the output
+_CHANNEL_LOCAL = frozenset({
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d", "max_pool2d_with_indices", "dropout",
+    "feature_dropout", "clone", "contiguous", "detach", "alias", "_to_copy", "to", "upsample_nearest2d",
+    "upsample_bilinear2d", "constant_pad_nd",
+})
+_ELEMENTWISE = frozenset({"dropout", "clone", "contiguous", "detach", "alias", "_to_copy", "to"})
+_CONV = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "_convolution"})
+_LOCAL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                  nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Dropout, nn.Identity)
+
+
+@dataclass(frozen=True)
+class WeightCut:
+    """Input channel c of a consumer's weight: columns [c * block, (c + 1) * block) of `dim`."""
+
+    param: str  # state-dict key of the weight, e.g. "layer1.0.conv2.weight"
+    kind: str  # "conv" or "linear"
+    block: int = 1  # features per neuron (flatten of a conv map: H * W)
+    groups: int = 1  # conv groups: input channel c only meets its group's output channels
+
+    def input_columns(self, neuron: int) -> range:
+        return range(neuron * self.block, (neuron + 1) * self.block)
+
+    def zero(self, weight: torch.Tensor, neurons: list[int]) -> None:
+        """Zero the weights that read `neurons` (in place, under no_grad)."""
+        with torch.no_grad():
+            if self.kind == "linear":
+                for n in neurons:
+                    weight[:, n * self.block:(n + 1) * self.block] = 0
+                return
+            per_group_in = weight.shape[1]
+            per_group_out = weight.shape[0] // self.groups
+            for n in neurons:
+                g = n // per_group_in
+                weight[g * per_group_out:(g + 1) * per_group_out, n % per_group_in] = 0
+
+
+@dataclass
+class Consumers:
+    cuts: list[WeightCut]
+    reason: str | None = None  # why the neurons cannot be cut off (None: they can)
+
+
+def find_consumers(gm: fx.GraphModule, node: fx.Node, axis: int) -> Consumers:
+    """The weights reading `node`'s neurons along `axis` (of the batched output), or why none can."""
+    uses = _param_uses(gm)
+    cuts: list[WeightCut] = []
+    todo: list[tuple[fx.Node, int, int]] = [(node, axis, 1)]
+    while todo:
+        current, ax, block = todo.pop()
+        for user in list(current.users):
+            found = _step(gm, user, current, ax, block, uses)
+            if isinstance(found, str):
+                return Consumers([], found)
+            if isinstance(found, WeightCut):
+                cuts.append(found)
+            else:
+                todo.append(found)
+    if not cuts:
+        return Consumers([], "no Conv or Linear reads them")
+    return Consumers(cuts)
+
+
+def _rank(node: fx.Node) -> int | None:
+    val = node.meta.get("val", node.meta.get("tensor_meta"))
+    shape = getattr(val, "shape", None)
+    return len(shape) if shape is not None else None
+
+
+def _shape(node: fx.Node) -> list[int] | None:
+    val = node.meta.get("val", node.meta.get("tensor_meta"))
+    shape = getattr(val, "shape", None)
+    return [int(d) if isinstance(d, int) else -1 for d in shape] if shape is not None else None
+
+
+def _step(gm: fx.GraphModule, user: fx.Node, x: fx.Node, axis: int, block: int,
+          uses: dict[str, int]) -> WeightCut | tuple[fx.Node, int, int] | str:
+    """One user of the neurons: a consumer, the next node to follow (node, axis, block), or a reason."""
+    rank = _rank(x)
+    if user.op == "output":
+        return "they reach the model's output"
+    if user.op == "call_module":
+        module = gm.get_submodule(str(user.target))
+        if user.args and user.args[0] is x and isinstance(module, _LOCAL_MODULES):
+            return (user, axis, block)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and user.args[0] is x and axis == 1 and block == 1:
+            return _cut(f"{user.target}.weight", "conv", 1, module.groups, uses)
+        if isinstance(module, nn.Linear) and user.args[0] is x and rank is not None and axis == rank - 1:
+            return _cut(f"{user.target}.weight", "linear", block, 1, uses)
+        return f"{type(module).__name__} {user.target} reads them"
+    op = _op_name(user)
+    if op is None:
+        return f"{user.target} reads them"
+    first = user.args[0] if user.args else None
+    if first is not x:
+        return f"{op} reads them (not as its input)"
+    if op in _ELEMENTWISE:
+        return (user, axis, block)
+    if op in _CHANNEL_LOCAL and axis == 1:
+        return (user, axis, block)
+    if op == "getitem":  # of a (values, indices) pair: the values keep channels apart, indices do not
+        if _op_name(x) in ("max_pool2d_with_indices", "max_pool1d_with_indices", "max_pool3d_with_indices") \
+                and len(user.args) > 1 and user.args[1] == 0:
+            return (user, axis, block)
+        return "indexing reads them"
+    if op in ("mean", "sum", "amax") and axis == 1 and rank is not None:
+        raw: Any = user.args[1] if len(user.args) > 1 else user.kwargs.get("dim")
+        dims = [int(d) % rank for d in ([raw] if isinstance(raw, int) else list(raw or []))]
+        # reducing positions after the channel axis keeps channel c on axis 1, keepdim or not
+        if dims and 0 not in dims and 1 not in dims:
+            return (user, 1, block)
+        return f"{op} over the neuron axis"
+    if op in ("flatten", "view", "reshape", "_unsafe_view") and axis == 1 and rank is not None:
+        before, after = _shape(x), _shape(user)
+        if before and after and len(after) == 2 and after[0] == before[0] and -1 not in before[1:]:
+            per = 1
+            for d in before[2:]:
+                per *= d
+            return (user, 1, block * per)
+        return f"{op} reshapes them"
+    if op in _CONV and axis == 1 and block == 1:
+        weight = user.args[1] if len(user.args) > 1 else user.kwargs.get("weight")
+        groups = _conv_groups(op, user)
+        if op in ("convolution", "_convolution") and (user.args[6] if len(user.args) > 6 else False):
+            return "a transposed convolution reads them"
+        return _cut_node(gm, weight, "conv", 1, groups, uses)
+    if op == "linear" and rank is not None and axis == rank - 1:
+        weight = user.args[1] if len(user.args) > 1 else user.kwargs.get("weight")
+        return _cut_node(gm, weight, "linear", block, 1, uses)
+    return f"{op} reads them"
+
+
+def _conv_groups(op: str, node: fx.Node) -> int:
+    index = 8 if op in ("convolution", "_convolution") else 6
+    value: Any = node.args[index] if len(node.args) > index else node.kwargs.get("groups", 1)
+    return int(value)
+
+
+def _op_name(node: fx.Node) -> str | None:
+    if node.op == "call_function":
+        target = node.target
+        if hasattr(target, "_overloadpacket"):
+            return str(target._overloadpacket.__name__)  # type: ignore[union-attr]
+        name = getattr(target, "__name__", None)
+        return str(name) if name else None
+    if node.op == "call_method":
+        return str(node.target)
+    return None
+
+
+def _param_uses(gm: fx.GraphModule) -> dict[str, int]:
+    """How many graph nodes read each parameter (a weight shared by two layers cannot be cut for one)."""
+    uses: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "get_attr":
+            uses[str(n.target)] = uses.get(str(n.target), 0) + len(n.users)
+        elif n.op == "call_module":
+            for name, _ in gm.get_submodule(str(n.target)).named_parameters():
+                key = f"{n.target}.{name}"
+                uses[key] = uses.get(key, 0) + 1
+    return uses
+
+
+def _cut_node(gm: fx.GraphModule, weight: Any, kind: str, block: int, groups: int,
+              uses: dict[str, int]) -> WeightCut | str:
+    if not isinstance(weight, fx.Node) or weight.op != "get_attr":
+        return f"a {kind} whose weight is computed, not a parameter, reads them"
+    return _cut(str(weight.target), kind, block, groups, uses)
+
+
+def _cut(param: str, kind: str, block: int, groups: int, uses: dict[str, int]) -> WeightCut | str:
+    if uses.get(param, 0) > 1:
+        return f"the weight {param} is shared with another layer"
+    return WeightCut(param, kind, block, groups)

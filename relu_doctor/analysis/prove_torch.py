@@ -69,6 +69,7 @@ def _run(model: Any, inputs: list[dict[str, Any]], bounds: tuple[float, float], 
     try:
         with torch.inference_mode(), mode:
             model.forward(*tensors)
+            mode.flush()
     finally:
         origins.close()
     return {s.name: s for s in mode.sites}, mode.lost

@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from ..kinds import classify_aten, is_runtime_candidate
+from ..backends.torch_calls import ActivationCall, ActivationCalls
 from .proof import BIG, BN_CONSTANT, ZERO_WEIGHTS, sum_margin
 
 
@@ -78,21 +77,20 @@ _SHAPE_KEEPING_WHY = frozenset({"clone", "contiguous", "detach", "alias", "_to_c
                                 "feature_dropout", "lift_fresh", "lift_fresh_copy"})
 
 
-class IntervalMode(TorchDispatchMode):
-    """Runs the model while propagating boxes; records the boxes of every activation site."""
+class IntervalMode(ActivationCalls):
+    """Runs the model while propagating boxes; records the boxes of every activation site.
 
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False
+    The base mode (the scan's own) finds and orders the activation calls; this one adds
+    the boxes."""
 
     def __init__(self, origins: Any, include_smooth: bool, u: float) -> None:
-        super().__init__()
-        self.origins, self.include_smooth, self.u = origins, include_smooth, u
         self.boxes: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensor -> Box | TOP
         self.sites: list[SiteBounds] = []
         self.lost: dict[str, int] = {}  # ops without a rule that made bounds unbounded
+        self.u = u
         self._counts: dict[str, int] = {}
-        self._candidates = 0
+        self._waiting: list[ActivationCall] = []
+        super().__init__(include_smooth, origins)
 
     # -- the table ---------------------------------------------------------------------
 
@@ -107,7 +105,8 @@ class IntervalMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        first = self._box(args[0]) if args else None  # the activation input's box, before an in-place write
+        out = super().__torch_dispatch__(func, types, args, kwargs)  # runs func; reports activations to on_call
         op = func._overloadpacket.__name__
         base = op[:-1] if op.endswith("_") and not op.startswith("_") else op
         leaves = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
@@ -121,11 +120,30 @@ class IntervalMode(TorchDispatchMode):
                 result = TOP
             if result is TOP:
                 self.lost[op] = self.lost.get(op, 0) + 1
-        if is_runtime_candidate(op):
-            self._site(op, args, kwargs, out, result if tracked else TOP)
         if tracked or random:
             self._store(func, args, out, result)
+        self._record_waiting(first if isinstance(first, Box) else None)
         return out
+
+    def on_call(self, call: ActivationCall) -> None:
+        """An activation site ran (named as the scan names it); its box is read once its op is done."""
+        self._waiting.append(call)
+
+    def flush(self) -> None:
+        """After the forward pass: settle what the base mode still holds, record it."""
+        self.finish_pass()
+        self._record_waiting(None)
+
+    def _record_waiting(self, first: Box | None) -> None:
+        from ..backends.torch_naming import site_name
+
+        for call in self._waiting:
+            box = self.boxes.get(call.output) if call.output in self.boxes else TOP
+            x = first if call.input is not None else None
+            name = site_name(call.origin, call.activation.kind, self._counts)
+            self.sites.append(SiteBounds(name, call.activation.kind, box if isinstance(box, Box) else None,
+                                         x.why if x is not None else None, list(call.output.shape[1:])))
+        self._waiting.clear()
 
     def _store(self, func: Any, args: tuple, out: Any, result: Any) -> None:
         written = [a for a, s in zip(args, func._schema.arguments)
@@ -149,22 +167,6 @@ class IntervalMode(TorchDispatchMode):
         for other in list(self.boxes.keys()):
             if other is not t and other.untyped_storage().data_ptr() == ptr:
                 self.boxes[other] = TOP
-
-    # -- sites -------------------------------------------------------------------------
-
-    def _site(self, op: str, args: tuple, kwargs: dict, out: Any, result: Any) -> None:
-        index = self._candidates
-        self._candidates += 1
-        activation = classify_aten(op, args, kwargs, self.include_smooth)
-        if activation is None or not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return
-        from ..backends.torch_naming import site_name
-
-        name = site_name(self.origins.origin(index), activation.kind, self._counts)
-        x = self._box(args[0]) if args else TOP
-        why = x.why if isinstance(x, Box) else None
-        self.sites.append(SiteBounds(name, activation.kind, result if isinstance(result, Box) else None, why,
-                                     list(out.shape[1:])))
 
     # -- rules -------------------------------------------------------------------------
 

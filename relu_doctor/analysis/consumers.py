@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .ties import TIES
+
 # aten ops (packet names) that map channel c of their first input to channel c of the output
 _CHANNEL_LOCAL = frozenset({
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
@@ -117,6 +119,8 @@ def _step(gm: fx.GraphModule, user: fx.Node, x: fx.Node, axis: int, block: int,
     op = _op_name(user)
     if op is None:
         return f"{user.target} reads them"
+    if op in TIES:
+        return TIES[op]
     first = user.args[0] if user.args else None
     if first is not x:
         return f"{op} reads them (not as its input)"

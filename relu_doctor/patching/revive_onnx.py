@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..analysis.ties import TIES
 from ..backends.onnx_graph import find_sites
 from ..errors import UserError
 from .onnx import patch_onnx
@@ -133,6 +134,8 @@ def _step(node: onnx.NodeProto, x: str, axis: int, block: int, readers: dict[str
     op = node.op_type
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     rank = len(shapes.get(x, [])) or None
+    if op in TIES:
+        return f"{TIES[op]} ({node.name})"
     if not node.input or node.input[0] != x:
         return f"{op} {node.name} reads them (not as its data input)"
     if op in _ELEMENTWISE or (op in _LOCAL and axis == 1):

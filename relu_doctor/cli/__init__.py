@@ -15,7 +15,7 @@ import sys
 import typer
 
 from .. import __version__
-from . import diff, merge, patch, scan, timeline
+from . import diff, merge, patch, prune, scan, timeline
 from .common import EXIT_BUG, EXIT_GATE, EXIT_OK, EXIT_USER, Command, ErrorMappingGroup
 
 __all__ = ["EXIT_BUG", "EXIT_GATE", "EXIT_OK", "EXIT_USER", "app", "main"]
@@ -44,7 +44,7 @@ def _main(
     """How many of your ReLUs are dead, and where."""
 
 
-COMMANDS = {"scan": scan, "patch": patch, "diff": diff, "merge": merge, "timeline": timeline}  # name -> module
+COMMANDS = {"scan": scan, "patch": patch, "prune": prune, "diff": diff, "merge": merge, "timeline": timeline}  # name -> module
 for name, module in COMMANDS.items():
     app.command(name, cls=Command, epilog=getattr(module, "EXAMPLES", None))(getattr(module, name))
 

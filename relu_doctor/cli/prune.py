@@ -1,0 +1,55 @@
+"""relu-doctor prune: remove dead channels structurally, verify, write OUT (SPEC 14).
+
+The summary goes to stdout; warnings and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
+from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, Options, takes
+from .patch import OutputFormat
+
+
+@takes(MODEL, SAMPLE, MEASURE, SELECT, RUN)
+def prune(
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Model file: .onnx, .pt2, pickled module, state dict, safetensors."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", metavar="OUT", help="Where to write the pruned model."),
+    sample_dead: bool = typer.Option(
+        False, "--sample-dead",
+        help="Also prune neurons dead on the sample (outputs unchanged on the sample only), not only provably "
+        "dead ones.",
+    ),
+    to: OutputFormat | None = typer.Option(
+        None, "--to", metavar="FORMAT",
+        help="Output format for a state dict / safetensors / pickled module: onnx, pt2, torchscript.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
+    *,
+    opts: Options,
+) -> None:
+    """Remove the dead channels of MODEL (by default only provably dead ones), verify, and write OUT."""
+
+    def body() -> int:
+        from ..patching.prune_run import prune_file
+        from ..patching.run import ScanOptions
+        from ..render.prune import print_prune
+
+        bar = ProgressBar(enabled=not opts.quiet)
+        try:
+            outcome = prune_file(model, output, options=ScanOptions(**opts.of(MODEL, SAMPLE, MEASURE)),
+                                 sample_dead=sample_dead, select=opts.select, ignore=opts.ignore,
+                                 to=to.value if to else None, force=force, dry_run=dry_run, progress=bar)
+        finally:
+            bar.close()
+        warn([*outcome.report.warnings, *outcome.warnings], opts.quiet)
+        print_prune(outcome, stdout_console(soft_wrap=True))
+        return EXIT_OK
+
+    run_guarded(opts.debug, body)

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import UserError, VerificationError
 from ..files import atomic_path, check_output_path
 from ..gates import selected
+from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, Sample, synthetic_sample
 from ..loading import ONNX, TORCHSCRIPT, LoadedModel, load_model
 from ..report import Report
@@ -96,7 +97,8 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
             targets[s.name] = (list(neurons), s.axis, s.neurons)
     include_smooth = bool(report.settings.get("include_smooth", False))
     specs, fixed_batch = _specs(loaded, opts.device)
-    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range))
+    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range),
+                              image_options(opts.image_size, opts.mean, opts.std))
     chosen = opts.batch_size if isinstance(opts.batch_size, int) else report.sample.get("batch_size")
     batch_size = fixed_batch or int(chosen or DEFAULT_BATCH_SIZE)
     example: Any = None

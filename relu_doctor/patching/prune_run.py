@@ -25,7 +25,7 @@ from ..gates import selected
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, Sample, synthetic_sample
 from ..loading import ONNX, TORCHSCRIPT, LoadedModel, load_model
-from ..report import Report
+from ..report import ModelInfo, Report
 from .prune_plan import PROVABLY_DEAD, SAMPLE_DEAD, PrunePlan
 from .run import ScanOptions, _range, _specs, _write, output_format
 from .verify import TIMING_BATCHES, time_pair
@@ -87,8 +87,8 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
         raise UserError("TorchScript archives cannot be pruned: their compiled graphs fix every layer's size",
                         "Prune the model as a pickled module, a state dict with --arch, a .pt2 or an ONNX file.")
     fmt = output_format(loaded.format, to)
-    report = api.scan(loaded.obj, opts.data, progress=progress, prove=True, **opts.scan_kwargs())
-    report.model = loaded.describe()
+    report = api.scan(loaded.obj, opts.data, progress=progress, prove=True, warn=False, **opts.scan_kwargs())
+    report.model = ModelInfo.from_dict(loaded.describe())
     source = SAMPLE_DEAD if sample_dead else PROVABLY_DEAD
     targets = {}
     for s in selected(report.sites, select, ignore):

@@ -64,7 +64,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(("name", "fmt"), [
-    ("mlp", "pt"), ("mlp", "pt2"), ("mlp", "onnx"), ("reused_relu", "onnx"),
+    ("mlp", "pt"), pytest.param("mlp", "pt2", marks=pytest.mark.slow), ("mlp", "onnx"), ("reused_relu", "onnx"),
     pytest.param("reused_relu", "pt", marks=pytest.mark.slow),
     pytest.param("reused_relu", "pt2", marks=pytest.mark.slow),
 ])

@@ -86,7 +86,7 @@ def test_prune_mlp_removes_the_planted_neurons(fmt: str, tmp_path: Path) -> None
     assert outcome.macs_after < outcome.macs_before
 
 
-@pytest.mark.parametrize("fmt", ["pt", "onnx"])
+@pytest.mark.parametrize("fmt", [pytest.param("pt", marks=pytest.mark.slow), "onnx"])
 def test_prune_resnet_style_handles_residual_groups(fmt: str, tmp_path: Path) -> None:
     model = _small_resnet()
     planted = planted_mid_dead(model)  # type: ignore[arg-type]

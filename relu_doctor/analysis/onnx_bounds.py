@@ -107,7 +107,7 @@ class OnnxBounds:
         if op == "Dropout":
             return [ins[0], TOP]
         if op in _EXACT or op in _ROUNDED or op in _LIBM:
-            if op == "Elu" and attrs.get("alpha", 1.0) < 0:
+            if op in ("Elu", "HardSigmoid") and attrs.get("alpha", 1.0) < 0:  # decreasing: not monotone up
                 return TOP
             if op == "Cast" and not np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]), np.floating):
                 return TOP

@@ -269,9 +269,14 @@ class IntervalMode(ActivationCalls):
         unbatched = box.lo.dim() == dims + 1
         fix = (lambda t: t.unsqueeze(0)) if unbatched else (lambda t: t)
 
+        grouped_2d = dims == 2 and groups > 1 and not isinstance(padding, str)
+
         def run(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
             def f(t: torch.Tensor) -> torch.Tensor:
-                y = conv(fix(t), weight, None, stride, padding, dilation, groups)
+                if grouped_2d:  # torch's float64 grouped conv is ~50x slower than this im2col
+                    y = _grouped_conv2d(fix(t), weight, stride, padding, dilation, groups)
+                else:
+                    y = conv(fix(t), weight, None, stride, padding, dilation, groups)
                 return y.squeeze(0) if unbatched else y
             return f
 
@@ -449,6 +454,24 @@ class IntervalMode(ActivationCalls):
         if len(boxed) == 1 and boxed[0].why is not None and tuple(boxed[0].lo.shape) == tuple(box.lo.shape):
             box.why = boxed[0].why
         return box
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+
+
+def _grouped_conv2d(x: torch.Tensor, w: torch.Tensor, stride: Any, padding: Any, dilation: Any,
+                    groups: int) -> torch.Tensor:
+    """A grouped 2-d convolution as unfold + einsum (the same sums, in float64)."""
+    n, _, h, width = x.shape
+    out, per_group, kh, kw = w.shape
+    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    cols = F.unfold(x, (kh, kw), dilation=d, padding=p, stride=s)
+    cols = cols.reshape(n, groups, per_group * kh * kw, cols.shape[-1])
+    y = torch.einsum("ngkl,gok->ngol", cols, w.reshape(groups, out // groups, per_group * kh * kw))
+    ho = (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
+    wo = (width + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
+    return y.reshape(n, out, ho, wo)
 
 
 def _eval_rrelu(op: str, args: tuple, kwargs: dict) -> bool:

@@ -44,7 +44,8 @@ def _main(
     """How many of your ReLUs are dead, and where."""
 
 
-COMMANDS = {"scan": scan, "patch": patch, "prune": prune, "diff": diff, "merge": merge, "timeline": timeline}  # name -> module
+# name -> module
+COMMANDS = {"scan": scan, "patch": patch, "prune": prune, "diff": diff, "merge": merge, "timeline": timeline}
 for name, module in COMMANDS.items():
     app.command(name, cls=Command, epilog=getattr(module, "EXAMPLES", None))(getattr(module, name))
 

@@ -191,3 +191,23 @@ def test_nonfinite_inputs_are_counted_once_per_scan() -> None:
     assert [w for w in report.warnings if w.code == notices.NONFINITE_INPUTS] == [
         "the inputs hold 2 NaN or infinite values: activations that depend on them are counted in each "
         "site's nonfinite"]
+
+
+# ---- what scan writes, the check accepts ----------------------------------------------------
+
+
+def test_every_catalogue_report_passes_the_report_check() -> None:
+    """The check refuses tampered reports (tests/test_report_fuzz.py); it must accept every
+    report relu-doctor writes: every catalogue case, NaN inputs included, and merged shards."""
+    from relu_doctor.validate import check_report
+    from tests.models import CASES
+
+    for c in CASES:
+        data = sample_data(c, n=9, seed=2)
+        if data.dtype.kind == "f":
+            data[1].flat[0] = np.nan  # non-finite entries are counted apart: still consistent
+            data[2].flat[-1] = np.inf
+        whole = rd.scan(c.build(), data, batch_size=4, warn=False)
+        check_report(json.loads(whole.to_json()), c.name)
+        parts = [rd.scan(c.build(), data, batch_size=4, shard=(i, 2), warn=False) for i in range(2)]
+        check_report(json.loads(merge_reports(parts).to_json()), f"{c.name} merged")

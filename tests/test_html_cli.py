@@ -83,3 +83,12 @@ def test_neurons_path_clashes_are_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "same file" in result.stderr
     result = run("scan", MODEL, "--data", DATA, "--neurons", DATA)
     assert result.exit_code == 2 and "overwrite the input" in result.stderr
+
+
+def test_html_extension_of_o_picks_the_page(scanned: dict[str, Path], tmp_path: Path) -> None:
+    result = run("scan", MODEL, "--data", DATA, "-o", tmp_path / "r.HTML", "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.HTML").read_text().startswith("<!doctype html>")
+    result = run("diff", scanned["json"], scanned["json"], "-o", tmp_path / "d.htm")
+    assert result.exit_code == 0, result.output
+    assert "relu-doctor diff" in (tmp_path / "d.htm").read_text()

@@ -241,3 +241,25 @@ def test_scripted_branches_name_sites_only_when_unambiguous(same_module: bool) -
     assert generic is not same_module
     if same_module:
         assert {s.name for s in report.sites} == {"a"}
+
+
+def test_pt2_sites_inside_a_fused_kernel_are_named_and_never_patched(tmp_path: object) -> None:
+    """A .pt2 relu RNN: its layers are sites named as the capture names them, and a patch
+    that selects them is refused with a hint (exit 2), not a mismatch."""
+    from pathlib import Path
+
+    from relu_doctor.errors import UserError
+    from relu_doctor.patching import patch_file
+    from relu_doctor.patching.torch_export import graph_sites
+
+    c = next(c for c in CAPTURE_CASES if c.name == "relu_rnn")
+    model = c.build()
+    program = _saved(c, "pt2", model, torch.from_numpy(sample_data(c, n=4, seed=9)))
+    names = [name for name, _ in graph_sites(program.module().graph)]  # type: ignore[attr-defined]
+    assert names == [s.name for s in c.sites]
+    folder = Path(str(tmp_path))
+    torch.export.save(program, folder / "rnn.pt2")  # type: ignore[arg-type]
+    np.save(folder / "data.npy", sample_data(c, n=16))
+    with pytest.raises(UserError, match="inside a fused kernel"):
+        patch_file(folder / "rnn.pt2", folder / "out.pt2",
+                   options=rd.patching.ScanOptions(data=str(folder / "data.npy")))

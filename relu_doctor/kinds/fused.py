@@ -34,6 +34,9 @@ class FusedKernel:
     holds: str  # what it fuses, for messages ("linear + relu")
     measure: Callable[[tuple, Mapping[str, Any], Any, bool], Measured] | None
     # (args, kwargs, output, include_smooth) -> what it activated; None: never measurable
+    # (args, kwargs, include_smooth) -> the kinds of the sites `measure` reports, read from a
+    # graph node without running it (graph formats name and patch sites by them)
+    kinds: Callable[[tuple, Mapping[str, Any], bool], list[str]] = lambda a, k, smooth: ["relu"]
 
 
 def _relu(kind: str = "relu") -> Activation:
@@ -60,6 +63,12 @@ def _pointwise(attr_index: int) -> Callable[[tuple, Mapping[str, Any], Any, bool
             return []
         raise NotMeasured(f"its fused {attr!r} activation")
     return measure
+
+
+def _gelu_or_relu(use_gelu: Any, smooth: bool) -> list[str]:
+    if use_gelu:
+        return ["gelu"] if smooth else []
+    return ["relu"]
 
 
 def _encoder_layer(args: tuple, kwargs: Mapping[str, Any], out: Any, smooth: bool) -> Measured:
@@ -129,16 +138,21 @@ def _quantized(args: tuple, kwargs: Mapping[str, Any], out: Any, smooth: bool) -
 FUSED_KERNELS: dict[str, FusedKernel] = {
     "aten._add_relu": FusedKernel("add + relu", _output(None)),
     "aten._add_relu_": FusedKernel("add + relu", _output(None)),
-    "aten._addmm_activation": FusedKernel("linear + relu/gelu", _addmm_activation),
-    "aten._transformer_encoder_layer_fwd": FusedKernel("a transformer encoder layer (relu/gelu feed-forward)",
-                                                      _encoder_layer),
-    "aten.rnn_relu": FusedKernel("a relu RNN", _rnn_relu),
+    "aten._addmm_activation": FusedKernel("linear + relu/gelu", _addmm_activation,
+                                           lambda a, k, smooth: _gelu_or_relu(k.get("use_gelu", False), smooth)),
+    "aten._transformer_encoder_layer_fwd": FusedKernel(
+        "a transformer encoder layer (relu/gelu feed-forward)", _encoder_layer,
+        lambda a, k, smooth: _gelu_or_relu(a[7] if len(a) > 7 else k.get("use_gelu", False), smooth)),
+    "aten.rnn_relu": FusedKernel("a relu RNN", _rnn_relu,
+                                 lambda a, k, smooth: ["relu"] * int(a[4]) if len(a) > 8 else []),
     "aten.rnn_relu_cell": FusedKernel("a relu RNN cell", _output(axis.LAST)),
     "aten.cudnn_convolution_relu": FusedKernel("convolution + relu", _output(axis.CHANNEL)),
     "aten.cudnn_convolution_add_relu": FusedKernel("convolution + add + relu", _output(axis.CHANNEL)),
-    "mkldnn._convolution_pointwise": FusedKernel("convolution + activation", _pointwise(7)),
-    "mkldnn._linear_pointwise": FusedKernel("linear + activation", _pointwise(3)),
-    **{f"quantized.{op}": FusedKernel(f"quantized {op}", _quantized)
+    "mkldnn._convolution_pointwise": FusedKernel("convolution + activation", _pointwise(7),
+                                                 lambda a, k, smooth: ["relu"] if a[7:8] == ("relu",) else []),
+    "mkldnn._linear_pointwise": FusedKernel("linear + activation", _pointwise(3),
+                                            lambda a, k, smooth: ["relu"] if a[3:4] == ("relu",) else []),
+    **{f"quantized.{op}": FusedKernel(f"quantized {op}", _quantized, lambda a, k, smooth: [])
        for op in ("conv1d_relu", "conv2d_relu", "conv3d_relu", "conv_relu", "linear_relu", "linear_relu_dynamic",
                   "linear_relu_fp16", "add_relu", "add_scalar_relu", "mul_relu", "mul_scalar_relu",
                   "batch_norm_relu", "batch_norm2d_relu", "batch_norm3d_relu", "conv_transpose2d_relu")},

@@ -22,14 +22,17 @@ from torch.utils import _pytree as pytree
 
 from ..backends.torch_naming import export_origins, is_export_candidate, site_name
 from ..errors import UserError, summarize_exception
-from ..kinds import classify_aten
+from ..kinds import classify_aten, fused_kernel
 from ..kinds import torch_hard_swish as hard_swish
 from .plan import PatchPlan
 from .torch_graph import replace_site
 
 
-def graph_sites(graph: fx.Graph, include_smooth: bool = False) -> list[tuple[str, fx.Node]]:
-    """Every activation site of an export graph, in execution order, with its node."""
+def graph_sites(graph: fx.Graph, include_smooth: bool = False,
+                fused: set[str] | None = None) -> list[tuple[str, fx.Node]]:
+    """Every activation site of an export graph, in execution order, with its node; the
+    names of sites inside fused kernels are added to `fused`."""
+    fused = set() if fused is None else fused
     origins = export_origins(graph)
     counts: dict[str, int] = {}
     sites = []
@@ -41,6 +44,12 @@ def graph_sites(graph: fx.Graph, include_smooth: bool = False) -> list[tuple[str
         op = node.target._overloadpacket.__name__  # type: ignore[union-attr]
         origin = origins.origin(index)
         index += 1
+        kernel = fused_kernel(getattr(node.target, "namespace", "aten"), op)
+        if kernel is not None:  # sites the capture measures inside a fused kernel: named, never patched
+            for kind in kernel.kinds(tuple(node.args), dict(node.kwargs), include_smooth):
+                sites.append((site_name(origin, kind, counts), node))
+                fused.add(sites[-1][0])
+            continue
         activation = classify_aten(op, tuple(node.args), dict(node.kwargs), include_smooth)
         val = node.meta.get("val")
         if activation is None or not (isinstance(val, torch.Tensor) and val.is_floating_point()):
@@ -63,13 +72,19 @@ def patch_exported(program: ExportedProgram, plan: PatchPlan, example: Sequence[
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, on copy
         gm = copy.deepcopy(program.module())
-    sites = graph_sites(gm.graph, include_smooth)
+    fused: set[str] = set()
+    sites = graph_sites(gm.graph, include_smooth, fused)
     names = [name for name, _ in sites]
     if names != plan.site_names:
         raise UserError("the report's sites are not this program's activation calls "
                         f"({len(plan.site_names)} in the report, {len(names)} in the program)",
                         "Patch with a report of this model (scan it again).")
     by_name = plan.by_name()
+    blocked = sorted(fused & set(by_name))
+    if blocked:
+        raise UserError(f"site {blocked[0]} is applied inside a fused kernel "
+                        f"({dict(sites)[blocked[0]].target}): it cannot be patched",
+                        f"Skip it with --ignore '{blocked[0]}'.")
     for name, node in sites:
         if name in by_name:
             replace_site(gm, node, by_name[name], node.meta["val"].dtype)

@@ -79,6 +79,11 @@ def test_table_names_tell_sites_apart_at_any_width(files: dict[str, Path], colum
         assert all(n.endswith(full.rsplit(".", 1)[1]) for n, full in zip(names, DENSE))  # the end is kept
         assert "…" in names[0] and "block1" in names[0] and "layer1" in names[0]  # and the distinguishing middle
     assert not any(line.strip() == "0." for line in lines)  # the legend never wraps a lone "0."
+    report = files["folder"] / f"dense{columns}.json"
+    assert run("scan", files["dense"], "--data", files["data"], "-o", report).exit_code == 0
+    diff = run("diff", report, report, columns=columns).stdout.splitlines()
+    shown = [line.split()[0] for line in diff[1:len(DENSE) + 1]]
+    assert len(set(shown)) == len(DENSE) and max(map(len, diff)) <= columns  # the diff's table too
 
 
 def test_top_and_only_dead_choose_the_rows(files: dict[str, Path]) -> None:

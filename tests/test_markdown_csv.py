@@ -22,7 +22,6 @@ from relu_doctor.render.diff import NAME_WIDTH as DIFF_NAME_WIDTH
 from relu_doctor.render.diff import render_diff_table
 from relu_doctor.render.markdown import TOP, render_markdown
 from relu_doctor.render.table import render_table
-from relu_doctor.render.text import shorten_middle
 from relu_doctor.report import Report, Site
 from relu_doctor.stats import SiteCounters
 
@@ -186,7 +185,11 @@ def test_tables_fit_80_columns_without_ansi_and_shorten_long_names(deep: tuple[P
     assert run("scan", path, "--data", data, "--format", "json", "-o", base).exit_code == 0
     d = run("diff", base, base)
     assert d.exit_code == 0 and "\x1b[" not in d.stdout
-    assert max(map(len, d.stdout.splitlines())) <= 80 and shorten_middle(LONG_NAME, DIFF_NAME_WIDTH) in d.stdout
+    assert max(map(len, d.stdout.splitlines())) <= 80
+    drow = next(line for line in d.stdout.splitlines() if "name.1" in line)
+    assert LONG_NAME not in d.stdout and "…" in drow and "long_name.1" in drow  # shortened as the scan's table
+    assert len(drow.split()[0]) >= DIFF_NAME_WIDTH  # given at least the old width
+    assert LONG_NAME in run("diff", base, base, env={"COLUMNS": "200"}).stdout
 
 
 def _terminal_output(draw: object, monkeypatch: pytest.MonkeyPatch, no_color: bool) -> str:

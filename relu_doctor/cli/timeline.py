@@ -20,7 +20,6 @@ class TimelineFormat(str, Enum):
     html = "html"
 
 
-_BY_SUFFIX = {".json": "json", ".md": "markdown", ".csv": "csv", ".html": "html", ".htm": "html"}
 
 FAIL_NEW_DEAD = Opt("fail_new_dead", float | None, None, ("--fail-new-dead",),
                     "Exit 1 if a ReLU-type site has more than PP percentage points of its neurons dead at the last "
@@ -64,7 +63,10 @@ def timeline(
                 check_output_path(path, list(inputs))
         if opts.neurons is not None and opts.output is not None and opts.neurons.resolve() == opts.output.resolve():
             raise UserError("--neurons and -o name the same file", "Give the .npz its own path.")
-        if (opts.format or _BY_SUFFIX.get(opts.output.suffix.lower() if opts.output else "")) == "html":
+        from ..render.formats import format_for
+
+        fmt = format_for(opts.output, opts.format, "table", [f.value for f in TimelineFormat])
+        if fmt == "html":
             from ..render.html_charts import matplotlib
 
             matplotlib()  # a missing html extra fails now, not after scanning checkpoints
@@ -89,8 +91,6 @@ def timeline(
         if not opts.quiet:
             for w in result.warnings:
                 say("note:" if w.startswith("checkpoints ordered") else "warning:", w, "yellow")
-        by_name = _BY_SUFFIX.get(opts.output.suffix.lower()) if opts.output else None
-        fmt = opts.format or by_name or "table"
         if fmt == "table" and opts.output is None:
             from ..render.timeline import render_timeline_table
 

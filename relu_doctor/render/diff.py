@@ -10,7 +10,7 @@ from rich.text import Text
 
 from .escape import md_text, rich_text, visible
 from .markdown import code, render_markdown
-from .text import percent, plain_text, shorten_middle
+from .text import percent, plain_text, shorten_middle, shorten_names
 
 if TYPE_CHECKING:
     from ..compare import Diff, IncreaseViolation, SiteChange, SiteOnly
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 DIFF_FORMATS = ("table", "json", "markdown")
 
-NAME_WIDTH = 24
+NAME_WIDTH = 24  # the site column's least width; it takes what the console's width leaves
 TOP = 10  # changed sites shown in Markdown before the folded full list
 MAX_ROWS = 500  # keeps a huge model's summary well under GitHub's 1 MiB step-summary limit
 
@@ -50,25 +50,31 @@ def _kind(kind: str, grad_blocked: bool) -> str:
     return md_text(kind) if grad_blocked else f"{md_text(kind)} (leaky)"
 
 
-def _site(name: str, grad_blocked: bool, prefix: str = "") -> str:
-    """The name in NAME_WIDTH columns; `*` marks a leaky kind (no kind column: it rarely changes)."""
-    mark = "" if grad_blocked else "*"
-    return shorten_middle(f"{prefix}{visible(name)}", NAME_WIDTH - len(mark)) + mark
+_HEADERS = ("dead", "dead %", "Δ pp", "Δ sparse", "dormant")
 
 
-def diff_table(d: Diff) -> Table:
-    """site, dead count, dead ratio, their change, sparsity change, dormant: 78 columns at most."""
+def diff_table(d: Diff, width: int = 80) -> Table:
+    """site, dead count, dead ratio, their change, sparsity change, dormant, in `width` columns.
+
+    Names get the width the other columns leave, shortened as in the scan's table (keeping
+    their end and what tells them apart); `*` marks a leaky kind (no kind column: it rarely changes).
+    """
+    rows: list[tuple[str, bool, list[str], str]] = [
+        (visible(c.name), c.grad_blocked, [_arrow(c.dead_base, c.dead), _ratio_arrow(c.dead_ratio_base, c.dead_ratio),
+                                           _pp(c.dead_pp), _pp(c.sparsity_pp), _arrow(c.dormant_base, c.dormant)],
+         _style(c, d)) for c in d.sites]
+    rows += [(f"{mark}{visible(s.name)}", s.grad_blocked,
+              [str(s.dead), percent(s.dead_ratio), "new" if mark == "+ " else "gone", "", ""], "yellow")
+             for s, mark in [(s, "+ ") for s in d.added] + [(s, "- ") for s in d.removed]]
+    widths = [max([len(h)] + [len(r[2][i]) for r in rows]) for i, h in enumerate(_HEADERS)]
+    name_width = max(NAME_WIDTH, width - sum(widths) - 2 * len(widths))
+    short = shorten_names([name for name, *_ in rows], name_width - 1)  # room for the leaky mark
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-    table.add_column("site", no_wrap=True, max_width=NAME_WIDTH)
-    for header in ("dead", "dead %", "Δ pp", "Δ sparse", "dormant"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for c in d.sites:
-        table.add_row(rich_text(_site(c.name, c.grad_blocked)), _arrow(c.dead_base, c.dead),
-                      _ratio_arrow(c.dead_ratio_base, c.dead_ratio), _pp(c.dead_pp), _pp(c.sparsity_pp),
-                      _arrow(c.dormant_base, c.dormant), style=_style(c, d))
-    for s, mark in [(s, "+ ") for s in d.added] + [(s, "- ") for s in d.removed]:
-        table.add_row(rich_text(_site(s.name, s.grad_blocked, mark)), str(s.dead), percent(s.dead_ratio),
-                      "new" if mark == "+ " else "gone", "", "", style="yellow")
+    table.add_column("site", no_wrap=True, max_width=name_width)
+    for header, w in zip(_HEADERS, widths):
+        table.add_column(header, justify="right", no_wrap=True, min_width=w)
+    for name, grad_blocked, cells, style in rows:
+        table.add_row(rich_text(short[name] + ("" if grad_blocked else "*")), *cells, style=style)
     return table
 
 
@@ -105,7 +111,7 @@ def _gate_text(d: Diff) -> Text:
 
 def render_diff_table(d: Diff, console: Console) -> None:
     if d.sites or d.added or d.removed:
-        console.print(Group(diff_table(d), summary_text(d)))
+        console.print(Group(diff_table(d, console.width), summary_text(d)))
     else:
         console.print(Text("Neither report has a ReLU-family site: nothing to compare."), summary_text(d))
 

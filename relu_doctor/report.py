@@ -199,9 +199,10 @@ class Site:
                 f"dead_ratio={self.dead_ratio:.3f}, sparsity={self.sparsity:.3f}, dormant={self.dormant})")
 
     def with_counters(self, counters: SiteCounters) -> Site:
-        """The same site with other counters (its metrics recomputed)."""
+        """The same site with other counters (its metrics recomputed; a proof, which is about
+        the model and not the sample, is kept)."""
         return Site(self.index, self.name, self.kind, self.op, dict(self.params), list(self.shape), self.axis,
-                    counters, self.tau)
+                    counters, self.tau, self.proof)
 
     def to_dict(self, with_counters: bool = True) -> dict[str, Any]:
         m = asdict(self.metrics)

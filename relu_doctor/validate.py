@@ -198,6 +198,8 @@ def _check_site(s: dict[str, Any], index: int, tau: float, names: set[str]) -> t
         _fail(f"{where}.shape", f"{shape[axis - 1]} along axis {axis}, but the counters have {c.neurons} neurons")
     metrics = site_metrics(c, upper, tau)
     _check_derived(s, metrics, where)
+    if any(k in s for k in ("provably_dead", "provably_dead_indices", "proof")):
+        _check_proof(s, c.neurons, where)
     return c, metrics, KINDS[kind].grad_blocked
 
 
@@ -261,6 +263,19 @@ def _check_derived(s: dict[str, Any], m: Any, where: str) -> None:
         if key in s and not math.isclose(_number(s[key], f"{where}.{key}"), getattr(m, key), rel_tol=1e-9,
                                          abs_tol=1e-12):
             _fail(f"{where}.{key}", f"{s[key]}, but the counters give {getattr(m, key)}")
+
+
+def _check_proof(s: dict[str, Any], neurons: int, where: str) -> None:
+    """`scan --prove`'s keys: sorted, unique neuron indices, one rule each (prune and revive act on them)."""
+    idx = _list(s.get("provably_dead_indices"), f"{where}.provably_dead_indices")
+    if not all(_is_int(i) for i in idx) or any(not 0 <= i < neurons for i in idx) or \
+            any(a >= b for a, b in zip(idx, idx[1:])):
+        _fail(f"{where}.provably_dead_indices", f"not sorted, unique neuron indices below {neurons}")
+    rules = _list(s.get("proof", []), f"{where}.proof")
+    if len(rules) != len(idx) or not all(isinstance(r, str) for r in rules):
+        _fail(f"{where}.proof", "not one rule (a string) per provably dead neuron")
+    if "provably_dead" in s and not (_is_int(s["provably_dead"]) and s["provably_dead"] == len(idx)):
+        _fail(f"{where}.provably_dead", f"{_short(s['provably_dead'])}, but {len(idx)} indices are listed")
 
 
 def _check_summary(summary: Any, sites: list[tuple[SiteCounters, Any, bool]], samples: int) -> None:

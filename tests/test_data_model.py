@@ -60,14 +60,15 @@ def test_every_counter_field_is_a_torchrun_all_reduce_group_member() -> None:
     from relu_doctor import distributed
 
     calls = []
-    original = torch_dist.all_reduce
+    original, device = torch_dist.all_reduce, distributed._comm_device
     torch_dist.all_reduce = lambda t, op=None: calls.append((t.dtype, op))  # one rank: a no-op
+    distributed._comm_device = lambda: torch.device("cpu")  # gloo's; asking needs a process group
     try:
         c = SiteCounters(3, rows=6, samples=2, fires=[1, 0, 6], sample_fires=[1, 0, 2], abs_sum=[1.0, 0.0, 9.0],
                          min=[0.0, 0.0, 1.0], total=10.0, max=4.0, nonfinite=2)
         again = distributed._all_reduce_counters(c)
     finally:
-        torch_dist.all_reduce = original
+        torch_dist.all_reduce, distributed._comm_device = original, device
     assert again.to_dict() == c.to_dict()
     assert len(calls) == len({(f.dtype, f.merge) for f in COUNTERS})
 
@@ -211,3 +212,20 @@ def test_every_catalogue_report_passes_the_report_check() -> None:
         check_report(json.loads(whole.to_json()), c.name)
         parts = [rd.scan(c.build(), data, batch_size=4, shard=(i, 2), warn=False) for i in range(2)]
         check_report(json.loads(merge_reports(parts).to_json()), f"{c.name} merged")
+
+
+def test_proofs_survive_a_merge_and_tampered_proofs_are_refused() -> None:
+    from relu_doctor.validate import check_report
+
+    c = case("reused_relu")
+    parts = [rd.scan(c.build(), sample_data(c, n=8), prove=True, shard=(i, 2), warn=False) for i in range(2)]
+    merged = json.loads(merge_reports(parts).to_json())
+    check_report(merged)
+    assert [s["provably_dead_indices"] for s in merged["sites"]] == [list(s.dead) for s in c.sites]
+    for key, value, message in (("provably_dead_indices", [99], "sorted, unique neuron indices"),
+                                ("provably_dead_indices", [1, 1], "sorted, unique neuron indices"),
+                                ("proof", [], "one rule"), ("provably_dead", 7, "indices are listed")):
+        bad = json.loads(json.dumps(merged))
+        bad["sites"][0][key] = value
+        with pytest.raises(rd.UserError, match=message):
+            check_report(bad)

@@ -24,15 +24,18 @@ from tests.zoo_models import ZOO, Positional, ZooCase, reference_dead
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded: every model comes from a config
 
-FORMATS = ("eager", "torchscript", "pt2", "onnx")
+FORMATS = ("eager", "torchscript", "pt2", "onnx", "onnx_dynamo")  # onnx_dynamo: batch 1 baked in, slow tier
 SAMPLES, BATCH = 24, 8
+# Their dynamo exports hold Reshapes to constant shapes with the batch inside a product
+# (attention's view(T, B * heads, d), OPT's flattened tokens): not relaxable, said once.
+BATCH_PINNED = frozenset({"encoder_layer", "scripted_encoder_layer", "opt"})
 
 
 def _params() -> list:
     out = []
     for case in ZOO:
         for fmt in FORMATS:
-            marks = [pytest.mark.slow] if case.slow else []
+            marks = [pytest.mark.slow] if case.slow or fmt == "onnx_dynamo" else []
             if fmt in case.xfail:
                 marks.append(pytest.mark.xfail(strict=True, reason=case.xfail[fmt]))
             out.append(pytest.param(case, fmt, marks=marks, id=f"{case.name}-{fmt}"))
@@ -69,9 +72,23 @@ def _build(case: ZooCase, cache: dict[str, dict], folder: Path) -> dict:
         torch.onnx.export(exported, example, str(paths["onnx"]), dynamo=False, opset_version=17,
                           input_names=list(case.input_names), output_names=["output"],
                           dynamic_axes={**{n: {0: "batch"} for n in case.input_names}, "output": {0: "batch"}})
+        paths["onnx_dynamo"] = folder / "model_dynamo.onnx"
     cache[case.name] = entry = {"model": model, "data": data, "data_path": data_path, "paths": paths,
                                 "reference": reference_dead(case, model, data)}
     return entry
+
+
+def _export_dynamo(case: ZooCase, entry: dict) -> None:
+    """The dynamo ONNX exporter with its defaults: the example's batch of 1 is baked in,
+    and the scan must relax it (or say why not) and still find the planted neurons."""
+    path = entry["paths"]["onnx_dynamo"]
+    if path.exists():
+        return
+    model = Positional(entry["model"]).eval() if case.onnx_wrapper else entry["model"]
+    example = tuple(torch.from_numpy(a[:1]) for a in entry["data"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(path), dynamo=True, input_names=list(case.input_names), verbose=False)
 
 
 def _scan(entry: dict, fmt: str) -> dict:
@@ -95,7 +112,15 @@ def test_every_format_reports_the_planted_dead_neurons(case: ZooCase, fmt: str, 
     planted = {**case.planted, **case.functional}
     # The reference is the planted answer: hooks see exactly the planted neurons dead
     assert reference == [(path, list(planted[path][1])) for path in planted]
+    if fmt == "onnx_dynamo":
+        _export_dynamo(case, entry)
     report = _scan(entry, fmt)
+    if fmt == "onnx_dynamo":  # relaxed to the batch asked for, or a warning says why not
+        if case.name in BATCH_PINNED:
+            assert report["sample"]["batch_size"] == 1
+            assert any("fixed at 1, and the graph pins it" in w for w in report["warnings"]), report["warnings"]
+        else:
+            assert report["sample"]["batch_size"] == BATCH, report["warnings"]
     assert report["sample"]["samples"] == SAMPLES
     got = [s["dead_indices"] for s in report["sites"]]
     assert got == [dead for _, dead in reference], [(s["name"], s["neurons"], s["axis"]) for s in report["sites"]]

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+import onnx
 import torch
 
 
@@ -163,3 +164,62 @@ def declared_bomb(src: Path, dst: Path, declared: int = 3 * 2**30) -> None:
         root = items[0][0].filename.split("/", 1)[0]
         z.writestr(f"{root}/data/bomb", bytes(1024))
         z.filelist[-1].file_size = declared
+
+
+def external(tensor: onnx.TensorProto, location: str, folder: Path | None = None) -> None:
+    """Move `tensor`'s bytes to external data at `location` (written into `folder` when given)."""
+    data = tensor.raw_data or onnx.numpy_helper.to_array(tensor).tobytes()
+    if folder is not None:
+        (folder / location).write_bytes(data)
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.ClearField("int64_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(data)))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def onnx_with_hidden_tensors() -> onnx.ModelProto:
+    """x -> + sparse initializer -> + Constant attribute -> If(subgraph with an initializer) -> Relu.
+    Every kind of place an external tensor can hide, in one runnable model."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    shift = numpy_helper.from_array(np.array([0.0, -1.0, 0.0, 0.5], np.float32), "shift")
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.array([-5.0], np.float32), "sparse"),
+                                       numpy_helper.from_array(np.array([1], np.int64), "sparse_idx"), [4])
+    branch_w = numpy_helper.from_array(np.array([1.0, 1.0, 1.0, 1.0], np.float32), "branch_w")
+    then = helper.make_graph([helper.make_node("Mul", ["b", "branch_w"], ["then_out"])], "then", [],
+                             [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, ["N", 4])],
+                             initializer=[branch_w])
+    other = helper.make_graph([helper.make_node("Identity", ["b"], ["else_out"])], "else", [],
+                              [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, ["N", 4])])
+    cond = numpy_helper.from_array(np.array(True), "cond_value")
+    nodes = [
+        helper.make_node("Add", ["x", "sparse"], ["a"]),
+        helper.make_node("Constant", [], ["c"], value=shift),
+        helper.make_node("Add", ["a", "c"], ["b"]),
+        helper.make_node("Constant", [], ["cond"], value=cond),
+        helper.make_node("If", ["cond"], ["d"], then_branch=then, else_branch=other),
+        helper.make_node("Relu", ["d"], ["y"], name="act"),
+    ]
+    graph = helper.make_graph(nodes, "hidden", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              sparse_initializer=[sparse])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def hidden_tensor(model: onnx.ModelProto, where: str) -> onnx.TensorProto:
+    graph = model.graph
+    if where == "sparse initializer":
+        return graph.sparse_initializer[0].values
+    if where == "node attribute":
+        return graph.node[1].attribute[0].t
+    then = next(a for a in graph.node[4].attribute if a.name == "then_branch")
+    return then.g.initializer[0]
+
+
+HIDING_PLACES = ("sparse initializer", "node attribute", "If subgraph")

@@ -111,3 +111,57 @@ def test_a_clean_pt2_still_loads_and_the_limit_can_be_raised(tmp_path: Path, mon
     hostile.rewrite_pt2(clean, tmp_path / "zeros.pt2", hostile.zero_record_bomb(tmp_path))
     monkeypatch.setenv("RELU_DOCTOR_MAX_LOAD_BYTES", "1K")
     check_refused(CliRunner().invoke(app, ["scan", str(clean), "--samples", "4"]), "above the limit of 1.0 KiB")
+
+
+# ONNX external data: every place a tensor can hide, every bad location
+
+def _onnx_model(d: Path, where: str, location: str, write_data: bool) -> Path:
+    import onnx
+
+    model = hostile.onnx_with_hidden_tensors()
+    (d / "model").mkdir(exist_ok=True)
+    hostile.external(hostile.hidden_tensor(model, where), location, d / "model" if write_data else None)
+    path = d / "model" / "m.onnx"
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("where", hostile.HIDING_PLACES)
+def test_external_data_in_every_kind_of_tensor_is_read_from_beside_the_model(where: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    import relu_doctor as rd
+
+    path = _onnx_model(tmp_path, where, "weights.bin", write_data=True)
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    assert rd.scan(path, data=x).sites[0].dead_indices == [1]  # x[1] - 5 - 1 never fires
+
+
+@pytest.mark.parametrize("where", hostile.HIDING_PLACES)
+@pytest.mark.parametrize("location, message", [
+    ("../secret.bin", "outside the model's folder"),
+    ("secret.bin", "is missing"),  # not beside the model, but in the current directory
+    ("/etc/hostname", "outside the model's folder"),
+    ("weights\0.bin", "NUL bytes"),
+    ("a" * 10000, "not a file name"),
+], ids=["parent", "current directory", "absolute", "NUL", "10000 chars"])
+def test_external_data_that_leaves_the_folder_is_refused(where: str, location: str, message: str,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "secret.bin").write_bytes(bytes(16))  # what a hostile location wants read
+    monkeypatch.chdir(tmp_path)  # onnxruntime resolved locations against the current directory
+    path = _onnx_model(tmp_path, where, location, write_data=False)
+    before = _sha(tmp_path / "model")
+    result = CliRunner().invoke(app, ["scan", str(path), "--samples", "4"])
+    check_refused(result, message)
+    assert _sha(tmp_path / "model") == before
+
+
+def test_an_in_memory_model_with_external_references_is_refused(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import relu_doctor as rd
+
+    model = hostile.onnx_with_hidden_tensors()
+    hostile.external(hostile.hidden_tensor(model, "sparse initializer"), "secret.bin", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(rd.UserError, match="points to external data"):
+        rd.scan(model, input_shape="4", samples=4)

@@ -322,6 +322,9 @@ def make_session(model: onnx.ModelProto, providers: list, threads: int | None = 
     """An onnxruntime session for an in-memory model (through a temporary file past 2 GiB)."""
     import onnxruntime as ort
 
+    from .onnx_loading import require_in_memory
+
+    require_in_memory(model)  # onnxruntime would resolve external paths against the current directory
     options = options or ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime warns about our shared constants; not the user's concern
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # see _instrument_graph

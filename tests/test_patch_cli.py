@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -119,23 +120,24 @@ def test_failed_verification_exits_3_and_leaves_out_as_it_was(models: dict, out_
     assert sha256(model) == before
 
 
-@pytest.mark.parametrize("interrupt", [RuntimeError("disk full"), KeyboardInterrupt()])
+@pytest.mark.parametrize("interrupt", [RuntimeError("writer bug"), KeyboardInterrupt(),
+                                       OSError(errno.ENOSPC, "No space left on device")])
 def test_a_write_that_fails_midway_leaves_no_file(models: dict, out_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                   interrupt: BaseException) -> None:
     import torch
 
-    from relu_doctor.patching import torch as patching_torch
-
-    def half_save(obj: object, path: Path, fmt: str, names: object = None) -> None:
-        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+    def half_write(self: Path, data: bytes) -> int:  # the model's bytes, cut short
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
         raise interrupt
 
-    monkeypatch.setattr(patching_torch, "save", half_save)
+    monkeypatch.setattr(Path, "write_bytes", half_write)
     model = models["reused_relu.state_dict"]
     before = sha256(model)
     result = run(model, "--arch", case("reused_relu").factory, "--data", models["reused_relu.data"],
                  "-o", out_dir / "m.pt")
-    assert result.exit_code == (3 if isinstance(interrupt, RuntimeError) else 130), result.output
+    expected = {RuntimeError: 3, KeyboardInterrupt: 130, OSError: 2}[type(interrupt)]
+    assert result.exit_code == expected, result.output
     assert leftovers(out_dir) == []
     assert sha256(model) == before
     assert torch.load(model, weights_only=True)  # still a state dict

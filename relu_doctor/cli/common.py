@@ -116,12 +116,17 @@ def _stdout_gone(e: OSError) -> bool:
 def run_guarded(debug: bool, body: Callable[[], int]) -> None:
     """Run a command body; user errors become two lines and exit 2, bugs exit 3."""
     from ..errors import UserError, VerificationError, summarize_exception
+    from ..files import Terminated, terminate_cleanly
     from ..render.escape import visible
 
     try:
-        code = body()
+        with terminate_cleanly():  # SIGTERM / SIGHUP unwind through `finally`: no temporary file is left
+            code = body()
     except BrokenPipeError:
         reader_gone()
+    except Terminated as e:
+        say("error:", f"{e}; nothing was written", "bold red")
+        raise typer.Exit(e.exit_code) from None
     except UserError as e:
         say("error:", e.message, "bold red")
         if e.hint:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, VerificationError
-from ..files import atomic_path, check_output_path
+from ..files import atomic_path, check_output_path, write_error
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
@@ -172,17 +172,18 @@ def patch_file(
         now = api.site_names_of(patched, sample, include_smooth, str(report.settings.get("neuron_axis", "auto")),
                                 opts.device)
         names = pairs_for(now, plan.site_names)
+    data = _serialize(patched, fmt, names)  # in memory: no C++ writer ever meets a full disk
     try:
-        # torch.export reads and writes only paths ending in .pt2
-        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp") as tmp:
-            _write(patched, tmp, fmt, names)
+        # torch.export reads only paths ending in .pt2
+        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp", force=force) as tmp:
+            tmp.write_bytes(data)
             outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size)
             problems = outcome.verification.all_problems()
             if problems:
                 raise VerificationError("; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
                                         + f". Nothing was written to {out}.")
     except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}", "Choose a writable -o path.") from None
+        raise write_error(out, e) from None
     outcome.written = True
     return outcome
 
@@ -264,15 +265,16 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
     return patched, example, plan
 
 
-def _write(obj: Any, path: Path, fmt: str, names: list[tuple[str, str]] | None = None) -> None:
+def _serialize(obj: Any, fmt: str, names: list[tuple[str, str]] | None = None) -> bytes:
     if fmt == "onnx":
-        import onnx
+        try:
+            return bytes(obj.SerializeToString())
+        except ValueError:  # protobuf's 2 GiB limit
+            raise UserError("the patched ONNX model is larger than 2 GiB, which relu-doctor cannot write yet",
+                            "Patch a smaller model, or write --to pt2.") from None
+    from .torch import to_bytes
 
-        onnx.save(obj, str(path))
-        return
-    from .torch import save
-
-    save(obj, path, fmt, names)
+    return to_bytes(obj, fmt, names)
 
 
 def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,

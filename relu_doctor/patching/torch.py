@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,19 +112,21 @@ def onnx_proto(module: nn.Module, example: Sequence[torch.Tensor], names: Sequen
     return onnx.load_from_string(buffer.getvalue())
 
 
-def save(obj: Any, path: Path, fmt: str, names: list[tuple[str, str]] | None = None) -> None:
-    """Write a torch model object in `fmt` (the path may have any extension), with the
+def to_bytes(obj: Any, fmt: str, names: list[tuple[str, str]] | None = None) -> bytes:
+    """A torch model object saved in `fmt`, in memory (the caller writes the bytes), with the
     report's site names where the patch renamed sites (site_names.py)."""
     from ..site_names import ATTRIBUTE, EXTRA_FILE, to_json
 
     extra = {EXTRA_FILE: to_json(names)} if names else {}
+    buffer = io.BytesIO()
     if fmt == PT2:
-        torch.export.save(obj, path, extra_files=extra)
+        torch.export.save(obj, buffer, extra_files=extra)
     elif fmt == TORCHSCRIPT:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.jit.save(obj, str(path), _extra_files=extra)
+            torch.jit.save(obj, buffer, _extra_files=extra)
     else:
         if names:
             setattr(obj, ATTRIBUTE, to_json(names))  # our own patched copy
-        torch.save(obj, path)
+        torch.save(obj, buffer)
+    return buffer.getvalue()

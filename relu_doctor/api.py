@@ -13,6 +13,7 @@ from . import gates as gating
 from . import notices, site_names
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
+from .guest import guarded, running
 from .images import ImageOptions, image_options
 from .inputs import (
     DEFAULT_BATCH_SIZE,
@@ -35,6 +36,7 @@ NEURON_AXES = ("auto", "channel", "last")
 Progress = Callable[[int, int], None]  # (samples done so far, total)
 
 
+@guarded
 def scan(
     model: Any,
     data: Any = None,
@@ -66,6 +68,7 @@ def scan(
     fail_provably_dead: float | None = None,
     progress: Progress | None = None,
     warn: bool = True,
+    timeout: float | None = None,
 ) -> Report:
     """Scan `model` (a path, nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto).
 
@@ -76,15 +79,19 @@ def scan(
     through Python's `warnings` (class `ReluDoctorWarning`); the CLI prints them itself.
     `prove=True` (implied by `fail_provably_dead`) adds the data-free proofs (SPEC 14):
     neurons dead on every input, with inputs unbounded and, when given, in `input_range`.
+    `timeout` (seconds): UserError saying what was running when it expired (see guest.py).
     """
     auto_batch = batch_size == "auto"
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
     base = _baseline(baseline, fail_increase)
     gating.check_threshold("fail_provably_dead", fail_provably_dead)
     bounds = input_range if not isinstance(input_range, str) else parse_range(input_range)
+    running("loading the model")
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
+    running("preparing the model")
     backend = _Backend(loaded, device)
     try:  # the caller's module is in eval mode from here on: put it back on every way out
+        running("reading the sample")
         sample = build_sample(data, backend.specs, input_shape, samples, seed, bounds,
                               image_options(image_size, mean, std))
         whole = sample.count

@@ -35,9 +35,18 @@ SINGLE = World(0, 1)
 
 def current_world() -> World:
     """The torchrun world, or a single process when not launched by torchrun."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = _env_int("WORLD_SIZE", 1)
     if size <= 1:
         return SINGLE
+    # Impossible settings would make init_process_group wait forever for ranks that never come
+    rank = _env_int("RANK", -1)
+    if not 0 <= rank < size:
+        raise UserError(f"RANK={os.environ.get('RANK')!r} with WORLD_SIZE={size}: the rank must be in 0..{size - 1}",
+                        "Launch with torchrun, which sets RANK and WORLD_SIZE, or unset WORLD_SIZE.")
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise UserError(f"WORLD_SIZE={size} but {' and '.join(missing)} not set",
+                        "Launch with torchrun, which sets them, or unset WORLD_SIZE.")
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -48,6 +57,17 @@ def current_world() -> World:
         # machine. Python's atexit runs before that teardown.
         atexit.register(dist.destroy_process_group)
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{name}={text!r} is not a whole number",
+                        "Launch with torchrun, which sets it, or unset it.") from None
 
 
 def all_reduce_sites(sites: list[CapturedSite], world: World) -> list[CapturedSite]:

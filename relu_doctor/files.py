@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence
 
 from .errors import UserError
 
+_LIVE: set[Path] = set()  # temporary files that exist right now, for remove_temporaries()
 
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived while an output was being written (cleanup runs on the way out)."""
@@ -78,6 +79,7 @@ def atomic_path(out: Path, suffix: str = ".tmp", force: bool = True) -> Iterator
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=folder)
         os.close(fd)
         tmp_path = Path(tmp)
+        _LIVE.add(tmp_path)
         try:
             umask = os.umask(0)
             os.umask(umask)
@@ -89,6 +91,13 @@ def atomic_path(out: Path, suffix: str = ".tmp", force: bool = True) -> Iterator
                 _commit(tmp_path, out, force)
         finally:
             tmp_path.unlink(missing_ok=True)
+            _LIVE.discard(tmp_path)
+
+
+def remove_temporaries() -> None:
+    """Remove every temporary output file still open: for a process about to end abruptly."""
+    for path in list(_LIVE):
+        path.unlink(missing_ok=True)
 
 
 def _write_through(tmp: Path, out: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .archives import check_zip
 from .errors import UserError
 from .limits import check_sample_bytes, human_size
 from .notices import SYNTHETIC_DATA, Notice
@@ -335,20 +336,30 @@ def load_data_file(path: Path, images: Any = None) -> dict[str, np.ndarray] | li
         from .images import ImageOptions, load_image_folder
 
         return [load_image_folder(path, images or ImageOptions()).array]
+    require_regular_file(path, "--data")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
             return [np.load(path, mmap_mode="r", allow_pickle=False)]
         if suffix == ".npz":
+            check_zip(path)
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         if suffix == ".pt":
+            check_zip(path)
             return _load_torch_data(path)
     except UserError:
         raise
     except Exception as e:  # numpy and zipfile raise many types for a corrupt file
         raise UserError(f"cannot read data file {path}: {e}", "Pass a valid .npy, .npz or .pt file.") from None
     raise UserError(f"unknown data format {suffix or '(no extension)'}: {path}", "Use .npy, .npz or .pt.")
+
+
+def require_regular_file(path: Path, what: str) -> None:
+    """Refuse a FIFO, a device or a socket: reading one could block forever or never end."""
+    if not path.is_file():
+        raise UserError(f"{what} {path} is not a regular file (a FIFO, a device or a socket?)",
+                        "Save the data to a file and pass that.")
 
 
 def _load_torch_data(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:

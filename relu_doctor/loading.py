@@ -96,6 +96,9 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
         raise UserError(f"model file not found: {path}")
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a model file")
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file (a FIFO, a device or a socket?)",
+                        "Save the model to a file and pass that.")
     fmt = detect_format(path)
     sha = sha256_of(path)
     if fmt == ONNX:

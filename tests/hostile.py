@@ -223,3 +223,36 @@ def hidden_tensor(model: onnx.ModelProto, where: str) -> onnx.TensorProto:
 
 
 HIDING_PLACES = ("sparse initializer", "node attribute", "If subgraph")
+
+
+class Printing(torch.nn.Module):
+    """Prints from forward (Python): must not reach stdout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print("GUEST OUTPUT from forward")
+        return torch.relu(self.fc(x))
+
+
+class Exiting(Printing):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import sys
+
+        sys.exit(0)
+
+
+class Hanging(Printing):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        y = torch.relu(self.fc(x))
+        while True:
+            time.sleep(0.05)
+        return y
+
+
+def exiting_factory() -> torch.nn.Module:
+    raise SystemExit(0)

@@ -18,6 +18,7 @@ import onnx
 from onnx import helper
 
 from ..errors import UserError
+from ..guest import running
 from ..inputs import InputSpec, Sample
 from . import CapturedSite, CaptureResult
 from .onnx_counters import SiteAccumulator
@@ -101,7 +102,8 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
     accumulators = [SiteAccumulator(p, neuron_axis) for p in plans]
     exact_sessions: dict[tuple[int, ...], tuple[Any, list[SitePlan]]] = {}
     nonfinite_inputs = 0
-    for batch in sample.batches(batch_size, model.fixed_batch):
+    for number, batch in enumerate(sample.batches(batch_size, model.fixed_batch), 1):
+        running(f"onnxruntime running batch {number}")
         nonfinite_inputs += batch.nonfinite
         feeds = {s.name: np.asarray(a, model.input_dtypes.get(s.name)) for s, a in zip(sample.specs, batch.arrays)}
         results = dict(zip(fetch, _run(session, fetch or None, feeds)))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, summarize_exception
+from ..guest import running
 from ..inputs import InputSpec, Sample, float_conversion_note
 from ..kinds import KINDS
 from ..kinds.axis import neuron_axis
@@ -119,7 +120,9 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
     nonfinite_inputs = 0
     try:
         with torch.inference_mode():
-            for batch in sample.batches(batch_size, model.fixed_batch):
+            for number, batch in enumerate(sample.batches(batch_size, model.fixed_batch), 1):
+                running(f"the model's forward pass on batch {number}",
+                        lambda: f"last site reached: {mode.last_site}" if mode.last_site else None)
                 nonfinite_inputs += batch.nonfinite
                 tensors = [_to_tensor(a, model) for a in batch.arrays]
                 mode.start_batch(batch.valid, len(batch.arrays[0]) if batch.arrays else 0)

@@ -72,12 +72,14 @@ def patch(
     """Rewrite the dead ReLUs of MODEL so that they leak, verify, and write OUT."""
 
     def body() -> int:
+        from ..guest import call_quietly
         from ..patching.run import ScanOptions, patch_file
         from ..render.patch import print_outcome
 
         bar = ProgressBar(enabled=not opts.quiet)
         try:
-            outcome = patch_file(
+            outcome = call_quietly(  # model code may print: stdout stays the summary's
+                patch_file,
                 model,
                 output,
                 options=ScanOptions(**opts.of(MODEL, SAMPLE, MEASURE)),

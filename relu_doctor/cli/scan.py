@@ -61,6 +61,7 @@ def scan(
         from ..distributed import current_world
         from ..errors import UserError
         from ..files import check_output_path
+        from ..guest import call_quietly
         from ..render.formats import format_for, print_report, render_report
         from ..render.table import Rows
         from .baseline import emit_with_baseline, load_baseline
@@ -83,7 +84,8 @@ def scan(
         bar = ProgressBar(enabled=not opts.quiet)
         try:
             kwargs = opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES, PROVE)
-            report = api_scan(model, **kwargs, progress=bar, warn=False)  # printed below, once
+            # model code may print: stdout stays the report's; warnings are printed below, once
+            report = call_quietly(api_scan, model, **kwargs, progress=bar, warn=False)
         finally:
             bar.close()
         if not current_world().is_writer:  # under torchrun, rank 0 alone speaks and writes

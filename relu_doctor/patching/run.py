@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import UserError, VerificationError
 from ..files import atomic_path, check_output_path, write_error
+from ..guest import guarded, running
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
@@ -108,6 +109,7 @@ def output_format(input_format: str, to: str | None, out: Path | None = None) ->
     return wanted
 
 
+@guarded
 def patch_file(
     model: str | Path,
     out: str | Path | None,
@@ -123,8 +125,11 @@ def patch_file(
     force: bool = False,
     dry_run: bool = False,
     progress: Any = None,
+    timeout: float | None = None,
 ) -> PatchOutcome:
-    """Patch the model file `model` into `out`; raises VerificationError (nothing written) on failure."""
+    """Patch the model file `model` into `out`; raises VerificationError (nothing written) on failure.
+
+    `timeout` (seconds): UserError saying what was running when it expired (see guest.py)."""
     from .. import api
     from .plan import check_options
 
@@ -138,6 +143,7 @@ def patch_file(
     if out is not None and not dry_run:
         check_output_path(out, protected, force=force)
     named_formats(out, to)  # --to against OUT's extension, before anything is loaded
+    running("loading the model")
     loaded = load_model(model, opts.arch, opts.arch_kwargs, opts.trust_pickle)
     if loaded.format == TORCHSCRIPT:
         from .torch import torchscript_refusal
@@ -161,6 +167,7 @@ def patch_file(
     batch_size = fixed_batch or int(chosen or DEFAULT_BATCH_SIZE)
     if opts.max_batches is not None:  # the sample the scan saw: its first max_batches batches
         sample = replace(sample, count=min(sample.count, opts.max_batches * batch_size))
+    running("rewriting the model")
     patched, example, plan = _rewrite(loaded, plan, sample, fixed_batch, fmt, include_smooth, outcome.warnings)
     outcome.plan = plan
     if not plan.sites:  # revive: every selected site is read by something no weight can undo
@@ -172,11 +179,13 @@ def patch_file(
         now = api.site_names_of(patched, sample, include_smooth, str(report.settings.get("neuron_axis", "auto")),
                                 opts.device)
         names = pairs_for(now, plan.site_names)
+    running(f"saving the patched model as {fmt}")
     data = _serialize(patched, fmt, names)  # in memory: no C++ writer ever meets a full disk
     try:
         # torch.export reads only paths ending in .pt2
         with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp", force=force) as tmp:
             tmp.write_bytes(data)
+            running(f"verifying the patched model written to {out}")
             outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size)
             problems = outcome.verification.all_problems()
             if problems:

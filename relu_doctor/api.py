@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from . import formats, notices, site_names
 from . import gates as gating
-from . import notices, site_names
+from .backends import Backend
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
 from .guest import guarded, running
@@ -27,7 +28,7 @@ from .inputs import (
     resolve_specs,
     synthetic_sample,
 )
-from .loading import ONNX, LoadedModel, load_model
+from .loading import LoadedModel, load_model
 from .notices import Notice
 from .report import Gates, ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import DEFAULT_TAU, small_sample_warning
@@ -221,7 +222,7 @@ def _load(model: Any, arch: str | None, arch_kwargs: Any, trust_pickle: bool) ->
     if isinstance(model, (str, Path)):
         return load_model(model, arch, arch_kwargs, trust_pickle)
     if type(model).__name__ == "ModelProto":
-        return LoadedModel(ONNX, model)
+        return LoadedModel(formats.ONNX, model)
     return LoadedModel(_torch_format_of(model), model, site_names=site_names.of_object(model))
 
 
@@ -229,26 +230,22 @@ def _torch_format_of(obj: Any) -> str:
     import torch
 
     if isinstance(obj, torch.export.ExportedProgram):
-        return "pt2"
+        return formats.PT2
     if isinstance(obj, torch.jit.ScriptModule):
-        return "torchscript"
+        return formats.TORCHSCRIPT
     if isinstance(obj, torch.nn.Module):
-        return "module"
+        return formats.MODULE
     raise UserError(f"cannot scan a {type(obj).__name__}",
                     "Pass a path, an nn.Module, a ScriptModule, an ExportedProgram or an onnx.ModelProto.")
 
 
 class _Backend:
-    """The torch or ONNX backend of a loaded model, behind one small interface."""
+    """The backend that runs a loaded model's format (formats.backend_of), with the model prepared."""
 
     def __init__(self, loaded: LoadedModel, device: str) -> None:
-        self.is_onnx = loaded.format == ONNX
-        if self.is_onnx:
-            from .backends import onnx as backend
-        else:
-            from .backends import torch as backend  # type: ignore[no-redef]
-        self.backend = backend
-        self.model = backend.prepare(loaded.obj, backend.resolve_device(device))
+        self.backend: Backend = formats.backend_of(loaded.format)  # type: ignore[assignment]
+        self.is_onnx = formats.get(loaded.format).backend == "onnx"
+        self.model = self.backend.prepare(loaded.obj, self.backend.resolve_device(device))
         self.specs = self.model.specs
         self.fixed_batch = self.model.fixed_batch
 
@@ -289,11 +286,7 @@ class _Backend:
         getattr(self.model, "restore", lambda: None)()
 
     def auto_batch_size(self, sample: Sample) -> int:
-        if self.is_onnx:  # onnxruntime plans its own memory; the default batch is a safe choice
-            return DEFAULT_BATCH_SIZE
-        from .backends.torch_memory import auto_batch_size
-
-        return auto_batch_size(self.model, sample)
+        return self.backend.auto_batch_size(self.model, sample)
 
     def capture(self, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
                 progress: Callable[[int], None]) -> Any:

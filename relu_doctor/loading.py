@@ -9,19 +9,16 @@ import json
 import sys
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from .archives import check_zip
 from .errors import UserError, summarize_exception
+from .formats import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, Probe
 from .site_names import of_object, read_archive
 
-# Formats as they appear in the report's model.format
-ONNX, TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS = (
-    "onnx", "torchscript", "pt2", "pickle", "state_dict", "safetensors")
-TORCH_FORMATS = (TORCHSCRIPT, PT2, PICKLE, STATE_DICT, SAFETENSORS)
-
+# ONNX, PT2, ...: the formats as the report's model.format names them (the registry is formats.py)
 _CORRUPT_HINT = "The file may be truncated or corrupt; save it again."
 _PICKLE_HINT = ("Unpickling runs code from the file: pass --trust-pickle only if you trust its source, "
                 "or save the model as TorchScript, .pt2 or ONNX, or as a state dict used with --arch.")
@@ -39,6 +36,13 @@ class LoadedModel:
         return {"path": str(self.path) if self.path else None, "format": self.format, "sha256": self.sha256}
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    arch: str | None = None
+    arch_kwargs: dict | str | None = None
+    trust_pickle: bool = False
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -49,37 +53,33 @@ def sha256_of(path: Path) -> str:
 
 def detect_format(path: Path) -> str:
     """The model format, from the bytes of the file (the extension only breaks ties)."""
-    with path.open("rb") as f:
-        head = f.read(16)
-    if not head:
-        raise UserError(f"{path} is empty", "Pass a saved model file.")
+    from . import formats
+
+    found = formats.detect(probe(path))
+    if found is not None:
+        return found.name
     if zipfile.is_zipfile(path):
-        return _zip_format(path)
-    if head.startswith(b"PK\x03\x04"):  # a zip's local header, but no readable directory
-        raise UserError(f"{path} is a damaged zip archive (truncated?)", _CORRUPT_HINT)
-    if _looks_like_safetensors(path, head):
-        return SAFETENSORS
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
-        return STATE_DICT
-    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ONNX: field 1 (ir_version), varint
-        return ONNX
+        raise UserError(f"{path} is a zip archive but not a PyTorch one")
     raise UserError(f"cannot tell the format of {path}",
                     "relu-doctor reads ONNX, TorchScript, torch.export .pt2, torch.save and safetensors files.")
 
 
-def _zip_format(path: Path) -> str:
-    try:
-        names = zipfile.ZipFile(path).namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: undecodable member names
-        raise UserError(f"{path} is a damaged archive: {e}", "Save the model again.") from None
-    inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
-    if "archive_format" in inner or any(n.startswith("models/") for n in inner):
-        return PT2
-    if any(n.startswith("code/") for n in inner) or "constants.pkl" in inner:
-        return TORCHSCRIPT
-    if "data.pkl" in inner:
-        return STATE_DICT  # torch.save: a state dict, a checkpoint or a pickled module
-    raise UserError(f"{path} is a zip archive but not a PyTorch one")
+def probe(path: Path) -> Probe:
+    """What format detection looks at; a damaged zip is refused here."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        raise UserError(f"{path} is empty", "Pass a saved model file.")
+    names = None
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = frozenset(n.split("/", 1)[1] if "/" in n else n for n in z.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: undecodable member names
+            raise UserError(f"{path} is a damaged archive: {e}", "Save the model again.") from None
+    elif head.startswith(b"PK\x03\x04"):  # a zip's local header, but no readable directory
+        raise UserError(f"{path} is a damaged zip archive (truncated?)", _CORRUPT_HINT)
+    return Probe(head, names, path.suffix.lower(), _looks_like_safetensors(path, head))
 
 
 def _looks_like_safetensors(path: Path, head: bytes) -> bool:
@@ -91,6 +91,8 @@ def _looks_like_safetensors(path: Path, head: bytes) -> bool:
 
 def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | str | None = None,
                trust_pickle: bool = False) -> LoadedModel:
+    from . import formats
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file not found: {path}")
@@ -101,23 +103,39 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
                         "Save the model to a file and pass that.")
     fmt = detect_format(path)
     sha = sha256_of(path)
-    if fmt == ONNX:
-        from .backends.onnx_loading import load_onnx
+    loaded = formats.get(fmt).load(path, LoadOptions(arch, arch_kwargs, trust_pickle))
+    return replace(loaded, path=path, sha256=sha)
 
-        return LoadedModel(ONNX, load_onnx(path), path, sha)
-    if fmt in (TORCHSCRIPT, STATE_DICT) and zipfile.is_zipfile(path):
+
+# The loaders the registry names: (path, options) -> LoadedModel (format, object, site names)
+
+def load_onnx_file(path: Path, options: LoadOptions) -> LoadedModel:
+    from .backends.onnx_loading import load_onnx
+
+    return LoadedModel(ONNX, load_onnx(path))
+
+
+def load_torchscript_file(path: Path, options: LoadOptions) -> LoadedModel:
+    check_zip(path)
+    module = _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path)
+    return LoadedModel(TORCHSCRIPT, module, site_names=read_archive(path))
+
+
+def load_pt2_file(path: Path, options: LoadOptions) -> LoadedModel:
+    from .backends.pt2_loading import load_pt2
+
+    program = _guard_torch(lambda t: load_pt2(path, options.trust_pickle), path)
+    return LoadedModel(PT2, program, site_names=read_archive(path))
+
+
+def load_safetensors_file(path: Path, options: LoadOptions) -> LoadedModel:
+    return LoadedModel(SAFETENSORS, _with_arch(_load_safetensors(path), options.arch, options.arch_kwargs, path))
+
+
+def load_torch_save_file(path: Path, options: LoadOptions) -> LoadedModel:
+    if zipfile.is_zipfile(path):
         check_zip(path)
-    if fmt == TORCHSCRIPT:
-        module = _guard_torch(lambda t: t.jit.load(str(path), map_location="cpu"), path)
-        return LoadedModel(TORCHSCRIPT, module, path, sha, read_archive(path))
-    if fmt == PT2:
-        from .backends.pt2_loading import load_pt2
-
-        return LoadedModel(PT2, _guard_torch(lambda t: load_pt2(path, trust_pickle), path), path, sha,
-                           read_archive(path))
-    if fmt == SAFETENSORS:
-        return LoadedModel(SAFETENSORS, _with_arch(_load_safetensors(path), arch, arch_kwargs, path), path, sha)
-    return _load_torch_save(path, sha, arch, arch_kwargs, trust_pickle)
+    return _load_torch_save(path, options.arch, options.arch_kwargs, options.trust_pickle)
 
 
 def _guard_torch(load: Any, path: Path) -> Any:
@@ -143,7 +161,7 @@ def _guard_torch(load: Any, path: Path) -> Any:
         export_log.setLevel(level)
 
 
-def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:
+def _load_torch_save(path: Path, arch: str | None, arch_kwargs: Any, trust_pickle: bool) -> LoadedModel:
     import pickle
 
     import torch
@@ -167,9 +185,9 @@ def _load_torch_save(path: Path, sha: str, arch: str | None, arch_kwargs: Any, t
     except Exception as e:
         raise UserError(f"cannot load {path}: {summarize_exception(e)}", _CORRUPT_HINT) from None
     if isinstance(obj, torch.nn.Module):
-        return LoadedModel(PICKLE, obj.eval(), path, sha, of_object(obj))
+        return LoadedModel(PICKLE, obj.eval(), site_names=of_object(obj))
     state = _find_state_dict(obj, path)
-    return LoadedModel(STATE_DICT, _with_arch(state, arch, arch_kwargs, path), path, sha)
+    return LoadedModel(STATE_DICT, _with_arch(state, arch, arch_kwargs, path))
 
 
 def _find_state_dict(obj: Any, path: Path) -> dict[str, Any]:

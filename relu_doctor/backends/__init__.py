@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..stats import SiteCounters
 
@@ -28,3 +30,17 @@ class CaptureResult:
     # on quantized values): each has its warning; a scan never says "no ReLU" when this is set
     unmeasured: list[str] = field(default_factory=list)
     nonfinite_inputs: int = 0  # NaN / inf values in the inputs the sites were measured on
+
+
+class Backend(Protocol):
+    """What scan and patch need from a backend module (backends.torch, backends.onnx);
+    formats.backend_of(format) picks the module."""
+
+    def resolve_device(self, device: str) -> Any: ...
+
+    def prepare(self, obj: Any, device: Any) -> Any: ...  # has .specs, .fixed_batch, .restore()
+
+    def auto_batch_size(self, model: Any, sample: Any) -> int: ...
+
+    def capture(self, model: Any, sample: Any, batch_size: int, neuron_axis: str = "auto",
+                include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult: ...

@@ -89,6 +89,13 @@ def prepare(model: onnx.ModelProto, providers: list[Any]) -> OnnxModel:
     return OnnxModel(model, specs, fixed_batch, providers, dtypes)
 
 
+def auto_batch_size(model: OnnxModel, sample: Sample) -> int:
+    """onnxruntime plans its own memory: the default batch is a safe choice."""
+    from ..inputs import DEFAULT_BATCH_SIZE
+
+    return DEFAULT_BATCH_SIZE
+
+
 def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
     """Run the sample through the instrumented graph and return the counters of every site."""

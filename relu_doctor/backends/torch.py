@@ -111,6 +111,12 @@ class _CaptureMode(ActivationCalls):
         return y[: self.valid_rows], axis
 
 
+def auto_batch_size(model: TorchModel, sample: Sample) -> int:
+    from .torch_memory import auto_batch_size as largest_fitting_batch
+
+    return largest_fitting_batch(model, sample)
+
+
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
     """Run the sample through the model and return the counters of every site."""

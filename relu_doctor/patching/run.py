@@ -13,19 +13,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import formats
 from ..errors import UserError, VerificationError
 from ..files import atomic_path, check_output_path, write_error
+from ..formats import MODULE, ONNX, PT2, TORCHSCRIPT
 from ..guest import guarded, running
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
-from ..loading import ONNX, PICKLE, PT2, SAFETENSORS, STATE_DICT, TORCHSCRIPT, LoadedModel, load_model
+from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .plan import REVIVE, PatchPlan, plan_patch
 from .report_match import check_report_matches
 from .verify import Verification, check_rescan
 
-OUTPUT_FORMATS = ("module", "onnx", "pt2", "torchscript")
-_EAGER_INPUTS = (PICKLE, STATE_DICT, SAFETENSORS)
+OUTPUT_FORMATS = formats.OUTPUT_FORMATS
 FRESH_SAMPLES = 32  # fresh random inputs the live-neuron check also runs
 
 
@@ -94,13 +95,14 @@ def named_formats(out: Path | None, to: str | None) -> tuple[str, ...] | None:
 
 def output_format(input_format: str, to: str | None, out: Path | None = None) -> str:
     """--to when given, else what OUT's extension names, else the input's own format."""
-    natural = {ONNX: "onnx", PT2: "pt2", TORCHSCRIPT: "torchscript"}.get(input_format, "module")
+    source = formats.get(input_format)
+    natural = source.patch_as or input_format
     named = named_formats(out, to)
     # .pt of a TorchScript input is TorchScript; of an eager one, a pickled module
     wanted = to or (natural if named is None or natural in named else named[0])
     if wanted == natural:
         return natural
-    if input_format not in _EAGER_INPUTS:
+    if not source.convertible:
         asked = f"--to {to}" if to else f"-o {out}"
         suffix = {"module": ".pt", "torchscript": ".pt"}.get(natural, f".{natural}")
         kind = {ONNX: "an ONNX", PT2: "a .pt2", TORCHSCRIPT: "a TorchScript"}.get(input_format, "this")
@@ -145,7 +147,7 @@ def patch_file(
     named_formats(out, to)  # --to against OUT's extension, before anything is loaded
     running("loading the model")
     loaded = load_model(model, opts.arch, opts.arch_kwargs, opts.trust_pickle)
-    if loaded.format == TORCHSCRIPT:
+    if formats.get(loaded.format).patch_as is None:  # TorchScript, for the reasons in patching/torch.py
         from .torch import torchscript_refusal
 
         raise torchscript_refusal()
@@ -183,7 +185,7 @@ def patch_file(
     data = _serialize(patched, fmt, names)  # in memory: no C++ writer ever meets a full disk
     try:
         # torch.export reads only paths ending in .pt2
-        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp", force=force) as tmp:
+        with atomic_path(out, suffix=formats.get(fmt).temp_suffix, force=force) as tmp:
             tmp.write_bytes(data)
             running(f"verifying the patched model written to {out}")
             outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size)
@@ -223,10 +225,7 @@ def _probe(loaded: LoadedModel, report: Report, opts: ScanOptions) -> Report:
 
 def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | None]:
     """What the model says about its inputs (as the scan reads them), and a fixed batch size."""
-    if loaded.format == ONNX:
-        from ..backends import onnx as backend
-    else:
-        from ..backends import torch as backend  # type: ignore[no-redef]
+    backend = formats.backend_of(loaded.format)
     prepared = backend.prepare(loaded.obj, backend.resolve_device(device))
     getattr(prepared, "restore", lambda: None)()
     return [InputSpec(s.name, s.shape, s.dtype, s.dtype_known) for s in prepared.specs], prepared.fixed_batch
@@ -264,7 +263,7 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
     else:
         patched, notes = patch_torch(loaded.obj, plan, example, include_smooth)
     warnings += notes
-    if fmt != "module" and loaded.format in _EAGER_INPUTS:
+    if fmt != MODULE and formats.get(loaded.format).convertible:
         patched, notes = convert(patched, fmt, example, [s.name for s in sample.specs])
         warnings += notes
         if fmt == "onnx":  # the exporter names the nodes: give the sites the report's names back
@@ -275,15 +274,9 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
 
 
 def _serialize(obj: Any, fmt: str, names: list[tuple[str, str]] | None = None) -> bytes:
-    if fmt == "onnx":
-        try:
-            return bytes(obj.SerializeToString())
-        except ValueError:  # protobuf's 2 GiB limit
-            raise UserError("the patched ONNX model is larger than 2 GiB, which relu-doctor cannot write yet",
-                            "Patch a smaller model, or write --to pt2.") from None
-    from .torch import to_bytes
-
-    return to_bytes(obj, fmt, names)
+    save = formats.get(fmt).save
+    assert save is not None, f"{fmt} is not a format a patch writes"
+    return save(obj, names)
 
 
 def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,
@@ -294,7 +287,7 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
     reloaded = load_model(written, trust_pickle=True)  # our own file, written a moment ago
     include_smooth = bool(report.settings.get("include_smooth", False))
     fresh = synthetic_sample(sample.specs, FRESH_SAMPLES, opts.seed + 1_000_003, sample.input_range)
-    if fmt == "onnx":
+    if fmt == ONNX:
         from .verify_onnx import verify_onnx
 
         original = loaded.obj

@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import UserError
+from ..formats import ONNX, PT2, TORCHSCRIPT
 from .plan import PatchPlan
 
-MODULE, PT2, TORCHSCRIPT, ONNX = "module", "pt2", "torchscript", "onnx"
 ONNX_OPSET = 17
 
 

@@ -115,8 +115,10 @@ main()
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_during_patch_leaves_no_temporary_file(sig: int, tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
+    # default disposition in the child, even when the tests run under nohup (which ignores SIGHUP)
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_VERIFY, *PATCH, "-o", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(tmp_path.iterdir()):  # the temporary file beside OUT
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

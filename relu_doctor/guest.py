@@ -118,14 +118,19 @@ def _flush_c_stdio() -> None:
         pass
 
 
+def check_timeout(seconds: float) -> float:
+    if not seconds > 0 or seconds == float("inf"):
+        raise UserError(f"--timeout must be a positive number of seconds (got {seconds})")
+    return seconds
+
+
 @contextlib.contextmanager
 def deadline(seconds: float | None, cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Raise TimedOut after `seconds`; end the process (exit 2) if that cannot interrupt it."""
     if seconds is None or _active:  # an outer deadline (patch's, around its scan) already runs
         yield
         return
-    if not seconds > 0 or seconds == float("inf"):
-        raise UserError(f"--timeout must be a positive number of seconds (got {seconds})")
+    check_timeout(seconds)
     main = threading.current_thread() is threading.main_thread()
     done = threading.Event()
 

@@ -140,3 +140,20 @@ def test_a_forward_stuck_in_cpp_is_ended_by_the_watchdog(tmp_path: Path) -> None
     assert result.returncode == 2, result.stderr
     assert "timed out after 4 s while the model's forward pass on batch 1" in result.stderr
     assert "returned" not in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["scan", "patch"])
+def test_the_timeout_flag_stops_a_forward_that_never_returns(command: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    out = ["-o", str(tmp_path / "out.pt")] if command == "patch" else []
+    result = CliRunner().invoke(app, [command, _state_dict(tmp_path, Printing()), "--arch", "tests.hostile:Hanging",
+                                      "--input-shape", "4", "--samples", "4", "--timeout", "2", *out])
+    check_refused(result, "timed out after 2 s while the model's forward pass on batch 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "soon"])
+def test_a_bad_timeout_flag_is_a_usage_error(value: str) -> None:
+    result = CliRunner().invoke(app, ["scan", str(SAMPLES / "sample_cnn.onnx"), "--timeout", value])
+    assert result.exit_code == 2 and "--timeout" in result.stderr and "Traceback" not in result.output

@@ -114,7 +114,7 @@ class _CaptureMode(ActivationCalls):
 def auto_batch_size(model: TorchModel, sample: Sample) -> int:
     from .torch_memory import auto_batch_size as largest_fitting_batch
 
-    return largest_fitting_batch(model, sample)
+    return largest_fitting_batch(model, sample, _to_tensor)
 
 
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",

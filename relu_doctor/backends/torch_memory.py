@@ -8,6 +8,7 @@ memory of the device, divided by that, is the batch. A probe costs one sample's 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -42,16 +43,14 @@ def free_bytes(device: torch.device) -> int:
     return 4 * 2**30 if not os.path.exists("/proc/meminfo") else 2**30
 
 
-def auto_batch_size(model: Any, sample: Sample) -> int:
-    """`model` is a backends.torch.TorchModel."""
+def auto_batch_size(model: Any, sample: Sample, to_tensor: Callable[[Any, Any], torch.Tensor]) -> int:
+    """`model` is a backends.torch.TorchModel; `to_tensor(array, model)` its input conversion."""
     if model.fixed_batch:
         return model.fixed_batch
-    from .torch import _to_tensor
-
     batch = next(replace(sample, count=1).batches(1))  # a copy: the probe is not part of the scan
     probe = _BytesProduced()
     with torch.inference_mode(), probe:
-        model.forward(*[_to_tensor(a, model) for a in batch.arrays])
+        model.forward(*[to_tensor(a, model) for a in batch.arrays])
     per_sample = max(probe.total, 1)
     fits = int(free_bytes(model.device) * MEMORY_SHARE // per_sample)
     return max(1, min(fits, MAX_AUTO_BATCH, sample.count))

@@ -306,6 +306,15 @@ DISPLAY: Group = (
 )
 
 
+def _timeout(value: float) -> float:
+    from ..guest import check_timeout
+
+    return check_timeout(value)
+
+
+TIMEOUT = Opt("timeout", float | None, None, ("--timeout",),
+              "Give up after this many seconds (exit 2, naming what was running).", "SECONDS", _checked(_timeout))
+
 RUN: Group = (
     Opt("quiet", bool, False, ("--quiet", "-q"), "No progress bar, no warnings."),
     Opt("debug", bool, False, ("--debug",), "Show tracebacks."),

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
-from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, Options, takes
+from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, TIMEOUT, Options, takes
 
 EXAMPLES = """\b
 Examples:
@@ -36,7 +36,7 @@ class OutputFormat(str, Enum):
     torchscript = "torchscript"
 
 
-@takes(MODEL, SAMPLE, MEASURE, SELECT, RUN)
+@takes(MODEL, SAMPLE, MEASURE, SELECT, (TIMEOUT,), RUN)
 def patch(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Model file: .onnx, .pt2, pickled module, state dict, safetensors."
@@ -93,6 +93,7 @@ def patch(
                 force=force,
                 dry_run=dry_run,
                 progress=bar,
+                timeout=opts.timeout,
             )
         finally:
             bar.close()

@@ -22,6 +22,7 @@ from .options import (
     SAMPLE,
     SELECT,
     SHARD,
+    TIMEOUT,
     Options,
     report_format,
     takes,
@@ -45,7 +46,7 @@ class Format(str, Enum):
     html = "html"
 
 
-@takes(MODEL, SAMPLE, (SHARD,), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT, NEURONS), DISPLAY,
+@takes(MODEL, SAMPLE, (SHARD, TIMEOUT), MEASURE, (report_format(Format, Format.table), REPORT_OUTPUT, NEURONS), DISPLAY,
        GATES, PROVE, SELECT, (BASELINE, FAIL_INCREASE), RUN)
 def scan(
     model: Path = typer.Argument(
@@ -83,7 +84,7 @@ def scan(
             matplotlib()
         bar = ProgressBar(enabled=not opts.quiet)
         try:
-            kwargs = opts.of(MODEL, SAMPLE, (SHARD,), MEASURE, SELECT, GATES, PROVE)
+            kwargs = opts.of(MODEL, SAMPLE, (SHARD, TIMEOUT), MEASURE, SELECT, GATES, PROVE)
             # model code may print: stdout stays the report's; warnings are printed below, once
             report = call_quietly(api_scan, model, **kwargs, progress=bar, warn=False)
         finally:

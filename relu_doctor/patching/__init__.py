@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..guest import guarded
 from ..report import Report
 from .plan import CHANNEL, LAYER, REVIVE, PatchPlan, SitePatch, plan_patch
 from .run import PatchOutcome, ScanOptions, patch_file
@@ -24,6 +25,7 @@ __all__ = ["CHANNEL", "LAYER", "REVIVE", "PatchOutcome", "PatchPlan", "ScanOptio
            "plan_patch"]
 
 
+@guarded
 def patch(
     model: Any,
     report: Report,
@@ -33,6 +35,7 @@ def patch(
     min_dead_ratio: float = 0.0,
     select: Sequence[str] = (),
     ignore: Sequence[str] = (),
+    timeout: float | None = None,
 ) -> Any:
     """A copy of `model` whose selected dead ReLU neurons leak (see SPEC 7).
 
@@ -42,6 +45,7 @@ def patch(
     `model` is what `report` was scanned from: an nn.Module, an ExportedProgram, an
     onnx.ModelProto or a model file path (loaded safely: no pickles). Site names are
     matched against the model's calls, so a report of another model is refused.
+    `timeout` (seconds): UserError saying what was running when it expired (see guest.py).
     """
     plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
     include_smooth = bool(report.settings.get("include_smooth", False))

@@ -16,6 +16,8 @@ from relu_doctor.cli import app
 
 from . import hostile
 
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
+
 
 @dataclass(frozen=True)
 class Case:
@@ -47,8 +49,24 @@ CODE_IN_PT2 = [
     Case("pt2 shape expression sympy would eval", _pt2(hostile.eval_in_shape_expression), "not arithmetic"),
     Case("pt2 AOTInductor shared library", _pt2(hostile.aoti_code), "AOTInductor"),
 ]
+def _torchscript_bomb(d: Path, marker: Path) -> list[str]:
+    hostile.declared_bomb(SAMPLES / "sample_cnn.pt", d / "m.pt")
+    return [str(d / "m.pt")]
+
+
+def _npz_bomb(d: Path, marker: Path) -> list[str]:
+    import numpy as np
+
+    np.savez(d / "x.npz", input=np.zeros((4, 3, 16, 16), np.float32))
+    hostile.declared_bomb(d / "x.npz", d / "bomb.npz")
+    (d / "x.npz").unlink()
+    return [str(SAMPLES / "sample_cnn.onnx"), "--data", str(d / "bomb.npz")]
+
+
 MEMORY = [
     Case("pt2 zip member declaring 3 GiB", _bomb, "would need 3.0 GiB"),
+    Case("TorchScript zip member declaring 3 GiB", _torchscript_bomb, "would need 3.0 GiB"),
+    Case(".npz data member declaring 3 GiB", _npz_bomb, "would need 3.0 GiB"),
     Case("pt2 empty record declaring 2**31 elements", _pt2(hostile.zero_record_bomb), "would need 16.0 GiB"),
 ]
 

@@ -8,8 +8,11 @@ the wording.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings as py_warnings
 from collections.abc import Iterable
+from types import FrameType
 
 SYNTHETIC_DATA = "synthetic_data"
 SMALL_SAMPLE = "small_sample"
@@ -46,7 +49,20 @@ class ReluDoctorWarning(UserWarning):
     """What `rd.scan()` emits through Python's `warnings` (filter it by this class)."""
 
 
-def emit(items: Iterable[str], stacklevel: int = 3) -> None:
-    """Emit each notice once through Python's warnings, for API users (notebooks, scripts)."""
+def emit(items: Iterable[str], stacklevel: int | None = None) -> None:
+    """Emit each notice once through Python's warnings, for API users (notebooks, scripts).
+
+    By default the warning points at the first caller outside relu_doctor (however many
+    of its own frames, decorators included, lie between)."""
+    level = stacklevel or _first_outside_frame()
     for w in items:
-        py_warnings.warn(str(w), ReluDoctorWarning, stacklevel=stacklevel)
+        py_warnings.warn(str(w), ReluDoctorWarning, stacklevel=level)
+
+
+def _first_outside_frame() -> int:
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame: FrameType | None = sys._getframe(2)  # 1 is emit() itself
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

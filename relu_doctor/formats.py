@@ -35,26 +35,30 @@ class ModelFormat:
     detect: Callable[[Probe], bool] | None = None  # None: never a file (an in-memory nn.Module)
     loader: str | None = None  # "module:function" taking (path, LoadOptions), returning a LoadedModel
     patch_as: str | None = None  # what a patch of it writes by default; None: it cannot be patched
-    save: Callable[[Any, Any], bytes] | None = None  # (model, site names to record) -> bytes, for outputs
+    saver: str | None = None  # "module:function" taking (model, format, site names), returning bytes
     convertible: bool = False  # an eager module: --to may write it as another format
     temp_suffix: str = ".tmp"  # torch.export reads only paths that end in .pt2
 
     def load(self, path: Any, options: Any) -> Any:
         if self.loader is None:
             raise ValueError(f"{self.name} is not loaded from files")
-        module_name, _, function = self.loader.partition(":")
-        return getattr(importlib.import_module(module_name, __package__), function)(path, options)
+        return _named(self.loader)(path, options)
+
+    def save(self, obj: Any, names: Any = None) -> bytes:
+        """The model as this format's bytes, recording `names` (site_names.py) where it can."""
+        if self.saver is None:
+            raise ValueError(f"a patch cannot write {self.name}")
+        return _named(self.saver)(obj, self.name, names)  # type: ignore[no-any-return]
 
 
-def _torch_saver(fmt: str) -> Callable[[Any, Any], bytes]:
-    def save(obj: Any, names: Any) -> bytes:
-        from .patching.torch import to_bytes
+def _named(target: str) -> Callable[..., Any]:
+    """A function named "module:function" (relative to this package), imported when first used,
+    so the registry imports no loader or writer (nor torch) until a format is used."""
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name, __package__), function)  # type: ignore[no-any-return]
 
-        return to_bytes(obj, fmt, names)
-    return save
 
-
-def _save_onnx(obj: Any, names: Any) -> bytes:  # ONNX nodes carry their names already
+def save_onnx(obj: Any, fmt: str, names: Any) -> bytes:  # ONNX nodes carry their names already
     from .errors import UserError
 
     try:
@@ -75,9 +79,9 @@ def _zip_has(*names: str, prefix: str | None = None) -> Callable[[Probe], bool]:
 
 _ENTRIES = [
     ModelFormat(PT2, "torch.export .pt2", "torch", _zip_has("archive_format", prefix="models/"),
-                ".loading:load_pt2_file", patch_as=PT2, save=_torch_saver(PT2), temp_suffix=".tmp.pt2"),
+                ".loading:load_pt2_file", patch_as=PT2, saver=".patching.torch:to_bytes", temp_suffix=".tmp.pt2"),
     ModelFormat(TORCHSCRIPT, "TorchScript", "torch", _zip_has("constants.pkl", prefix="code/"),
-                ".loading:load_torchscript_file", save=_torch_saver(TORCHSCRIPT)),
+                ".loading:load_torchscript_file", saver=".patching.torch:to_bytes"),
     ModelFormat(SAFETENSORS, "safetensors", "torch", lambda p: p.zip_names is None and p.safetensors_header,
                 ".loading:load_safetensors_file", patch_as=MODULE, convertible=True),
     # torch.save (zip or legacy pickle; after safetensors, whose header length may start with 0x80):
@@ -88,11 +92,11 @@ _ENTRIES = [
     ModelFormat(PICKLE, "pickled module", "torch", patch_as=MODULE, convertible=True),
     ModelFormat(ONNX, "ONNX", "onnx",
                 lambda p: p.zip_names is None and (p.suffix == ".onnx" or p.head[:1] == b"\x08"),
-                ".loading:load_onnx_file", patch_as=ONNX, save=_save_onnx),
-    ModelFormat(MODULE, "pickled module", "torch", patch_as=MODULE, save=_torch_saver(MODULE), convertible=True),
+                ".loading:load_onnx_file", patch_as=ONNX, saver=".formats:save_onnx"),
+    ModelFormat(MODULE, "pickled module", "torch", patch_as=MODULE, saver=".patching.torch:to_bytes", convertible=True),
 ]
 FORMATS: dict[str, ModelFormat] = {f.name: f for f in _ENTRIES}
-OUTPUT_FORMATS = tuple(sorted(f.name for f in _ENTRIES if f.save is not None))
+OUTPUT_FORMATS = tuple(sorted(f.name for f in _ENTRIES if f.saver is not None))
 
 
 def get(name: str) -> ModelFormat:

@@ -23,7 +23,7 @@ def test_the_registry_detects_each_sample_file_by_content(file: str, name: str, 
 def test_every_format_a_patch_writes_can_be_saved_and_every_backend_has_the_protocol() -> None:
     for entry in formats.FORMATS.values():
         if entry.patch_as is not None:
-            assert formats.get(entry.patch_as).save is not None, entry.name
+            assert formats.get(entry.patch_as).saver is not None, entry.name
         backend = formats.backend_of(entry.name)
         for function in ("resolve_device", "prepare", "auto_batch_size", "capture"):
             assert callable(getattr(backend, function)), (entry.name, function)

@@ -274,9 +274,7 @@ def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: 
 
 
 def _serialize(obj: Any, fmt: str, names: list[tuple[str, str]] | None = None) -> bytes:
-    save = formats.get(fmt).save
-    assert save is not None, f"{fmt} is not a format a patch writes"
-    return save(obj, names)
+    return formats.get(fmt).save(obj, names)
 
 
 def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,

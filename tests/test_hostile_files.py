@@ -88,7 +88,7 @@ def check_refused(result: object, message: str) -> None:
 def test_hostile_archive_is_refused_and_runs_nothing(case: Case, command: str, tmp_path: Path) -> None:
     marker = tmp_path.parent / f"{tmp_path.name}.marker"  # outside the folder compared below
     args = case.make(tmp_path, marker)
-    extra = ["-o", str(tmp_path / "out.pt2")] if command == "patch" else []
+    extra = ["-o", str(tmp_path / f"out{Path(args[0]).suffix}")] if command == "patch" else []  # OUT as MODEL
     before = _sha(tmp_path)
     result = CliRunner().invoke(app, [command, *args, "--samples", "4", *extra])
     check_refused(result, case.message)

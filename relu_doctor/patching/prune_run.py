@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, VerificationError
-from ..files import atomic_path, check_output_path
+from ..files import atomic_path, check_output_path, write_error
 from ..gates import selected
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, Sample, synthetic_sample
 from ..loading import ONNX, TORCHSCRIPT, LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .prune_plan import PROVABLY_DEAD, SAMPLE_DEAD, PrunePlan
-from .run import ScanOptions, _range, _specs, _write, output_format
+from .run import ScanOptions, _range, _serialize, _specs, output_format
 from .verify import TIMING_BATCHES, time_pair
 
 PRUNE_RTOL = 1e-6  # largest |change| allowed, relative to the largest |output|
@@ -119,9 +119,10 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
         pruned, notes = convert(pruned, fmt, example, [s.name for s in sample.specs])
         outcome.warnings += notes
     fresh = synthetic_sample(sample.specs, FRESH_SAMPLES, opts.seed + 1_000_003, sample.input_range)
+    data = _serialize(pruned, fmt)  # in memory: no C++ writer ever meets a full disk (files.py)
     try:
-        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp") as tmp:
-            _write(pruned, tmp, fmt)
+        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp", force=force) as tmp:
+            tmp.write_bytes(data)
             reloaded = load_model(tmp, trust_pickle=True).obj  # our own file, written a moment ago
             original = loaded.obj
             if fmt == "onnx" and loaded.format != ONNX:
@@ -136,7 +137,7 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
                     f"(relative {outcome.check.relative_change:.3g} > {PRUNE_RTOL:g}). Nothing was written to {out}.")
             outcome.bytes_after = tmp.stat().st_size
     except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}", "Choose a writable -o path.") from None
+        raise write_error(out, e) from None
     outcome.written = True
     return outcome
 

@@ -44,7 +44,10 @@ def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None
         counters = s.counters
         for r in reports[1:]:
             counters = counters.merge(r.sites[i].counters)
-        sites.append(s.with_counters(counters))
+        merged_site = s.with_counters(counters)
+        if any(_proof_of(r.sites[i]) != _proof_of(s) for r in reports[1:]):
+            merged_site.proof = None  # parts proved under different input ranges: no single claim
+        sites.append(merged_site)
     samples = sum(r.sample.samples for r in reports)
     merged = Report(
         model=ModelInfo.from_dict(first.model.to_dict()), sample=_merged_sample(reports, labels, samples),
@@ -54,6 +57,10 @@ def merge_reports(reports: Sequence[Report], labels: Sequence[str] | None = None
     checked = gates if gates is not None else _recorded_gates(reports, merged.warnings)
     merged.gates = regate(sites, first.settings.select, first.settings.ignore, checked)
     return merged
+
+
+def _proof_of(s: Site) -> Any:
+    return None if s.proof is None else (list(s.proof.indices), list(s.proof.rules), list(s.proof.saturated))
 
 
 def _check_compatible(a: Report, la: str, b: Report, lb: str) -> None:

@@ -215,6 +215,9 @@ class Site:
         if self.proof is not None:  # keys added to v1 by `scan --prove` (SPEC 14)
             d.update(provably_dead=self.proof.count, provably_dead_indices=list(self.proof.indices),
                      proof=list(self.proof.rules))
+            if self.upper_bound is not None:  # relu6 / clip: stuck at the bound on every input
+                d.update(provably_saturated=len(self.proof.saturated),
+                         provably_saturated_indices=list(self.proof.saturated))
         if with_counters:
             d["counters"] = self.counters.to_dict()
         return d
@@ -229,7 +232,8 @@ class Site:
         if "provably_dead_indices" in d:
             from .analysis.proof import SiteProof
 
-            proof = SiteProof([int(i) for i in d["provably_dead_indices"]], [str(r) for r in d.get("proof", [])])
+            proof = SiteProof([int(i) for i in d["provably_dead_indices"]], [str(r) for r in d.get("proof", [])],
+                              [int(i) for i in d.get("provably_saturated_indices", [])])
         return cls(
             index=d["index"], name=d["name"], kind=d["kind"], op=d["op"], params=dict(d.get("params", {})),
             shape=list(d["shape"]), axis=d["axis"], counters=SiteCounters.from_dict(d["counters"]), tau=tau,

@@ -41,6 +41,7 @@ def _check_catalogue(name: str, fmt: str, path: Path) -> None:
     for site, expected in zip(report.sites, c.sites):
         assert site.proof is not None
         assert site.proof.indices == list(expected.dead), (fmt, site.name)
+        assert site.proof.saturated == list(expected.saturated), (fmt, site.name)
         bn = fmt != "onnx" and name not in ("mlp", "mlp_tokens")  # the ONNX exporter folds BN into the conv
         assert set(site.proof.rules) <= {BN_CONSTANT if bn else ZERO_WEIGHTS}, (fmt, site.name, site.proof.rules)
         d = site.to_dict()
@@ -270,3 +271,29 @@ def test_cli_prove_json_gate_and_bad_threshold(tmp_path: Path) -> None:
     assert "provably dead ratio 12.5% > 10.0%" in table.stdout
     bad = runner.invoke(app, ["scan", str(path), "--fail-provably-dead", "30"])
     assert bad.exit_code == 2
+
+
+def test_merged_shards_keep_proofs_and_their_gate() -> None:
+    from relu_doctor.merge import merge_reports
+
+    c = case("reused_relu")
+    model = c.build()
+    parts = [rd.scan(model, input_shape=c.input_shape, samples=8, shard=f"{i}/2", fail_provably_dead=0.3)
+             for i in range(2)]
+    merged = merge_reports(parts)
+    assert [s.proof.indices for s in merged.sites] == [list(e.dead) for e in c.sites]
+    assert not merged.gates.passed and [v.site for v in merged.gates.violations] == ["relu#2"]
+
+
+def test_relu6_channels_stuck_at_6_are_proven_saturated(tmp_path: Path) -> None:
+    import onnx
+
+    c = case("relu6")  # BatchNorm weight 0, bias 7: ReLU6 outputs 6 on every input
+    paths = _saved(tmp_path, "relu6")
+    for obj in (c.build(), onnx.load(str(paths["onnx"]))):
+        report = rd.scan(obj, input_shape=c.input_shape, samples=4, prove=True)
+        assert [s.proof.saturated for s in report.sites] == [list(e.saturated) for e in c.sites]
+        assert [s.proof.indices for s in report.sites] == [list(e.dead) for e in c.sites]
+        d = report.sites[0].to_dict(False)
+        assert d["provably_saturated_indices"] == list(c.sites[0].saturated)
+        assert rd.Report.from_dict(report.to_dict()).sites[0].proof.saturated == list(c.sites[0].saturated)

@@ -44,6 +44,8 @@ class SiteProof:
 
     indices: list[int] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)  # one per index
+    # relu6 / clip: neurons stuck at the upper bound on every input (no gradient either)
+    saturated: list[int] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -68,6 +70,24 @@ def neuron_upper(hi: np.ndarray, shape: list[int], axis: int) -> np.ndarray | No
         return None
     moved = np.moveaxis(full, axis, 0).reshape(full.shape[axis], -1)
     return moved.max(axis=1) if moved.shape[1] else np.full(moved.shape[0], -np.inf)
+
+
+def neuron_lower(lo: np.ndarray, shape: list[int], axis: int) -> np.ndarray | None:
+    """Per-neuron min of `lo`, as neuron_upper reads `hi`."""
+    upper = neuron_upper(-lo, shape, axis)
+    return None if upper is None else -upper
+
+
+def add_saturated(proof: SiteProof, lows: list[np.ndarray | None], upper: float | None) -> SiteProof:
+    """Neurons whose output is >= `upper` (relu6: 6) everywhere, by any of the runs' lower bounds."""
+    if upper is None:
+        return proof
+    stuck: set[int] = set()
+    for lo in lows:
+        if lo is not None:
+            stuck |= {int(i) for i in np.flatnonzero(lo >= upper)}
+    proof.saturated = sorted(stuck)
+    return proof
 
 
 def site_proof(structural_hi: np.ndarray | None, ranged_hi: np.ndarray | None,

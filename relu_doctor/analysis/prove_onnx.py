@@ -9,7 +9,7 @@ import onnx
 
 from ..backends.onnx_graph import find_sites
 from .onnx_bounds import TOP, Box, OnnxBounds
-from .proof import ProofResult, neuron_upper, site_proof, unit_roundoff
+from .proof import ProofResult, add_saturated, neuron_lower, neuron_upper, site_proof, unit_roundoff
 
 _FLOAT = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",
           onnx.TensorProto.BFLOAT16: "bfloat16"}
@@ -40,7 +40,9 @@ def prove_onnx(model: onnx.ModelProto, inputs: list[dict[str, Any]], sites: list
             continue
         node = producers.get(g.output)
         x = structural.values.get(_data_input(node, structural)) if node is not None else None
-        result.sites[site.name] = site_proof(s_hi, r_hi, _rules(x, site))
+        lows = [_lower(structural.values.get(g.output), site),
+                _lower(ranged.values.get(g.output), site) if ranged is not None else None]
+        result.sites[site.name] = add_saturated(site_proof(s_hi, r_hi, _rules(x, site)), lows, site.upper_bound)
     lost = {**structural.lost, **(ranged.lost if ranged is not None else {})}
     if lost:
         result.warnings.append(f"no interval rule for {', '.join(sorted(lost))}: bounds after them are unbounded "
@@ -85,6 +87,12 @@ def _upper(value: Any, site: Any) -> np.ndarray | None:
     if not isinstance(value, Box):
         return None
     return neuron_upper(value.hi, list(site.shape), site.axis)
+
+
+def _lower(value: Any, site: Any) -> np.ndarray | None:
+    if not isinstance(value, Box):
+        return None
+    return neuron_lower(value.lo, list(site.shape), site.axis)
 
 
 def _rules(x: Any, site: Any) -> np.ndarray | None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .proof import ProofResult, neuron_upper, site_proof, unit_roundoff
+from .proof import ProofResult, add_saturated, neuron_lower, neuron_upper, site_proof, unit_roundoff
 from .torch_bounds import TOP, IntervalMode, SiteBounds
 
 
@@ -39,7 +39,8 @@ def prove_torch(obj: Any, inputs: list[dict[str, Any]], sites: list[Any], input_
             continue
         s_hi = _upper(s, site)
         r_hi = _upper(r, site) if r is not None else None
-        result.sites[site.name] = site_proof(s_hi, r_hi, _rules(s, site))
+        proof = site_proof(s_hi, r_hi, _rules(s, site))
+        result.sites[site.name] = add_saturated(proof, [_lower(s, site), _lower(r, site)], site.upper_bound)
     if lost:
         ops = ", ".join(f"aten.{op}" for op in sorted(lost))
         result.warnings.append(f"no interval rule for {ops}: bounds after them are unbounded (sound, less precise)")
@@ -79,6 +80,12 @@ def _upper(bounds: SiteBounds, site: Any) -> np.ndarray | None:
     if bounds.out is None:
         return None
     return neuron_upper(bounds.out.hi.numpy(), list(site.shape), site.axis)
+
+
+def _lower(bounds: SiteBounds | None, site: Any) -> np.ndarray | None:
+    if bounds is None or bounds.out is None:
+        return None
+    return neuron_lower(bounds.out.lo.numpy(), list(site.shape), site.axis)
 
 
 def _rules(bounds: SiteBounds, site: Any) -> np.ndarray | None:

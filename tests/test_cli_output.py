@@ -102,6 +102,8 @@ def test_a_model_of_leaky_sites_only_says_so(files: dict[str, Path]) -> None:
     assert result.exit_code == 0 and "Dead: 0 of 0" not in result.stdout
     flowing = " ".join(result.stdout.split())
     assert "no ReLU-type site (every site is a leaky kind); 1 of 8 leaky neurons never > 0" in flowing
+    md = run("scan", files["leaky"], "--data", files["data"], "-f", "markdown").stdout
+    assert md.startswith("### relu-doctor: no ReLU-type site (2 sites of leaky kinds, 1 dead neurons)")
 
 
 # -- gates on shards ------------------------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_shards_record_gates_and_merge_judges_the_whole(files: dict[str, Path]) 
 def test_help_reads_like_help() -> None:
     top = run("--help").stdout
     assert "..." not in top.split("Commands:")[1]  # summaries are whole sentences
-    for command in ("scan", "patch", "diff", "merge"):
+    for command in ("scan", "patch", "prune", "diff", "merge", "timeline"):
         text = run(command, "--help").stdout
         usage = text.splitlines()[0]
         assert "{" not in usage and "<" not in text.split("Options:")[0], usage  # MODEL, not {MODEL} <path>

@@ -13,6 +13,11 @@ from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
 from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, Options, takes
 from .patch import OutputFormat
 
+EXAMPLES = """\b
+Examples:
+  relu-doctor prune model.onnx -o model.pruned.onnx
+  relu-doctor prune model.pt2 --data batch.npy --sample-dead -o model.pruned.pt2
+"""
 
 @takes(MODEL, SAMPLE, MEASURE, SELECT, RUN)
 def prune(
@@ -27,7 +32,8 @@ def prune(
     ),
     to: OutputFormat | None = typer.Option(
         None, "--to", metavar="FORMAT",
-        help="Output format for a state dict / safetensors / pickled module: onnx, pt2, torchscript.",
+        help="Output format (onnx, pt2, torchscript, module); eager inputs (state dict, safetensors, pickled "
+        "module) convert to any. Default: OUT's extension, else the input's format.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),

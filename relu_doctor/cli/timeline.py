@@ -11,6 +11,13 @@ import typer
 from .common import EXIT_GATE, EXIT_OK, emit, gate_failed, run_guarded, say, stderr, stdout_console
 from .options import MEASURE, MODEL, NEURONS, REPORT_OUTPUT, RUN, SAMPLE, Opt, Options, takes
 
+EXAMPLES = """\b
+Examples:
+  relu-doctor timeline relu.jsonl
+  relu-doctor timeline ckpt/epoch*.pt --arch mymodels:build --data batch.npy -o timeline.html
+  relu-doctor timeline relu.jsonl --fail-new-dead 5 -f markdown
+"""
+
 
 class TimelineFormat(str, Enum):
     table = "table"

@@ -86,7 +86,7 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
     if loaded.format == TORCHSCRIPT:
         raise UserError("TorchScript archives cannot be pruned: their compiled graphs fix every layer's size",
                         "Prune the model as a pickled module, a state dict with --arch, a .pt2 or an ONNX file.")
-    fmt = output_format(loaded.format, to)
+    fmt = output_format(loaded.format, to, out)
     report = api.scan(loaded.obj, opts.data, progress=progress, prove=True, warn=False, **opts.scan_kwargs())
     report.model = ModelInfo.from_dict(loaded.describe())
     source = SAMPLE_DEAD if sample_dead else PROVABLY_DEAD

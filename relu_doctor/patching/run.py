@@ -84,8 +84,8 @@ def named_formats(out: Path | None, to: str | None) -> tuple[str, ...] | None:
         raise UserError(f"--to must be one of {', '.join(OUTPUT_FORMATS)} (got {to!r})")
     named = _EXTENSIONS.get(out.suffix.lower()) if out is not None else None
     if named == ("state dict",):
-        raise UserError(f"-o {out}: a patched model cannot be written as a state dict (.safetensors)",
-                        "The leak changes the modules (ReLU -> PReLU), which a state dict does not hold: "
+        raise UserError(f"-o {out}: a rewritten model cannot be written as a state dict (.safetensors)",
+                        "Its modules are no longer those --arch builds (a leaking ReLU, fewer channels): "
                         "write .pt2, .onnx or .pt.")
     if to is not None and named is not None and to not in named:
         raise UserError(f"--to {to} contradicts -o {out}, whose extension means {' or '.join(named)}",

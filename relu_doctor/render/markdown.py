@@ -44,7 +44,9 @@ def render_markdown(report: Report, heading: str = "###") -> str:
     status = "✅ passed" if report.gates.passed else "❌ failed"
     path = report.model.path
     lines = [
-        f"{heading} relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})",
+        (f"{heading} relu-doctor: {s.dead} dead of {s.grad_blocked_neurons} ReLU neurons ({percent(s.dead_ratio)})"
+         if s.grad_blocked_neurons or not report.sites else
+         f"{heading} relu-doctor: no ReLU-type site ({s.sites} sites of leaky kinds, {s.dead_all} dead neurons)"),
         "",
         f"Model {code(path) + ' (' + md_text(report.model.format) + ')' if path else md_text(report.model.label)}, "
         f"{report.sample['samples']} inputs ({md_text(report.sample['source'])}), {s.sites} sites, "

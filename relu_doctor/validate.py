@@ -29,9 +29,9 @@ MAX_REPORT_BYTES = 1 << 30  # 1 GiB of JSON: about 50 million neurons' counters
 MAX_COUNT = 2**53  # counts above this are not exact in the float64 metrics
 MAX_NEURONS = 1 << 26  # per site
 NEURON_AXES = ("auto", "channel", "last")
-# The parameters of the kinds patch rewrites (what kinds.py gives them); a bound that a
+# The parameters of the kinds patch rewrites (the kinds registry's records); a bound that a
 # report invents or drops would change what patch writes.
-_PARAMS: dict[str, set[str]] = {"relu": set(), "relu6": set(), "clip": {"max"}}
+_PARAMS: dict[str, set[str]] = {name: set(k.params) for name, k in KINDS.items() if k.leaks_when_patched}
 _SHARD = re.compile(r"^(\d{1,9})/(\d{1,9})$")
 _HINT = "Pass a report written by `relu-doctor scan --format json` (or merge), unedited."
 

@@ -19,9 +19,11 @@ from .registry import (
     ATEN_ACTIVATION_OPS,
     KINDS,
     ONNX_CANDIDATE_OPS,
+    TENSOR_METHODS,
     classify_aten,
     classify_onnx,
     onnx_writer,
+    torch_functions,
     torch_op_label,
     torch_writer,
     upper_bound,
@@ -47,6 +49,7 @@ def split_op_name(qualified: str) -> tuple[str, str]:
 
 __all__ = [
     "ABSENT", "ACTIVATION_MODULES", "ATEN_ACTIVATION_OPS", "FUSED_KERNELS", "KINDS", "ONNX_CANDIDATE_OPS",
-    "Activation", "Kind", "OnnxSpelling", "TorchSpelling", "classify_aten", "classify_onnx", "fused_kernel",
-    "is_graph_candidate", "onnx_writer", "split_op_name", "torch_op_label", "torch_writer", "upper_bound",
+    "TENSOR_METHODS", "Activation", "Kind", "OnnxSpelling", "TorchSpelling", "classify_aten", "classify_onnx",
+    "fused_kernel", "is_graph_candidate", "onnx_writer", "split_op_name", "torch_functions", "torch_op_label",
+    "torch_writer", "upper_bound",
 ]

@@ -34,6 +34,10 @@ class TorchSpelling:
 
     modules: tuple[str, ...] = ()  # nn class names: a call of one is a "module site"
     aten: Mapping[str, AtenClassifier] = field(default_factory=dict)  # overload packet -> classifier
+    # Python functions ("torch.nn.functional.relu") and Tensor methods ("relu_") every call
+    # of which is this kind (what a torch.fx graph of a module shows)
+    functions: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
     # "torch.prelu": the function a patched model calls to compute this kind (only for kinds
     # that patches write: the leaks and the upper clamp)
     writer: str | None = None
@@ -57,6 +61,7 @@ class Kind:
     smooth: bool = False  # only reported with --include-smooth
     bounded: bool = False  # has an upper bound a neuron can saturate at (counters keep a minimum)
     upper: float | None = None  # a fixed upper bound (relu6: 6); `clip` carries its own in params
+    params: tuple[str, ...] = ()  # the parameters a site of this kind reports
     torch: TorchSpelling = field(default_factory=TorchSpelling)
     onnx: OnnxSpelling = field(default_factory=OnnxSpelling)
 

@@ -44,6 +44,8 @@ RECORDS: tuple[Kind, ...] = (
             modules=("ReLU", "Threshold"),
             aten={**with_inplace({"relu": always("relu"), "clamp_min": aten_clamp_min, "threshold": aten_threshold}),
                   **_bounded_torch("relu")},
+            functions=("torch.relu", "torch.relu_", "torch.nn.functional.relu", "torch.nn.functional.relu_"),
+            methods=("relu", "relu_"),
         ),
         # Max(x, 0) needs the graph around it: onnx_patterns/max_zero.py
         onnx=OnnxSpelling({"Relu": always("relu"), "Clip": only("relu", onnx_clip),
@@ -52,17 +54,18 @@ RECORDS: tuple[Kind, ...] = (
     Kind(
         "relu6", grad_blocked=True, nonnegative=True, bounded=True, upper=6.0,
         torch=TorchSpelling(modules=("ReLU6", "Hardtanh"),
-                            aten={**with_inplace({"relu6": always("relu6")}), **_bounded_torch("relu6")}),
+                            aten={**with_inplace({"relu6": always("relu6")}), **_bounded_torch("relu6")},
+                            functions=("torch.nn.functional.relu6",)),
         onnx=OnnxSpelling({"Clip": only("relu6", onnx_clip)}),
     ),
     Kind(
-        "clip", grad_blocked=True, nonnegative=True, bounded=True,
+        "clip", grad_blocked=True, nonnegative=True, bounded=True, params=("max",),
         # also the upper clamp that keeps a patched relu6 / clip site's bound
         torch=TorchSpelling(aten=_bounded_torch("clip"), writer="torch.clamp"),
         onnx=OnnxSpelling({"Clip": only("clip", onnx_clip)}, writer="Clip"),
     ),
     Kind(
-        "leaky_relu", grad_blocked=False, nonnegative=False,
+        "leaky_relu", grad_blocked=False, nonnegative=False, params=("negative_slope",),
         torch=TorchSpelling(modules=("LeakyReLU",), aten=with_inplace({"leaky_relu": aten_leaky}),
                             writer="torch.nn.functional.leaky_relu"),
         onnx=OnnxSpelling({"LeakyRelu": onnx_leaky}, writer="LeakyRelu"),
@@ -74,7 +77,7 @@ RECORDS: tuple[Kind, ...] = (
         onnx=OnnxSpelling({"PRelu": always("prelu")}, writer="PRelu"),
     ),
     Kind(
-        "rrelu", grad_blocked=False, nonnegative=False,
+        "rrelu", grad_blocked=False, nonnegative=False, params=("lower", "upper"),
         torch=TorchSpelling(modules=("RReLU",),
                             aten=with_inplace({"rrelu": aten_rrelu, "rrelu_with_noise": aten_rrelu})),
     ),

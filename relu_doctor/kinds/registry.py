@@ -66,13 +66,26 @@ def torch_op_label(aten_name: str) -> str:
     return f"aten.{aten_name}"
 
 
+def torch_functions() -> dict[Any, str]:
+    """Python function -> kind, for the functions every call of which is a kind (torch.relu,
+    F.relu6, ...): what a torch.fx graph of a module calls. Imports torch."""
+    return {_resolve(path): k.name for k in RECORDS for path in k.torch.functions}
+
+
+TENSOR_METHODS: dict[str, str] = {m: k.name for k in RECORDS for m in k.torch.methods}
+
+
+def _resolve(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 def torch_writer(kind: str) -> Any:
     """The torch function that a patched model calls to compute `kind` (torch.prelu, ...)."""
     path = KINDS[kind].torch.writer
     if path is None:
         raise KeyError(f"kind {kind} has no torch writer")
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    return _resolve(path)
 
 
 def onnx_writer(kind: str) -> str:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..backends.torch_naming import CallOrigin, site_name
-from ..kinds import ACTIVATION_MODULES
+from ..kinds import ACTIVATION_MODULES, TENSOR_METHODS, torch_functions
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -33,8 +33,9 @@ _PASS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaD
 _PASS_FUNCTIONS = {F.dropout, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.dropout}
 _PASS_METHODS = {"contiguous"}
-_RELU_FUNCTIONS = {torch.relu: "relu", F.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
-_RELU_METHODS = {"relu": "relu", "relu_": "relu"}
+_REVIVED = ("relu", "relu6")  # the kinds whose sites are revived here
+_RELU_FUNCTIONS = {fn: kind for fn, kind in torch_functions().items() if kind in _REVIVED}
+_RELU_METHODS = {m: kind for m, kind in TENSOR_METHODS.items() if kind in _REVIVED}
 _DESCRIBE = {operator.add: "an add (a residual connection?)", torch.add: "an add (a residual connection?)",
              operator.iadd: "an in-place add (a residual connection?)", torch.cat: "a concatenation",
              operator.mul: "a multiplication", torch.mul: "a multiplication"}

@@ -111,7 +111,10 @@ def _saved(c: Case, fmt: str, model: torch.nn.Module, example: torch.Tensor) -> 
 def _params() -> Iterator[object]:
     for c in CAPTURE_CASES:
         for fmt in FORMATS:
-            yield pytest.param(c, fmt, id=f"{c.name}-{fmt}")
+            # torch.export dominates the run time: the .pt2 runs are the slow tier (tests/test_zoo.py
+            # runs einsum, channels-last and encoder .pt2 files in the quick one)
+            marks = [pytest.mark.slow] if fmt == "pt2" else []
+            yield pytest.param(c, fmt, id=f"{c.name}-{fmt}", marks=marks)
 
 
 @pytest.mark.parametrize(("c", "fmt"), list(_params()))

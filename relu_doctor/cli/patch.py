@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from ..formats import OUTPUT_FORMATS
 from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
 from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, TIMEOUT, Options, takes
 
@@ -29,11 +30,8 @@ class Mode(str, Enum):
     revive = "revive"
 
 
-class OutputFormat(str, Enum):
-    module = "module"
-    onnx = "onnx"
-    pt2 = "pt2"
-    torchscript = "torchscript"
+# the formats a patch can write, as the registry (formats.py) lists them
+OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
 
 
 @takes(MODEL, SAMPLE, MEASURE, SELECT, (TIMEOUT,), RUN)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..formats import FORMATS
 from .escape import rich_text, visible
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from ..patching.run import PatchOutcome
     from ..patching.verify import Verification
 
-FORMAT_NAMES = {"module": "pickled module", "onnx": "ONNX", "pt2": "torch.export .pt2", "torchscript": "TorchScript"}
+FORMAT_NAMES = {name: entry.title for name, entry in FORMATS.items()}
 
 
 def print_outcome(outcome: PatchOutcome, console: Console) -> None:

@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import formats
 from ..errors import UserError, VerificationError
 from ..files import atomic_path, check_output_path, write_error
+from ..formats import MODULE, ONNX, TORCHSCRIPT
 from ..gates import selected
 from ..images import image_options
 from ..inputs import DEFAULT_BATCH_SIZE, Sample, synthetic_sample
-from ..loading import ONNX, TORCHSCRIPT, LoadedModel, load_model
+from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .prune_plan import PROVABLY_DEAD, SAMPLE_DEAD, PrunePlan
 from .run import ScanOptions, _range, _serialize, _specs, output_format
@@ -113,7 +115,7 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
     pruned = _prune(loaded, plan, example)
     outcome.weights_before, outcome.weights_after = _weights(loaded.obj), _weights(pruned)
     outcome.macs_before, outcome.macs_after = _macs(loaded.obj, sample), _macs(pruned, sample)
-    if fmt != "module" and loaded.format not in (ONNX, "pt2"):
+    if fmt != MODULE and formats.get(loaded.format).convertible:
         from .torch import convert
 
         pruned, notes = convert(pruned, fmt, example, [s.name for s in sample.specs])
@@ -121,11 +123,11 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
     fresh = synthetic_sample(sample.specs, FRESH_SAMPLES, opts.seed + 1_000_003, sample.input_range)
     data = _serialize(pruned, fmt)  # in memory: no C++ writer ever meets a full disk (files.py)
     try:
-        with atomic_path(out, suffix=".tmp.pt2" if fmt == "pt2" else ".tmp", force=force) as tmp:
+        with atomic_path(out, suffix=formats.get(fmt).temp_suffix, force=force) as tmp:
             tmp.write_bytes(data)
             reloaded = load_model(tmp, trust_pickle=True).obj  # our own file, written a moment ago
             original = loaded.obj
-            if fmt == "onnx" and loaded.format != ONNX:
+            if fmt == ONNX and loaded.format != ONNX:
                 from .torch import onnx_proto
 
                 original = onnx_proto(loaded.obj, example, [s.name for s in sample.specs])

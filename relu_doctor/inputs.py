@@ -236,6 +236,7 @@ def _check_synthetic(specs: list[InputSpec], count: int, seed: int,
 def array_sample(arrays: dict[str, np.ndarray] | list[np.ndarray], specs: list[InputSpec],
                  source: str, samples: int | None) -> Sample:
     """Match data arrays to the model's inputs (by name or position) and check them."""
+    unused: list[str] = []
     if isinstance(arrays, dict):
         names = [s.name for s in specs] if specs else list(arrays)
         if len(arrays) == 1 and len(names) == 1:
@@ -246,6 +247,7 @@ def array_sample(arrays: dict[str, np.ndarray] | list[np.ndarray], specs: list[I
                 raise UserError(f"the data has no array for input {missing[0]!r} (it has {', '.join(arrays)})",
                                 "Key the .npz / dict by the model's input names.")
             ordered = [arrays[n] for n in names]
+            unused = [k for k in arrays if k not in names]  # e.g. an optional mask argument
     else:
         ordered = list(arrays)
     if specs and len(ordered) != len(specs):
@@ -258,7 +260,10 @@ def array_sample(arrays: dict[str, np.ndarray] | list[np.ndarray], specs: list[I
     count = counts.pop()
     if count == 0:
         raise UserError(f"the data in {source} holds no samples", "Pass an array whose first axis has samples.")
-    resolved, notes = [], []
+    resolved: list[InputSpec] = []
+    notes = [f"the data's {', '.join(map(repr, unused))} {'is' if len(unused) == 1 else 'are'} not among the "
+             f"inputs the model requires ({', '.join(names)}): not used (optional arguments take their defaults)"
+             ] if unused else []
     for spec, a in zip(specs, ordered):
         _check_fits(spec, a, source)
         dtype, note = data_dtype(spec, a.dtype, source)

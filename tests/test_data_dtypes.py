@@ -88,3 +88,15 @@ def test_float_data_for_token_ids_is_refused_with_that_cause(tmp_path: Path, fmt
     paths = _formats(Tokens(), torch.zeros(2, 5, dtype=torch.int64), tmp_path)
     with pytest.raises(UserError, match="takes int64 .integers such as token ids"):
         rd.scan(paths[fmt], np.zeros((4, 5), np.float32))
+
+
+def test_data_for_an_optional_argument_is_said_to_be_unused(tmp_path: Path) -> None:
+    """A scripted forward(x, mask: Optional[Tensor] = None) takes x; a mask in the .npz is
+    not fed (relu-doctor feeds the required inputs), and the scan says so."""
+    from tests.zoo_models import build_optional_mask
+
+    path = tmp_path / "m.pt"
+    torch.jit.script(build_optional_mask()).save(str(path))
+    x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    report = rd.scan(path, {"x": x, "mask": np.zeros((6, 24), np.float32)})
+    assert [w for w in report.warnings if "'mask' is not among the inputs the model requires (x)" in w]

@@ -52,6 +52,7 @@ def scan(
     tau: float = DEFAULT_TAU,
     neuron_axis: str = "auto",
     include_smooth: bool = False,
+    neuron_extremes: bool = False,
     input_range: str | tuple[float, float] | None = None,
     image_size: str | tuple[int, int] | None = None,
     mean: str | tuple[float, ...] | None = None,
@@ -81,6 +82,8 @@ def scan(
     `prove=True` (implied by `fail_provably_dead`) adds the data-free proofs (SPEC 14):
     neurons dead on every input, with inputs unbounded and, when given, in `input_range`.
     `timeout` (seconds): UserError saying what was running when it expired (see guest.py).
+    `neuron_extremes=True` also measures each neuron's max and min (counters `neuron_max`,
+    `neuron_min`; what `--neurons` writes), at the cost of two more reductions per site.
     """
     auto_batch = batch_size == "auto"
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
@@ -110,7 +113,8 @@ def scan(
         if max_batches is not None:
             sample = replace(sample, count=min(sample.count, max_batches * size))
 
-        result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count))
+        result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count),
+                                 neuron_extremes)
     finally:
         backend.restore()
     result.warnings += site_names.apply(result.sites, loaded.site_names)
@@ -289,8 +293,9 @@ class _Backend:
         return self.backend.auto_batch_size(self.model, sample)
 
     def capture(self, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
-                progress: Callable[[int], None]) -> Any:
-        return self.backend.capture(self.model, sample, batch_size, neuron_axis, include_smooth, progress)
+                progress: Callable[[int], None], neuron_extremes: bool = False) -> Any:
+        return self.backend.capture(self.model, sample, batch_size, neuron_axis, include_smooth, progress,
+                                    neuron_extremes=neuron_extremes)
 
 
 def build_sample(data: Any, specs: list, input_shape: Any, samples: int | None, seed: int,

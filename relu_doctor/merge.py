@@ -176,6 +176,11 @@ def _merged_warnings(reports: Sequence[Report], labels: Sequence[str], samples: 
         out.append(Notice(f"shards {', '.join(f'{i}/{shards[0][1]}' for i in missing)} are missing: the merged "
                           f"report covers {samples} of {whole if whole is not None else '?'} samples",
                           codes.MISSING_SHARDS))
+    measured = [any(s.counters.has_extremes for s in r.sites) for r in reports]
+    if any(measured) and not all(measured):
+        out.append(Notice(f"{', '.join(lb for lb, m in zip(labels, measured) if not m)} kept no per-neuron max/min "
+                          "(scanned without --neurons / neuron_extremes): the merged report has none either",
+                          codes.EXTREMES_NOT_MERGED))
     for i, j in _same_sample_pairs(reports):
         out.append(Notice(f"{labels[i]} and {labels[j]} have identical counters: probably the same sample scanned "
                           "twice, which the merge counts twice", codes.DUPLICATE_SAMPLE))

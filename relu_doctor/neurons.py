@@ -7,9 +7,14 @@ One `.npz` keyed `SITEINDEX/fires`, `SITEINDEX/entries`, `SITEINDEX/samples_fire
 per-site number of the JSON report follows from them, and the arrays of partial scans
 merge exactly (`merge_neuron_arrays`): sums add, extremes take max/min.
 
-The counters keep a per-neuron minimum only for bounded kinds (relu6, clip: saturation)
-and a site-wide maximum only, so `min` is NaN for the other kinds and `max` is NaN per
-neuron; the site's maximum is `SITEINDEX/site_max`. NaN means "not measured", never 0.
+`max` and `min` are each neuron's largest and smallest entry (NaN entries ignored), the
+counters `neuron_max` / `neuron_min`, which a scan measures only when asked
+(`scan(..., neuron_extremes=True)`; `scan --neurons` and `timeline --neurons` ask). For
+a report scanned without it (an older report, a watch history recorded without
+`neuron_extremes`, a merge with such a part) they are NaN, except `min` of bounded kinds
+(relu6, clip), which every scan keeps for saturation; `SITEINDEX/extremes` (a bool) says
+whether `max` and `min` were measured. NaN means "not measured" (or no entry seen), never
+0. The site's maximum is also `SITEINDEX/site_max`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 SUMMED = ("fires", "entries", "samples_fired", "abs_sum", "samples")
 LARGEST = ("max", "site_max")
 SMALLEST = ("min",)
+MEASURED_TOGETHER = ("extremes",)  # True only where every part measured max and min
 LABELS = ("names", "kinds", "axes")
 # Disjoint classes of a site's neurons by how often they fire, in the order charts stack them.
 CLASSES = ("dead", "rarely active", "healthy", "always on", "saturated")
@@ -38,16 +44,23 @@ def site_arrays(site: Site) -> dict[str, np.ndarray]:
     """The per-neuron arrays of one site (keys without the `SITEINDEX/` prefix)."""
     c = site.counters
     unknown = np.full(c.neurons, np.nan)
+    low = c.neuron_min if c.neuron_min is not None else c.min
     return {
         "fires": c.fires.astype(np.int64),
         "entries": np.full(c.neurons, c.rows, np.int64),  # every neuron sees every row of the site
         "samples_fired": c.sample_fires.astype(np.int64),
         "abs_sum": c.abs_sum.astype(np.float64),
-        "max": unknown.copy(),
-        "min": unknown.copy() if c.min is None else c.min.astype(np.float64),
+        "max": unknown.copy() if c.neuron_max is None else _seen(c.neuron_max, -np.inf),
+        "min": unknown.copy() if low is None else _seen(low, np.inf),
+        "extremes": np.asarray(c.has_extremes),
         "samples": np.asarray(c.samples, np.int64),
         "site_max": np.asarray(c.max if c.max > -np.inf else np.nan, np.float64)  # -inf: nothing seen,
     }
+
+
+def _seen(extreme: np.ndarray, identity: float) -> np.ndarray:
+    """An extreme with the value of no entry at all (the merge identity) as NaN."""
+    return np.where(extreme == identity, np.nan, extreme).astype(np.float64)
 
 
 def neuron_arrays(report: Report) -> dict[str, np.ndarray]:
@@ -109,7 +122,11 @@ def read_neurons(path: Path) -> dict[str, np.ndarray]:
 
 
 def merge_neuron_arrays(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The arrays of all parts' samples together: what a scan of the whole sample writes."""
+    """The arrays of all parts' samples together: what a scan of the whole sample writes.
+
+    `max` and `min` are merged only where every part measured them (`extremes`; `min` of
+    bounded kinds always is): a part scanned without them makes them NaN, not measured,
+    since the other parts' extremes alone would be the extremes of part of the sample."""
     if not parts:
         raise ValueError("nothing to merge")
     first = parts[0]
@@ -122,6 +139,10 @@ def merge_neuron_arrays(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, 
         values = [np.asarray(p[key]) for p in parts]
         if key in LABELS:
             merged[key] = values[0]
+        elif field in MEASURED_TOGETHER:
+            merged[key] = np.logical_and.reduce(values)
+        elif field in ("max", "min") and not _all_measured(parts, key):
+            merged[key] = np.full_like(values[0], np.nan)
         elif field in SUMMED:
             merged[key] = np.sum(values, axis=0, dtype=values[0].dtype)
         elif field in LARGEST:
@@ -131,6 +152,18 @@ def merge_neuron_arrays(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, 
         else:
             raise ValueError(f"unknown neuron array {key!r}")
     return merged
+
+
+def _all_measured(parts: Sequence[Mapping[str, np.ndarray]], key: str) -> bool:
+    """Whether every part measured the per-neuron `max` / `min` of `key`'s site."""
+    prefix, field = key.rsplit("/", 1)
+    if all(bool(np.all(p[f"{prefix}/extremes"])) for p in parts):
+        return True
+    if field == "min":  # bounded kinds keep their minimum always
+        from .kinds import KINDS
+
+        return KINDS[str(parts[0]["kinds"][int(prefix)])].bounded
+    return False
 
 
 def neuron_classes(site: Site) -> dict[str, int]:

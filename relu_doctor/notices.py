@@ -22,6 +22,7 @@ CAPTURE = "capture"  # what a backend says about a site (not measured, rows not 
 NO_SHA256 = "no_sha256"
 MISSING_SHARDS = "missing_shards"
 DUPLICATE_SAMPLE = "duplicate_sample"
+EXTREMES_NOT_MERGED = "extremes_not_merged"  # some parts lack the per-neuron max/min (neuron_extremes)
 OTHER = "other"  # a report without codes (older v1 files)
 
 

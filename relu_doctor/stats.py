@@ -8,6 +8,12 @@ A site's output is viewed as a matrix (rows, neurons): rows = samples x position
 `COUNTERS` is the one list of the counter fields: merging, JSON, validation, the
 torchrun all-reduce and the backends' accumulators all iterate over it, so a new
 counter is one entry here plus the line of each backend that computes it.
+
+Two fields are measured only when a scan asks (`neuron_extremes=True`, which `--neurons`
+sets): the per-neuron maximum and minimum. Taking them costs the backends an extra
+reduction per site, so the default scan does not, and they are then None and absent from
+the JSON (schema v1 only gains keys). `min` stays as it was: the per-neuron minimum of
+bounded kinds, always measured, because saturation needs it.
 """
 
 from __future__ import annotations
@@ -28,13 +34,20 @@ Merge = Literal["sum", "max", "min"]
 class CounterField:
     """One counter: its name, numpy dtype, whether it has one value per neuron, and how two
     samples' values combine. `bounded_only` counters exist only for kinds with an upper
-    bound (the per-neuron minimum, for saturation); elsewhere they are None (null in JSON)."""
+    bound (the per-neuron minimum, for saturation); elsewhere they are None (null in JSON).
+    `on_request` counters exist only when the scan asked for them (`neuron_extremes`);
+    elsewhere they are None and absent from the JSON."""
 
     name: str
     dtype: Literal["int64", "float64"]
     per_neuron: bool
     merge: Merge
     bounded_only: bool = False
+    on_request: bool = False
+
+    @property
+    def optional(self) -> bool:
+        return self.bounded_only or self.on_request
 
     @property
     def identity(self) -> float:
@@ -68,6 +81,8 @@ COUNTERS: tuple[CounterField, ...] = (
     CounterField("total", "float64", False, "sum"),  # signed sum of all finite entries
     CounterField("max", "float64", False, "max"),  # largest entry (NaN ignored)
     CounterField("nonfinite", "int64", False, "sum"),  # NaN / inf entries
+    CounterField("neuron_max", "float64", True, "max", on_request=True),  # per-neuron maximum (NaN ignored)
+    CounterField("neuron_min", "float64", True, "min", on_request=True),  # per-neuron minimum, every kind
 )
 COUNTER_NAMES = tuple(f.name for f in COUNTERS)
 
@@ -89,11 +104,13 @@ class SiteCounters:
     total: float = 0.0
     max: float = float("-inf")
     nonfinite: int = 0
+    neuron_max: np.ndarray | None = None
+    neuron_min: np.ndarray | None = None
 
     def __post_init__(self) -> None:  # the schema's dtypes, whatever the caller passed
         for f in COUNTERS:
             v = getattr(self, f.name)
-            if v is None and f.bounded_only:
+            if v is None and f.optional:
                 continue
             if f.per_neuron:
                 setattr(self, f.name, np.asarray(v, dtype=f.dtype).reshape(self.neurons))
@@ -101,43 +118,54 @@ class SiteCounters:
                 setattr(self, f.name, int(v) if f.is_count else float(v))
 
     @classmethod
-    def empty(cls, neurons: int, bounded: bool) -> SiteCounters:
-        """The counters of no input at all (per-neuron minimum kept when `bounded`)."""
-        return cls.of(neurons, {f.name: None if f.bounded_only and not bounded else f.empty(neurons)
-                                for f in COUNTERS})
+    def empty(cls, neurons: int, bounded: bool, extremes: bool = False) -> SiteCounters:
+        """The counters of no input at all (per-neuron minimum kept when `bounded`, per-neuron
+        maximum and minimum of every kind when `extremes`)."""
+        return cls.of(neurons, {f.name: None if (f.bounded_only and not bounded) or (f.on_request and not extremes)
+                                else f.empty(neurons) for f in COUNTERS})
 
     @classmethod
     def of(cls, neurons: int, values: Mapping[str, Any]) -> SiteCounters:
         """Counters from one value per field of COUNTERS (numpy, lists or scalars), cast to
-        the schema's dtypes."""
-        missing = [name for name in COUNTER_NAMES if name not in values]
+        the schema's dtypes. On-request fields left out are not measured (None)."""
+        missing = [f.name for f in COUNTERS if f.name not in values and not f.on_request]
         if missing:
             raise ValueError(f"counters lack {', '.join(missing)}")
-        return cls(neurons, **{name: values[name] for name in COUNTER_NAMES})
+        return cls(neurons, **{name: values.get(name) for name in COUNTER_NAMES})
 
     @property
     def bounded(self) -> bool:
         return self.min is not None
 
+    @property
+    def has_extremes(self) -> bool:
+        """Whether the per-neuron maximum and minimum were measured (`neuron_extremes`)."""
+        return self.neuron_max is not None and self.neuron_min is not None
+
     def values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in COUNTER_NAMES}
 
     def merge(self, other: SiteCounters) -> SiteCounters:
-        """The counters of both samples together (neither input is changed)."""
+        """The counters of both samples together (neither input is changed). An on-request
+        field measured on one side only is not measured for the whole (None)."""
         if other.neurons != self.neurons:
             raise ValueError(f"cannot merge counters of {self.neurons} and {other.neurons} neurons")
         if self.bounded != other.bounded:
             raise ValueError("cannot merge counters with and without per-neuron minimum")
         a, b = self.values(), other.values()
         return SiteCounters.of(self.neurons, {
-            f.name: None if a[f.name] is None else f.combine(a[f.name], b[f.name]) for f in COUNTERS
+            f.name: None if a[f.name] is None or b[f.name] is None else f.combine(a[f.name], b[f.name])
+            for f in COUNTERS
         })
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON: lists for per-neuron fields; +-inf (an extreme of nothing) as null."""
+        """JSON: lists for per-neuron fields; +-inf (an extreme of nothing) as null; on-request
+        fields that were not measured are left out."""
         out: dict[str, Any] = {}
         for f in COUNTERS:
             v = getattr(self, f.name)
+            if v is None and f.on_request:
+                continue
             if v is None:
                 out[f.name] = None
             elif f.per_neuron:
@@ -155,7 +183,7 @@ class SiteCounters:
         for f in COUNTERS:
             v = d.get(f.name)
             if v is None:
-                values[f.name] = None if f.bounded_only else f.identity
+                values[f.name] = None if f.optional else f.identity
             elif f.per_neuron and f.merge != "sum":
                 values[f.name] = [f.identity if x is None else x for x in v]
             else:

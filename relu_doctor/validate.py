@@ -216,6 +216,11 @@ def _check_counters(d: dict[str, Any], where: str, bounded: bool, nonnegative: b
                 _fail(at, "only kinds with an upper bound keep a per-neuron minimum (null here)")
             values[f.name] = None
             continue
+        if f.on_request and v is None:  # not measured (a scan without neuron_extremes)
+            if f.name in d:
+                _fail(at, "null: leave the key out when it was not measured")
+            values[f.name] = None
+            continue
         extreme = f.merge != "sum"  # an extreme of nothing (or +-inf) is written as null
         if f.per_neuron:
             items = _list(v, at)
@@ -247,7 +252,34 @@ def _check_counters(d: dict[str, Any], where: str, bounded: bool, nonnegative: b
             _fail(f"{where}.max", f"{c.max} while some neuron fired (> 0)")
         if c.min is not None and np.any(c.min > c.max):
             _fail(f"{where}.min", "above the site's maximum")
+    _check_extremes(c, where, nonnegative)
     return c
+
+
+def _check_extremes(c: SiteCounters, where: str, nonnegative: bool) -> None:
+    """The per-neuron max and min (when measured) must agree with the counts and the site's
+    extremes. A null (read as -inf for a max, +inf for a min) is no value or an infinite
+    one, so only finite values are held to the rules."""
+    if (c.neuron_max is None) != (c.neuron_min is None):
+        _fail(f"{where}.neuron_max", "neuron_max and neuron_min are measured together: give both or neither")
+    if c.neuron_max is None or c.neuron_min is None or c.rows == 0:
+        return
+    top, low = c.neuron_max, c.neuron_min
+    has_top, has_low = np.isfinite(top), np.isfinite(low)
+    if np.any(has_top & (c.fires == 0) & (top > 0)):
+        _fail(f"{where}.neuron_max", "positive for a neuron that never fired")
+    if np.any(has_top & (c.fires > 0) & (top <= 0)):
+        _fail(f"{where}.neuron_max", "not positive for a neuron that fired")
+    if np.any(has_low & (c.fires == c.rows) & (low <= 0)):
+        _fail(f"{where}.neuron_min", "not positive for a neuron positive on every entry")
+    if np.any(has_low & has_top & (low > top)):
+        _fail(f"{where}.neuron_min", "above the same neuron's neuron_max")
+    if nonnegative and np.any(has_low & (low < 0)):
+        _fail(f"{where}.neuron_min", "negative for a kind whose outputs are >= 0")
+    if c.min is not None and not np.array_equal(np.where(has_low, low, 0), np.where(has_low, c.min, 0)):
+        _fail(f"{where}.neuron_min", "differs from the same neuron's min")
+    if np.isfinite(c.max) and top.max(initial=-np.inf) != c.max:
+        _fail(f"{where}.neuron_max", f"its largest value is not the site's max ({c.max})")
 
 
 def _check_derived(s: dict[str, Any], m: Any, where: str) -> None:

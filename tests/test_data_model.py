@@ -25,7 +25,9 @@ from tests.models import case, sample_data
 def test_the_schema_lists_exactly_the_fields_of_site_counters() -> None:
     fields = [f.name for f in dataclasses.fields(SiteCounters) if f.name != "neurons"]
     assert fields == list(COUNTER_NAMES)
-    assert set(SiteCounters.empty(3, bounded=True).to_dict()) == set(COUNTER_NAMES)
+    assert set(SiteCounters.empty(3, bounded=True, extremes=True).to_dict()) == set(COUNTER_NAMES)
+    # on-request fields (neuron_extremes) not measured: absent from the JSON, as before they existed
+    assert set(SiteCounters.empty(3, bounded=True).to_dict()) == {f.name for f in COUNTERS if not f.on_request}
 
 
 def test_merge_follows_each_fields_rule_against_hand_sums() -> None:
@@ -65,7 +67,8 @@ def test_every_counter_field_is_a_torchrun_all_reduce_group_member() -> None:
     distributed._comm_device = lambda: torch.device("cpu")  # gloo's; asking needs a process group
     try:
         c = SiteCounters(3, rows=6, samples=2, fires=[1, 0, 6], sample_fires=[1, 0, 2], abs_sum=[1.0, 0.0, 9.0],
-                         min=[0.0, 0.0, 1.0], total=10.0, max=4.0, nonfinite=2)
+                         min=[0.0, 0.0, 1.0], total=10.0, max=4.0, nonfinite=2,
+                         neuron_max=[1.0, 0.0, 4.0], neuron_min=[0.0, 0.0, 1.0])
         again = distributed._all_reduce_counters(c)
     finally:
         torch_dist.all_reduce, distributed._comm_device = original, device

@@ -97,12 +97,16 @@ def auto_batch_size(model: OnnxModel, sample: Sample) -> int:
 
 
 def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
-            include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
-    """Run the sample through the instrumented graph and return the counters of every site."""
+            include_smooth: bool = False, progress: Callable[[int], None] | None = None,
+            neuron_extremes: bool = False) -> CaptureResult:
+    """Run the sample through the instrumented graph and return the counters of every site
+    (with `neuron_extremes`, also each neuron's max and min, reduced in the graph)."""
     rows = model.fixed_batch or batch_size
     shapes = static_shapes(model.proto, {s.name: [rows, *s.dims] for s in sample.specs})
     search = find_sites(model.proto, include_smooth, {name: dims for name, (_, dims) in shapes.items()})
     plans, warnings = plan_sites(search.sites, shapes, neuron_axis)
+    for plan in plans:
+        plan.extremes = neuron_extremes
     warnings = search.warnings + warnings
     session = _session(model, instrument(model.proto, plans))
     fetch = list(dict.fromkeys(name for p in plans for name in p.outputs.values()))

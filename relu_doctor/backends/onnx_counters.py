@@ -28,14 +28,15 @@ class SiteAccumulator:
         self.override = neuron_axis_override
         self.nonnegative = KINDS[plan.site.kind].nonnegative
         self.bounded = KINDS[plan.site.kind].bounded
+        self.extremes = plan.extremes
         self.axis = plan.axis  # reported: in the per-sample view (one more when rows were split)
         self.shape = plan.shape
         self.neurons = plan.neurons
         self.warnings: list[str] = []
         self._split: int | None = None  # rows per sample, once the first batch has shown it
         # The running counters; a raw plan learns its neuron count from its first batch.
-        self.sums: SiteCounters | None = None if self.neurons is None else SiteCounters.empty(self.neurons,
-                                                                                             self.bounded)
+        self.sums: SiteCounters | None = None if self.neurons is None else SiteCounters.empty(
+            self.neurons, self.bounded, self.extremes)
 
     @property
     def ran(self) -> bool:
@@ -77,11 +78,12 @@ class SiteAccumulator:
         if self.plan.method == POOL:  # means over the p positions of each row: back to sums
             sums, counts = part["mean"] * p, part["count_mean"] * p
             abs_sums = sums if self.nonnegative else np.maximum(2 * part["pos_mean"] * p - sums, np.abs(sums))
-            mins = -part["neg_max"] if self.bounded else None
+            mins = -part["neg_max"] if "neg_max" in part else None
+            tops = part["max"] if self.extremes else None
         else:
             sums, counts = part["sum"], part["count"]
             abs_sums = sums if self.nonnegative else part["abs"]
-            mins = part.get("min")
+            mins, tops = part.get("min"), part.get("row_max")
         fired = np.minimum(np.rint(counts), p).astype(np.int64)
         fired[(fired == 0) & (counts > 0)] = 1  # a positive entry too small to count as 1 still fired
         k = self._rows_per_sample(rows, batch_rows)
@@ -89,9 +91,10 @@ class SiteAccumulator:
             n = min(valid, rows // k)
             fired, abs_sums, sums = (_by_sample(a, k, n, np.sum) for a in (fired, abs_sums, sums))
             mins = None if mins is None else _by_sample(mins, k, n, np.min)
+            tops = None if tops is None else _by_sample(tops, k, n, np.max)
         else:
             n, k = rows, 1
-        self._accumulate(fired, abs_sums, float(sums.sum()), top, mins, n, p * k)
+        self._accumulate(fired, abs_sums, float(sums.sum()), top, mins, n, p * k, tops=tops)
         return True
 
     def add_raw(self, y: np.ndarray, valid: int, batch_rows: int) -> None:
@@ -109,7 +112,7 @@ class SiteAccumulator:
         c = y3.shape[2 if red == 1 else 1]
         if self.neurons is None:
             self.axis, self.shape, self.neurons = axis, list(y.shape[1:]), c
-            self.sums = SiteCounters.empty(c, self.bounded)
+            self.sums = SiteCounters.empty(c, self.bounded, self.extremes)
         elif c != self.neurons:
             raise UserError(f"site {self.plan.site.name} changed its number of neurons between batches "
                             f"({self.neurons} -> {c})")
@@ -121,27 +124,33 @@ class SiteAccumulator:
         abs_sums = sums if self.nonnegative else np.abs(y64).sum(red)
         nan = np.isnan(y3)  # as the torch path: extremes ignore NaN; inf is a real extreme
         top = float(np.where(nan, -np.inf, y3).max()) if y3.size else float("-inf")
-        mins = np.where(nan, np.inf, y3).min(axis=red).astype(np.float64) if self.bounded and y3.size else None
+        low = self.bounded or self.extremes
+        mins = np.where(nan, np.inf, y3).min(axis=red).astype(np.float64) if low and y3.size else None
+        tops = np.where(nan, -np.inf, y3).max(axis=red).astype(np.float64) if self.extremes and y3.size else None
         self._accumulate(fired.astype(np.int64), abs_sums, float(sums.sum()), top, mins, y3.shape[0],
-                         y3.shape[red], nonfinite)
+                         y3.shape[red], nonfinite, tops)
 
     def _accumulate(self, fired: np.ndarray, abs_sums: np.ndarray, total: float, top: float,
-                    mins: np.ndarray | None, samples: int, positions: int, nonfinite: int = 0) -> None:
+                    mins: np.ndarray | None, samples: int, positions: int, nonfinite: int = 0,
+                    tops: np.ndarray | None = None) -> None:
         """Add one batch's (samples, neurons) partials: the batch becomes counters of its
         own, merged by the counter schema's rules."""
         assert self.sums is not None and self.neurons is not None
-        low = None
-        if self.bounded:
+        low = high = None
+        if self.bounded or self.extremes:
             low = mins.min(0) if mins is not None and mins.size else np.full(self.neurons, np.inf)
+        if self.extremes:
+            high = tops.max(0) if tops is not None and tops.size else np.full(self.neurons, -np.inf)
         batch = SiteCounters.of(self.neurons, {
             "rows": samples * positions, "samples": samples, "fires": fired.sum(0),
-            "sample_fires": (fired > 0).sum(0), "abs_sum": abs_sums.sum(0), "min": low,
+            "sample_fires": (fired > 0).sum(0), "abs_sum": abs_sums.sum(0), "min": low if self.bounded else None,
             "total": total, "max": top, "nonfinite": nonfinite,
+            "neuron_max": high, "neuron_min": low if self.extremes else None,
         })
         self.sums = self.sums.merge(batch)
 
     def counters(self) -> SiteCounters:
-        return self.sums if self.sums is not None else SiteCounters.empty(0, self.bounded)
+        return self.sums if self.sums is not None else SiteCounters.empty(0, self.bounded, self.extremes)
 
 
 def _by_sample(a: np.ndarray, k: int, n: int, reduce: np.ufunc | object) -> np.ndarray:

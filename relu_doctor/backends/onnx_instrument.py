@@ -51,6 +51,7 @@ class SitePlan:
     elem_type: int  # ONNX element type of the site output (0 when unknown)
     outputs: dict[str, str] = field(default_factory=dict)  # role -> top-level output name
     pool_parts: list[str] = field(default_factory=list)  # what the "pool" output stacks, in order
+    extremes: bool = False  # also per-(row, neuron) max and min (the scan's neuron_extremes)
 
     @property
     def neurons(self) -> int | None:
@@ -205,7 +206,7 @@ def _emit(b: _Builder, plan: SitePlan, raw: bool, nodes: list, tail: list) -> li
         parts["count_mean"] = b.node(nodes, "GlobalAveragePool", [indicator])
         if not kind.nonnegative:  # sum|y| = 2 * sum(relu(y)) - sum(y)
             parts["pos_mean"] = b.node(nodes, "GlobalAveragePool", [b.node(nodes, "Relu", [y])])
-        if bounded:
+        if bounded or plan.extremes:  # "max" is per (row, neuron) already; the minimum is -max(-y)
             parts["neg_max"] = b.node(nodes, "GlobalMaxPool", [b.depthwise(nodes, y, c, rank, -1.0)])
         # One output per site: (samples, parts x neurons, 1, ...), split apart on the host.
         plan.pool_parts = list(parts)
@@ -226,8 +227,10 @@ def _emit(b: _Builder, plan: SitePlan, raw: bool, nodes: list, tail: list) -> li
             ("max", b.node(nodes, "ReduceMax", [x], keepdims=0), x_type, 0)]
     if not kind.nonnegative:
         outs.append(("abs", b.reduce(nodes, "ReduceL1", x, axes), x_type, 2))
-    if bounded:
+    if bounded or plan.extremes:
         outs.append(("min", b.reduce(nodes, "ReduceMin", x, axes), x_type, 2))
+    if plan.extremes:
+        outs.append(("row_max", b.reduce(nodes, "ReduceMax", x, axes), x_type, 2))
     return outs
 
 

@@ -51,7 +51,8 @@ class _SiteState:
 
 
 class _CaptureMode(ActivationCalls):
-    def __init__(self, origins: Any, neuron_axis: str, include_smooth: bool) -> None:
+    def __init__(self, origins: Any, neuron_axis: str, include_smooth: bool, extremes: bool = False) -> None:
+        self.extremes = extremes  # also the per-neuron max and min (stats: on-request counters)
         self.sites: dict[str, _SiteState] = {}  # in first-execution order
         self.workspace = Workspace()  # shared by the sites' reductions
         self.last_site: str | None = None
@@ -83,7 +84,7 @@ class _CaptureMode(ActivationCalls):
                 name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else call.label,
                 params=dict(call.activation.params), shape=list(y.shape[1:]), axis=axis,
                 acc=TorchSiteAccumulator(neurons, y.device, KINDS[kind].nonnegative, keep_min=KINDS[kind].bounded,
-                                         workspace=self.workspace),
+                                         workspace=self.workspace, extremes=self.extremes),
             )
         elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
             raise UserError(f"site {name} changed its number of neurons between batches "
@@ -118,11 +119,13 @@ def auto_batch_size(model: TorchModel, sample: Sample) -> int:
 
 
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
-            include_smooth: bool = False, progress: Callable[[int], None] | None = None) -> CaptureResult:
-    """Run the sample through the model and return the counters of every site."""
+            include_smooth: bool = False, progress: Callable[[int], None] | None = None,
+            neuron_extremes: bool = False) -> CaptureResult:
+    """Run the sample through the model and return the counters of every site (with
+    `neuron_extremes`, also each neuron's max and min)."""
     warnings = _settle_input_dtypes(model, sample)
     origins = model.make_origins()
-    mode = _CaptureMode(origins, neuron_axis, include_smooth)
+    mode = _CaptureMode(origins, neuron_axis, include_smooth, neuron_extremes)
     nonfinite_inputs = 0
     try:
         with torch.inference_mode():

@@ -33,7 +33,7 @@ class LiveCapture:
     """Counters of every activation site over the forward passes run while attached."""
 
     def __init__(self, model: torch.nn.Module, neuron_axis: str = "auto", include_smooth: bool = False,
-                 grad_only: bool = True) -> None:
+                 grad_only: bool = True, neuron_extremes: bool = False) -> None:
         self.model = model
         # A forward without gradients inside a training loop is an evaluation (no_grad,
         # inference_mode): with grad_only its data stays out of the training counters.
@@ -42,6 +42,7 @@ class LiveCapture:
         self.named = unwrap(model)  # sites are named by the model's own module paths
         self.neuron_axis = neuron_axis
         self.include_smooth = include_smooth
+        self.neuron_extremes = neuron_extremes
         self._mode: _CaptureMode | None = None
         self._tracker: EagerModuleTracker | None = None
         self._handles: list[Any] = []
@@ -63,7 +64,7 @@ class LiveCapture:
         if self._mode is not None:
             return
         self._tracker = EagerModuleTracker(self.named)
-        self._mode = _CaptureMode(self._tracker, self.neuron_axis, self.include_smooth)
+        self._mode = _CaptureMode(self._tracker, self.neuron_axis, self.include_smooth, self.neuron_extremes)
         self.forward_passes = self.samples = self.batch_size = 0
         if root_hooks:
             self._handles = [

@@ -28,6 +28,8 @@ On CPU this reduction is most of what a scan costs on top of the model
   rows with every entry positive (a row with a zero has minimum 0) looked cheaper, but on
   the benchmark MobileNetV2 44% of its ReLU6 rows are such rows, and gathering them cost
   0.27 s a scan against about 0.06 s for the in-cache minimum.
+- Per-neuron extremes (neuron_max / neuron_min, only when the scan asks: `extremes`) are
+  taken the same way, per row on the bits in the chunk, then over the rows.
 - That road needs finite values: the host checks the batch total once (free on CPU), and
   a batch holding NaN or inf takes the exact road, which counts them.
 """
@@ -120,9 +122,11 @@ class TorchSiteAccumulator:
     total: torch.Tensor
     max: torch.Tensor
     nonfinite: torch.Tensor
+    neuron_max: torch.Tensor | None
+    neuron_min: torch.Tensor | None
 
     def __init__(self, neurons: int, device: torch.device, nonnegative: bool, keep_min: bool,
-                 workspace: Workspace | None = None) -> None:
+                 workspace: Workspace | None = None, extremes: bool = False) -> None:
         self.neurons = neurons
         self.nonnegative = nonnegative
         # On an accelerator a finiteness check would sync, so it takes the exact road always.
@@ -131,7 +135,7 @@ class TorchSiteAccumulator:
         for f in COUNTERS:  # each at the value of an empty sample (0, -inf or +inf)
             if f.name in self._HOST:
                 setattr(self, f.name, int(f.identity))
-            elif f.bounded_only and not keep_min:
+            elif (f.bounded_only and not keep_min) or (f.on_request and not extremes):
                 setattr(self, f.name, None)
             else:
                 shape = (neurons,) if f.per_neuron else ()
@@ -167,27 +171,33 @@ class TorchSiteAccumulator:
         """Non-negative values, chunk by chunk; False (nothing counted) if any is not finite."""
         n, c = y3.shape[0], self.neurons
         bits = _BITS[y3.dtype]
-        sums, counts, mins = self._rows(y3, red, bits)
-        blocks = _blocks(y3, red, chunk, sums, counts, mins)
-        if blocks[0][-1] is not None:  # blocks add up into their rows: start from 0 (and +inf)
+        sums, counts, mins, tops = self._rows(y3, red, bits)
+        blocks = _blocks(y3, red, chunk, sums, counts, mins, tops)
+        if blocks[0][-1] is not None:  # blocks add up into their rows: start from 0 (and +-inf)
             sums.zero_()
             counts.zero_()
             if mins is not None:
                 mins.view(y3.dtype).fill_(float("inf"))
+            if tops is not None:
+                tops.fill_(torch.iinfo(bits).min)
         maxes = y3.new_empty(len(blocks))
         scratch = self.workspace.like(blocks[0][0])  # the first block is the largest
-        for (a, dim, row_sums, row_counts, row_mins, sample), m in zip(blocks, maxes.unbind()):
+        for (a, dim, row_sums, row_counts, row_mins, row_tops, sample), m in zip(blocks, maxes.unbind()):
             sign = torch.sign(a, out=scratch[: a.shape[0]])  # 1 where y > 0, else 0 (or -0.0)
             if sample is None:  # the block holds every position of its rows
                 torch.sum(a, dim, out=row_sums)
                 torch.sum(sign, dim, out=row_counts)
                 if row_mins is not None:
                     torch.amin(a.view(bits), dim, out=row_mins)
+                if row_tops is not None:
+                    torch.amax(a.view(bits), dim, out=row_tops)
             else:  # a block of one sample's positions (a large channel-last sample): add up
                 row_sums += a.sum(dim)
                 row_counts += sign.sum(dim)
                 if row_mins is not None:
                     torch.minimum(row_mins, a.view(bits).amin(dim), out=row_mins)
+                if row_tops is not None:
+                    torch.maximum(row_tops, a.view(bits).amax(dim), out=row_tops)
             torch.amax(a, out=m)
         abs_sums = sums.view(n, c).sum(0, dtype=torch.float64)
         total = float(abs_sums.sum())  # NaN or inf anywhere (or a float32 overflow) shows here
@@ -199,14 +209,21 @@ class TorchSiteAccumulator:
         self.abs_sum += abs_sums
         self.total += total
         self.max.clamp_(min=float(maxes.amax()))
-        if mins is not None and self.min is not None:
-            self.min = torch.minimum(self.min, mins.view(y3.dtype).view(n, c).amin(0).to(torch.float64))
+        if mins is not None:
+            low = mins.view(y3.dtype).view(n, c).amin(0).to(torch.float64)
+            if self.min is not None:
+                self.min = torch.minimum(self.min, low)
+            if self.neuron_min is not None:
+                self.neuron_min = torch.minimum(self.neuron_min, low)
+        if tops is not None and self.neuron_max is not None:
+            self.neuron_max = torch.maximum(self.neuron_max, tops.view(y3.dtype).view(n, c).amax(0).to(torch.float64))
         self.rows += n * y3.shape[red]
         self.samples += n
         return True
 
     def _rows(self, y3: torch.Tensor, red: int, bits: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """The per-(sample, neuron) row results (sums, counts, minima as bits or None), in y3's
+        """The per-(sample, neuron) row results (sums, counts, minima and maxima as bits or None:
+        minima for bounded kinds or extremes, maxima for extremes), in y3's
         own order: (N*C,) channel-first, (N, C) channel-last. Kept from batch to batch:
         allocating them anew every time would make the model's own large allocations
         fault in fresh pages (measured on a TorchScript MLP: 43k page faults a scan)."""
@@ -214,8 +231,9 @@ class TorchSiteAccumulator:
         if self._work is None or self._work[0] != key:
             n, c = y3.shape[0], self.neurons
             sums = y3.new_empty((n * c,) if red == 2 else (n, c))
-            mins = torch.empty_like(sums).view(bits) if self.min is not None else None
-            self._work = (key, sums, torch.empty_like(sums), mins)
+            mins = torch.empty_like(sums).view(bits) if self.min is not None or self.neuron_min is not None else None
+            tops = torch.empty_like(sums).view(bits) if self.neuron_max is not None else None
+            self._work = (key, sums, torch.empty_like(sums), mins, tops)
         return self._work[1:]
 
     def _update_exact(self, y3: torch.Tensor, red: int) -> None:
@@ -239,9 +257,15 @@ class TorchSiteAccumulator:
         if y3.numel():  # extremes ignore NaN; inf is a real extreme
             nan = torch.isnan(y3)
             self.max = torch.maximum(self.max, torch.where(nan, -torch.inf, y3).amax().to(torch.float64))
-            if self.min is not None:
-                lows = torch.where(nan, torch.inf, y3).amin(red).amin(0)
-                self.min = torch.minimum(self.min, lows.to(torch.float64))
+            if self.min is not None or self.neuron_min is not None:
+                lows = torch.where(nan, torch.inf, y3).amin(red).amin(0).to(torch.float64)
+                if self.min is not None:
+                    self.min = torch.minimum(self.min, lows)
+                if self.neuron_min is not None:
+                    self.neuron_min = torch.minimum(self.neuron_min, lows)
+            if self.neuron_max is not None:
+                highs = torch.where(nan, -torch.inf, y3).amax(red).amax(0).to(torch.float64)
+                self.neuron_max = torch.maximum(self.neuron_max, highs)
         self.rows += y3.shape[0] * y3.shape[red]
         self.samples += y3.shape[0]
 

@@ -85,6 +85,7 @@ def scan(
         bar = ProgressBar(enabled=not opts.quiet)
         try:
             kwargs = opts.of(MODEL, SAMPLE, (SHARD, TIMEOUT), MEASURE, SELECT, GATES, PROVE)
+            kwargs["neuron_extremes"] = opts.neurons is not None  # the .npz's per-neuron max and min
             # model code may print: stdout stays the report's; warnings are printed below, once
             report = call_quietly(api_scan, model, **kwargs, progress=bar, warn=False)
         finally:

@@ -90,7 +90,7 @@ def timeline(
             from ..analysis.checkpoints import from_checkpoints
 
             result = from_checkpoints(inputs, opts.fail_new_dead, progress=None if opts.quiet else _progress,
-                                      **opts.of(MODEL, SAMPLE, MEASURE))
+                                      neuron_extremes=opts.neurons is not None, **opts.of(MODEL, SAMPLE, MEASURE))
         if opts.neurons is not None:
             from ..neurons import neuron_arrays_over_time, write_neurons
 

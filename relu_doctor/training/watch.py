@@ -51,6 +51,7 @@ class Watch:
         tau: float = DEFAULT_TAU,
         neuron_axis: str = "auto",
         include_smooth: bool = False,
+        neuron_extremes: bool = False,
         select: Sequence[str] = (),
         ignore: Sequence[str] = (),
         start_step: int = 0,
@@ -76,12 +77,13 @@ class Watch:
         self.every, self.window = every, window
         self.probe = probe
         self.tau, self.neuron_axis, self.include_smooth = tau, neuron_axis, include_smooth
+        self.neuron_extremes = neuron_extremes  # per-neuron max/min in every report (timeline --neurons)
         self.select, self.ignore = list(select), list(ignore)
         self.fail_dead_ratio, self.fail_total_dead_ratio = fail_dead_ratio, fail_total_dead_ratio
         self.world = current_world()
         self.sinks = Sinks(history, writer, on_alert, self.world.is_writer, log_wandb)
         self.root_hooks = root_hooks  # False: the owner brackets passes (capture.enter_pass / exit_pass)
-        self.capture = LiveCapture(model, neuron_axis, include_smooth)
+        self.capture = LiveCapture(model, neuron_axis, include_smooth, neuron_extremes=neuron_extremes)
         self.reports: list[Report] = []
         self.steps = start_step  # optimizer steps done so far
         self._window_start: int | None = None
@@ -174,7 +176,7 @@ class Watch:
         began = time.perf_counter()
         with preserved(model):
             scanned = scan(model, self.probe, tau=self.tau, neuron_axis=self.neuron_axis, warn=False,
-                           include_smooth=self.include_smooth, device=str(device) if device is not None else "cpu")
+                           include_smooth=self.include_smooth, neuron_extremes=self.neuron_extremes, device=str(device) if device is not None else "cpu")
         self.probe_seconds.append(time.perf_counter() - began)
         sample = dict(scanned.sample, source="probe", steps=[self.steps, self.steps])
         return self._finish(scanned.sites, sample, scanned.warnings)
@@ -220,7 +222,8 @@ def watch(model: Any, every: int = DEFAULT_EVERY, window: int = DEFAULT_WINDOW, 
     """Watch `model` while it trains (SPEC 12). Use as a context manager, calling `.step()` per optimizer step.
 
     `on_alert`: called with the report when a threshold is breached; "warn" (default) or
-    "raise" (DeadReLUAlert). `scan_options`: tau, neuron_axis, include_smooth, select, ignore.
+    "raise" (DeadReLUAlert). `scan_options`: tau, neuron_axis, include_smooth, select, ignore,
+    neuron_extremes (each report also keeps every neuron's max and min, for `timeline --neurons`).
     """
     return Watch(model, every, window, history, probe, writer, fail_dead_ratio, fail_total_dead_ratio, on_alert,
                  **scan_options)

@@ -131,7 +131,8 @@ class SiteCounters:
         missing = [f.name for f in COUNTERS if f.name not in values and not f.on_request]
         if missing:
             raise ValueError(f"counters lack {', '.join(missing)}")
-        return cls(neurons, **{name: values.get(name) for name in COUNTER_NAMES})
+        given: dict[str, Any] = {name: values.get(name) for name in COUNTER_NAMES}
+        return cls(neurons, **given)
 
     @property
     def bounded(self) -> bool:

@@ -176,7 +176,8 @@ class Watch:
         began = time.perf_counter()
         with preserved(model):
             scanned = scan(model, self.probe, tau=self.tau, neuron_axis=self.neuron_axis, warn=False,
-                           include_smooth=self.include_smooth, neuron_extremes=self.neuron_extremes, device=str(device) if device is not None else "cpu")
+                           include_smooth=self.include_smooth, neuron_extremes=self.neuron_extremes,
+                           device=str(device) if device is not None else "cpu")
         self.probe_seconds.append(time.perf_counter() - began)
         sample = dict(scanned.sample, source="probe", steps=[self.steps, self.steps])
         return self._finish(scanned.sites, sample, scanned.warnings)

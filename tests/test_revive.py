@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import relu_doctor as rd
-from relu_doctor.patching.consumers import find_neighbours
+from relu_doctor.analysis.consumers import find_consumers, find_producer, trace, traced_sites
+from relu_doctor.patching.torch_export import graph_sites
 
 DEAD_1, DEAD_2 = [1, 4, 9], [0, 7]
 
@@ -139,11 +140,68 @@ def test_a_neuron_feeding_a_residual_add_is_refused_with_the_reason() -> None:
 
 
 def test_neighbours_of_sites() -> None:
-    around = find_neighbours(PlantedCNN(), ["/relu", "/relu#2", "nope"])
-    assert (around["/relu"].producer, around["/relu"].norm) == ("conv1", "bn1")
-    assert [c.path for c in around["/relu"].consumers] == ["conv2"]
-    assert [(c.path, c.flattened) for c in around["/relu#2"].consumers] == [("head", True)]
-    assert around["nope"].refusal
+    gm = trace(PlantedCNN())
+    assert not isinstance(gm, str)
+    nodes = traced_sites(gm)
+    producer = find_producer(gm, nodes["/relu"], 1, 4)
+    assert not isinstance(producer, str) and (producer.module, producer.norm_module) == ("conv1", "bn1")
+    assert [c.module for c in find_consumers(gm, nodes["/relu"], 1, 4).cuts] == ["conv2"]
+    # flattened on the way: symbolic_trace knows no shapes, block 0 = the consumer's width / neurons
+    assert [(c.module, c.block) for c in find_consumers(gm, nodes["/relu#2"], 1, 4).cuts] == [("head", 0)]
+    assert "nope" not in nodes
+
+
+def test_neighbours_agree_on_an_export_graph() -> None:
+    model = PlantedCNN().eval()
+    gm = torch.export.export(model, (torch.randn(2, 3, 5, 5),), strict=False).module()
+    nodes = dict(graph_sites(gm.graph))
+    producer = find_producer(gm, nodes["/relu"], 1)
+    assert not isinstance(producer, str) and (producer.module, producer.norm_module) == ("conv1", "bn1")
+    assert [c.module for c in find_consumers(gm, nodes["/relu"], 1).cuts] == ["conv2"]
+    assert [(c.module, c.block) for c in find_consumers(gm, nodes["/relu#2"], 1).cuts] == [("head", 4)]
+
+
+class SharedProducer(nn.Module):
+    """One Linear called twice: re-initialising its row for one site would wake the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(5, 5)
+        self.head = nn.Linear(5, 5)
+        with torch.no_grad():
+            self.a.weight[0] = 0
+            self.a.bias[0] = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.a(x))) + torch.relu(self.a(x))
+
+
+class ClampThenRelu(nn.Module):
+    """clamp(min=0) is a ReLU site the trace does not name: the report's "/relu" is the clamp."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(5, 5)
+        self.b = nn.Linear(5, 5)
+        self.head = nn.Linear(5, 2)
+        with torch.no_grad():
+            self.a.weight[1] = 0
+            self.a.bias[1] = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.b(torch.clamp(self.a(x), min=0))))
+
+
+@pytest.mark.parametrize("build,planted,reason", [(SharedProducer, [0], "more than once"),
+                                                 (ClampThenRelu, [1], "count its calls")])
+def test_sites_the_trace_cannot_pin_down_are_refused_and_the_model_is_unchanged(build, planted, reason) -> None:
+    model = build()
+    report = rd.scan(model, torch.randn(64, 5).numpy())
+    assert report.sites[0].name == "/relu" and set(planted) <= set(report.sites[0].dead_indices)
+    weights = copy.deepcopy(model.state_dict())
+    result = rd.revive(model, report)
+    assert not result.revived and reason in result.refused["/relu"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
 
 
 def test_leak_switches_only_the_dead_neurons() -> None:

@@ -154,10 +154,11 @@ def _plan(loaded: LoadedModel, targets: dict[str, tuple[list[int], int, int]], s
         from .prune_onnx import plan_prune_onnx
 
         return plan_prune_onnx(loaded.obj, targets, source, include_smooth)
-    from .prune_torch import export_graph, plan_prune_torch
+    from ..analysis.consumers import export_graph
+    from .prune_torch import plan_prune_torch
     from .torch_export import graph_sites
 
-    gm = export_graph(loaded.obj, example)
+    gm = export_graph(loaded.obj, example, "prune", "Prune an ONNX export of the model instead.")
     return plan_prune_torch(gm, dict(graph_sites(gm.graph, include_smooth)), targets, source)
 
 

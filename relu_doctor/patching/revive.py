@@ -16,25 +16,24 @@ neurons (`scan --prove`), on the sample for neurons dead on the sample.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
 
-from ..errors import UserError, summarize_exception
+from ..errors import UserError
 from .plan import LeftAlone, PatchPlan
 
 
 def revive_torch(obj: Any, plan: PatchPlan, example: Sequence[torch.Tensor] | None,
                  include_smooth: bool = False) -> tuple[Any, PatchPlan, list[str]]:
     """The revived copy of an nn.Module or ExportedProgram, the plan as carried out, and warnings."""
-    from ..analysis.consumers import find_consumers
+    from ..analysis.consumers import export_graph, find_consumers
     from .torch import patch_torch
     from .torch_export import graph_sites
 
-    gm = _graph_module(obj, example)
+    gm = export_graph(obj, example, "--mode revive", "Use --mode channel.")
     sites = dict(graph_sites(gm.graph, include_smooth))
     if list(sites) != plan.site_names:
         raise UserError("the report's sites are not this model's activation calls (as torch.export sees them)",
@@ -61,23 +60,3 @@ def revive_torch(obj: Any, plan: PatchPlan, example: Sequence[torch.Tensor] | No
             raise RuntimeError(f"revive: the patched model has no parameter {cut.param}")
         cut.zero(params[cut.param], neurons)
     return patched, done, notes
-
-
-def _graph_module(obj: Any, example: Sequence[torch.Tensor] | None) -> torch.fx.GraphModule:
-    """A torch.export graph of the model (its own for a .pt2), weights named by state-dict key."""
-    if isinstance(obj, torch.export.ExportedProgram):
-        return obj.module()
-    if isinstance(obj, torch.jit.ScriptModule):
-        from .torch import torchscript_refusal
-
-        raise torchscript_refusal()
-    if example is None:
-        raise UserError("--mode revive needs example inputs to trace the model", "Pass --data or --input-shape.")
-    model = copy.deepcopy(obj).eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.export.export(model, tuple(example), strict=False).module()
-    except Exception as e:
-        raise UserError(f"--mode revive finds the layers that read each site with torch.export, which fails on "
-                        f"this model: {summarize_exception(e)}", "Use --mode channel.") from None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ..errors import UserError
 from ..gates import selected
 from ..report import Report, Site
 from ..stats import dormant_mask
+
+if TYPE_CHECKING:
+    from ..analysis.consumers import Producer, WeightCut
 
 METHODS = ("redo", "leak")
 TARGETS = ("dead", "dormant")
@@ -81,21 +84,20 @@ def revive(model: nn.Module, report: Report, optimizer: torch.optim.Optimizer | 
     if method == "leak":
         _leak(model, report, chosen, slope, result)
         return result
-    from ..patching.consumers import find_neighbours
-
     modules = dict(model.named_modules())
     touched: Touched = []
-    for name, around in find_neighbours(model, list(chosen)).items():
-        if around.refusal:
-            result.refused[name] = around.refusal
+    for name, around in _neighbours(model, report, list(chosen)).items():
+        if isinstance(around, str):
+            result.refused[name] = around
             continue
         site = report.site(name)
-        problem = _redo_site(modules, around, site, chosen[name], touched)
+        producer, cuts = around
+        problem = _redo_site(modules, producer, cuts, site, chosen[name], touched)
         if problem:
             result.refused[name] = problem
             continue
-        result.revived.append(RevivedSite(name, chosen[name], "redo", around.producer, around.norm,
-                                          [c.path for c in around.consumers]))
+        result.revived.append(RevivedSite(name, chosen[name], "redo", producer.module, producer.norm_module,
+                                          [c.module for c in cuts]))
     if optimizer is not None:
         result.optimizer_state_reset = _reset_optimizer(model, optimizer, touched)
     return result
@@ -107,20 +109,55 @@ def _targets(site: Site, target: str, tau: float) -> list[int]:
     return np.flatnonzero(dormant_mask(site.counters, tau)).tolist() if site.counters.rows else []
 
 
-def _redo_site(modules: dict[str, nn.Module], around: Any, site: Site, neurons: list[int],
-               touched: Touched) -> str | None:
-    producer = modules[around.producer]
+Around = tuple["Producer", list["WeightCut"]]  # a site's producer and the weights reading it
+
+
+def _neighbours(model: nn.Module, report: Report, names: list[str]) -> dict[str, Around | str]:
+    """Per site, its producer and the weights reading it, in a symbolic_trace graph of the live
+    model (revive() has no example input to export it with), or why it cannot be revived."""
+    from ..analysis.consumers import find_consumers, find_producer, same_count, trace, traced_sites
+
+    gm = trace(model)
+    if isinstance(gm, str):
+        return dict.fromkeys(names, gm)
+    nodes = traced_sites(gm)
+    reported = [s.name for s in report.sites]
+    out: dict[str, Around | str] = {}
+    for name in names:
+        node = nodes.get(name)
+        if not same_count(name, list(nodes), reported):  # "#n" would point at another call
+            out[name] = ("torch.fx's trace and the report count its calls differently (a call the trace does not "
+                         "name, such as clamp(min=0), or control flow)")
+            continue
+        if node is None:
+            out[name] = "its call is not in the traced graph (control flow?)"
+            continue
+        rank = len(report.site(name).shape) + 1
+        producer = find_producer(gm, node, report.site(name).axis, rank)
+        found = find_consumers(gm, node, report.site(name).axis, rank)
+        if isinstance(producer, str) or found.reason is not None:
+            out[name] = producer if isinstance(producer, str) else str(found.reason)
+        elif any(c.groups != 1 for c in found.cuts):
+            out[name] = "a grouped convolution reads it (revive zeroes whole input columns)"
+        else:
+            out[name] = (producer, found.cuts)
+    return out
+
+
+def _redo_site(modules: dict[str, nn.Module], producer_at: Producer, cuts: list[WeightCut], site: Site,
+               neurons: list[int], touched: Touched) -> str | None:
+    producer = modules[producer_at.module]
     weight: torch.Tensor = producer.weight  # type: ignore[assignment]
     if weight.shape[0] != site.neurons:
-        return (f"its {site.neurons} neurons are not the {weight.shape[0]} outputs of {around.producer} "
+        return (f"its {site.neurons} neurons are not the {weight.shape[0]} outputs of {producer_at.module} "
                 "(a different neuron axis?)")
     plans: list[tuple[torch.Tensor, list[int]]] = []
-    for c in around.consumers:
-        consumer_weight: torch.Tensor = modules[c.path].weight  # type: ignore[assignment]
+    for c in cuts:
+        consumer_weight: torch.Tensor = modules[c.module].weight  # type: ignore[assignment]
         width = consumer_weight.shape[1]
-        if width % site.neurons or (not c.flattened and width != site.neurons):
-            return f"the inputs of {c.path} ({width}) do not line up with its {site.neurons} neurons"
-        block = width // site.neurons
+        block = c.block or width // site.neurons  # 0: flattened, the width says how many features per neuron
+        if width != block * site.neurons:
+            return f"the inputs of {c.module} ({width}) do not line up with its {site.neurons} neurons"
         cols = [n * block + j for n in neurons for j in range(block)]
         plans.append((consumer_weight, cols))
     fresh = copy.deepcopy(producer)
@@ -132,8 +169,8 @@ def _redo_site(modules: dict[str, nn.Module], around: Any, site: Site, neurons: 
             if p is not None:
                 p[rows] = getattr(fresh, pname)[rows].to(p.dtype)
                 touched.append((p, 0, neurons))
-        if around.norm:
-            _reset_norm(modules[around.norm], rows, neurons, touched)
+        if producer_at.norm_module:
+            _reset_norm(modules[producer_at.norm_module], rows, neurons, touched)
         for w, cols in plans:
             w[:, torch.tensor(cols, device=w.device)] = 0
             touched.append((w, 1, cols))

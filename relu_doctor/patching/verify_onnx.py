@@ -7,7 +7,7 @@ patched site's leak, which the checks of verify.py read. Never imports torch.
 
 from __future__ import annotations
 
-import itertools
+import functools
 
 import numpy as np
 import onnx
@@ -17,7 +17,7 @@ from ..inputs import Sample
 from ..kinds import onnx_writer
 from .onnx import elem_types
 from .plan import CHANNEL, PatchPlan
-from .verify import TIMING_BATCHES, SiteCheck, Verification, max_abs_change, new_checks, time_pair
+from .verify import PairTimer, SiteCheck, Verification, max_abs_change, new_checks
 
 
 def verify_onnx(original: onnx.ModelProto, patched: onnx.ModelProto, plan: PatchPlan, sample: Sample,
@@ -46,19 +46,24 @@ def verify_onnx(original: onnx.ModelProto, patched: onnx.ModelProto, plan: Patch
             check = checks[index]
             check.add(values[x][:valid], values[y][:valid], _axis(slopes.get(index), values[x].ndim, check.patch.axis))
 
+    timer = PairTimer()
+    first: dict[str, np.ndarray] | None = None
     for batch in sample.batches(batch_size, after.fixed_batch):
-        outputs = [[np.asarray(o)[: batch.valid] for o in s.run(None, feeds(batch.arrays))] for s in sessions]
+        fed = feeds(batch.arrays)
+        first = fed if first is None else first
+        rows = len(batch.arrays[0]) if batch.arrays else 0
+        outputs = [[np.asarray(o)[: batch.valid] for o in timer.run(i, functools.partial(s.run, None, fed), rows)]
+                   for i, s in enumerate(sessions)]
         result.max_abs_change = max(result.max_abs_change, max_abs_change(*outputs))
         run_probe(batch.arrays, batch.valid)
         result.samples += batch.valid
     for batch in fresh.batches(batch_size, after.fixed_batch):
         run_probe(batch.arrays, batch.valid)
         result.fresh += batch.valid
-    timed = [feeds(b.arrays) for b in itertools.islice(sample.batches(batch_size, after.fixed_batch),
-                                                          TIMING_BATCHES)]
-    result.seconds_original, result.seconds_patched = time_pair(
-        lambda f: sessions[0].run(None, f), lambda f: sessions[1].run(None, f), timed)
-    result.timed_batch = len(next(iter(timed[0].values()))) if timed and timed[0] else 0
+    if first is not None:
+        timer.top_up(functools.partial(sessions[0].run, None, first), functools.partial(sessions[1].run, None, first))
+    result.seconds_original, result.seconds_patched = timer.seconds()
+    result.timed_batch = timer.rows
     return result
 
 

@@ -9,7 +9,6 @@ replaces each call by exactly one leaky call), so the plan says what it must com
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch.utils._pytree import tree_flatten
 from ..backends.torch_calls import ActivationCall, ActivationCalls
 from ..inputs import Sample
 from .plan import CHANNEL, PatchPlan
-from .verify import TIMING_BATCHES, SiteCheck, Verification, max_abs_change, new_checks, time_pair
+from .verify import PairTimer, SiteCheck, Verification, max_abs_change, new_checks
 
 
 class _Probe(ActivationCalls):
@@ -75,10 +74,17 @@ def verify_torch(original: Any, patched: Any, plan: PatchPlan, sample: Sample, f
     def run(model: Any, arrays: list[np.ndarray]) -> Any:
         return model.forward(*_inputs(arrays, model))
 
+    timer = PairTimer(sync)
+    first: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     try:
         with torch.inference_mode():
             for batch in sample.batches(batch_size, after.fixed_batch):
-                ya, yb = run(before, batch.arrays), run(after, batch.arrays)
+                rows = len(batch.arrays[0]) if batch.arrays else 0
+                ta, tb = _inputs(batch.arrays, before), _inputs(batch.arrays, after)
+                if first is None:  # reused by the timing's top-up (only the timing reads them)
+                    first = (_inputs(batch.arrays, before), _inputs(batch.arrays, after))
+                ya = timer.run(0, functools.partial(before.forward, *ta), rows)
+                yb = timer.run(1, functools.partial(after.forward, *tb), rows)
                 result.max_abs_change = max(result.max_abs_change,
                                             max_abs_change(_outputs(ya, batch.valid), _outputs(yb, batch.valid)))
                 probe.forward(functools.partial(run, after, batch.arrays))
@@ -86,12 +92,10 @@ def verify_torch(original: Any, patched: Any, plan: PatchPlan, sample: Sample, f
             for batch in fresh.batches(batch_size, after.fixed_batch):
                 probe.forward(functools.partial(run, after, batch.arrays))
                 result.fresh += batch.valid
-            # inputs made before the clock starts; reused across runs (only the timing reads them)
-            timed = [(_inputs(b.arrays, before), _inputs(b.arrays, after))
-                     for b in itertools.islice(sample.batches(batch_size, after.fixed_batch), TIMING_BATCHES)]
-            result.seconds_original, result.seconds_patched = time_pair(
-                lambda t: before.forward(*t[0]), lambda t: after.forward(*t[1]), timed, sync)
-            result.timed_batch = int(timed[0][0][0].shape[0]) if timed and timed[0][0] else 0
+            if first is not None:
+                timer.top_up(functools.partial(before.forward, *first[0]), functools.partial(after.forward, *first[1]))
+            result.seconds_original, result.seconds_patched = timer.seconds()
+            result.timed_batch = timer.rows
     finally:
         before.restore()
         after.restore()

@@ -11,7 +11,7 @@ zero terms from a sum can change how a backend rounds it); else exit 3, nothing 
 
 from __future__ import annotations
 
-import itertools
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .prune_plan import PROVABLY_DEAD, SAMPLE_DEAD, PrunePlan
 from .run import ScanOptions, _range, _serialize, _specs, output_format
-from .verify import TIMING_BATCHES, time_pair
+from .verify import PairTimer
 
 PRUNE_RTOL = 1e-6  # largest |change| allowed, relative to the largest |output|
 FRESH_SAMPLES = 32
@@ -228,10 +228,18 @@ def _check(original: Any, pruned: Any, sample: Sample, fresh: Sample | None, bat
            device: str) -> PruneCheck:
     check = PruneCheck()
     (run_a, close_a), (run_b, close_b) = _runner(original, device), _runner(pruned, device)
+    timer = PairTimer()  # times the sample's runs themselves (verify.py)
+    first = None
     try:
         for source in [sample] + ([fresh] if fresh is not None else []):
             for batch in source.batches(batch_size):
-                a, b = run_a(batch.arrays), run_b(batch.arrays)
+                if source is sample:
+                    rows = len(batch.arrays[0]) if batch.arrays else 0
+                    first = batch.arrays if first is None else first
+                    a = timer.run(0, functools.partial(run_a, batch.arrays), rows)
+                    b = timer.run(1, functools.partial(run_b, batch.arrays), rows)
+                else:
+                    a, b = run_a(batch.arrays), run_b(batch.arrays)
                 for x, y in zip(a, b):
                     x, y = x[: batch.valid], y[: batch.valid]
                     if x.shape != y.shape:
@@ -247,9 +255,10 @@ def _check(original: Any, pruned: Any, sample: Sample, fresh: Sample | None, bat
                     check.samples += batch.valid
                 else:
                     check.fresh += batch.valid
-        timed = [b.arrays for b in itertools.islice(sample.batches(batch_size), TIMING_BATCHES)]
-        check.seconds_original, check.seconds_pruned = time_pair(run_a, run_b, timed)
-        check.timed_batch = len(timed[0][0]) if timed and timed[0] else 0
+        if first is not None:
+            timer.top_up(functools.partial(run_a, first), functools.partial(run_b, first))
+        check.seconds_original, check.seconds_pruned = timer.seconds()
+        check.timed_batch = timer.rows
     finally:
         close_a()
         close_b()

@@ -50,6 +50,10 @@ class SiteCheck:
 
         `rtol` bounds the rounding of slope * x (default: from x's dtype; pass it for a
         bfloat16 model, whose values arrive as float32).
+
+        Live and dead neurons are taken apart first (np.take along the neuron axis), so each
+        check reads only the entries it is about: on ResNet-18 the full-size masks of the
+        whole activation made these checks cost 3 times the patched model's own run.
         """
         p = self.patch
         self.calls += 1
@@ -58,29 +62,27 @@ class SiteCheck:
             return
         if x.dtype not in (np.float32, np.float64, np.float16):
             x, y = x.astype(np.float32), y.astype(np.float32)
-        leak = np.where(x > 0, x, x * np.asarray(p.slope, x.dtype))
         dead = np.zeros(p.neurons, bool)
         dead[list(p.dead)] = True
-        shape = [1] * x.ndim
-        shape[axis] = p.neurons
-        dead_b = np.broadcast_to(dead.reshape(shape), x.shape)
-        leaking = dead_b
+        x_dead, y_dead = _neurons(x, dead, axis), _neurons(y, dead, axis)
         if p.mode == CHANNEL:
-            live = ~dead_b
-            relu = np.where(x > 0, x, np.zeros((), x.dtype))
-            self.live_entries += int(live.sum())
-            self.live_changed += int((live & ~_same(y, relu)).sum())
-            defined = live & np.isfinite(x) & (x != 0)
-            self.live_bits_changed += int((defined & (_bits(y) != _bits(relu))).sum())
+            x_live, y_live = _neurons(x, ~dead, axis), _neurons(y, ~dead, axis)
+            relu = np.where(x_live > 0, x_live, np.zeros((), x.dtype))
+            self.live_entries += x_live.size
+            self.live_changed += int(x_live.size - np.count_nonzero(_same(y_live, relu)))
+            defined = np.isfinite(x_live) & (x_live != 0)
+            self.live_bits_changed += int(np.count_nonzero(defined & (_bits(y_live) != _bits(relu))))
+            x_leak, y_leak = x_dead, y_dead
         else:
-            leaking = np.ones(x.shape, bool)
-        self.leak_entries += int(leaking.sum())
-        self.leak_wrong += int((leaking & ~_close(y, leak, rtol)).sum())
-        negative = dead_b & (x < 0)
-        self.negative_inputs += int(negative.sum())
-        self.leaking += int((negative & (y != 0)).sum())
+            x_leak, y_leak = x, y
+        leak = np.where(x_leak > 0, x_leak, x_leak * np.asarray(p.slope, x.dtype))
+        self.leak_entries += x_leak.size
+        self.leak_wrong += _count_not_close(y_leak, leak, rtol)
+        negative = x_dead < 0
+        self.negative_inputs += int(np.count_nonzero(negative))
+        self.leaking += int(np.count_nonzero(negative & (y_dead != 0)))
         if p.upper is not None:
-            self.over_bound += int((x > p.upper).sum())
+            self.over_bound += int(np.count_nonzero(x > p.upper))
 
     def problems(self) -> list[str]:
         out = list(self.notes)
@@ -97,14 +99,29 @@ class SiteCheck:
         return out
 
 
+def _neurons(a: np.ndarray, which: np.ndarray, axis: int) -> np.ndarray:
+    """The entries of the neurons `which` (a mask over the neuron axis) of `a`."""
+    if which.all():
+        return a
+    return np.take(a, np.flatnonzero(which), axis=axis)
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a == b) | (np.isnan(a) & np.isnan(b))
+    same = a == b
+    if a.dtype.kind == "f" and not same.all():
+        same |= np.isnan(a) & np.isnan(b)
+    return same
 
 
-def _close(a: np.ndarray, b: np.ndarray, rtol: float | None = None) -> np.ndarray:
+def _count_not_close(a: np.ndarray, b: np.ndarray, rtol: float | None = None) -> int:
+    """Entries where a is neither b (NaN equal to NaN) nor within rtol of it; np.isclose
+    only on the entries that differ (it makes several full-size temporaries)."""
     if rtol is None:
         rtol = 1e-6 if a.dtype != np.float16 else 1e-3
-    return _same(a, b) | np.isclose(a, b, rtol=rtol, atol=0.0)
+    differ = ~_same(a, b)
+    if not differ.any():
+        return 0
+    return int(np.count_nonzero(~np.isclose(a[differ], b[differ], rtol=rtol, atol=0.0)))
 
 
 def _bits(a: np.ndarray) -> np.ndarray:

@@ -200,6 +200,8 @@ def _check_site(s: dict[str, Any], index: int, tau: float, names: set[str]) -> t
     _check_derived(s, metrics, where)
     if any(k in s for k in ("provably_dead", "provably_dead_indices", "proof")):
         _check_proof(s, c.neurons, where)
+    if any(k in s for k in ("provably_saturated", "provably_saturated_indices")):
+        _check_saturated(s, c.neurons, bounded, where)
     return c, metrics, KINDS[kind].grad_blocked
 
 
@@ -299,15 +301,38 @@ def _check_derived(s: dict[str, Any], m: Any, where: str) -> None:
 
 def _check_proof(s: dict[str, Any], neurons: int, where: str) -> None:
     """`scan --prove`'s keys: sorted, unique neuron indices, one rule each (prune and revive act on them)."""
-    idx = _list(s.get("provably_dead_indices"), f"{where}.provably_dead_indices")
-    if not all(_is_int(i) for i in idx) or any(not 0 <= i < neurons for i in idx) or \
-            any(a >= b for a, b in zip(idx, idx[1:])):
-        _fail(f"{where}.provably_dead_indices", f"not sorted, unique neuron indices below {neurons}")
+    idx = _indices(s.get("provably_dead_indices"), neurons, f"{where}.provably_dead_indices")
     rules = _list(s.get("proof", []), f"{where}.proof")
     if len(rules) != len(idx) or not all(isinstance(r, str) for r in rules):
         _fail(f"{where}.proof", "not one rule (a string) per provably dead neuron")
-    if "provably_dead" in s and not (_is_int(s["provably_dead"]) and s["provably_dead"] == len(idx)):
-        _fail(f"{where}.provably_dead", f"{_short(s['provably_dead'])}, but {len(idx)} indices are listed")
+    _check_count(s, "provably_dead", len(idx), where)
+
+
+def _check_saturated(s: dict[str, Any], neurons: int, bounded: bool, where: str) -> None:
+    """`scan --prove`'s neurons of a relu6 / clip stuck at the upper bound on every input."""
+    at = f"{where}.provably_saturated_indices"
+    if not bounded:
+        _fail(at, "only kinds with an upper bound (relu6, clip) have neurons stuck at it")
+    if "provably_dead_indices" not in s:
+        _fail(at, "written only beside provably_dead_indices (by scan --prove)")
+    idx = _indices(s.get("provably_saturated_indices"), neurons, at)
+    if set(idx) & set(s["provably_dead_indices"]):
+        _fail(at, "a neuron cannot be stuck at 0 and at the upper bound: it is also in provably_dead_indices")
+    _check_count(s, "provably_saturated", len(idx), where)
+
+
+def _indices(v: Any, neurons: int, where: str) -> list[Any]:
+    idx = _list(v, where)
+    if not all(_is_int(i) for i in idx) or any(not 0 <= i < neurons for i in idx) or \
+            any(a >= b for a, b in zip(idx, idx[1:])):
+        _fail(where, f"not sorted, unique neuron indices below {neurons}")
+    return idx
+
+
+def _check_count(s: dict[str, Any], key: str, listed: int, where: str) -> None:
+    """A count written beside its indices (optional) must be their number."""
+    if key in s and not (_is_int(s[key]) and s[key] == listed):
+        _fail(f"{where}.{key}", f"{_short(s[key])}, but {listed} indices are listed")
 
 
 def _check_summary(summary: Any, sites: list[tuple[SiteCounters, Any, bool]], samples: int) -> None:

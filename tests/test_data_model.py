@@ -232,3 +232,58 @@ def test_proofs_survive_a_merge_and_tampered_proofs_are_refused() -> None:
         bad["sites"][0][key] = value
         with pytest.raises(rd.UserError, match=message):
             check_report(bad)
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"provably_saturated_indices": [99]}, "sorted, unique neuron indices below 8"),
+    ({"provably_saturated_indices": [5, 2]}, "sorted, unique neuron indices"),
+    ({"provably_saturated_indices": [2, 2], "provably_saturated": 2}, "sorted, unique neuron indices"),
+    ({"provably_saturated_indices": [-1]}, "sorted, unique neuron indices"),
+    ({"provably_saturated_indices": ["2"]}, "sorted, unique neuron indices"),
+    ({"provably_saturated_indices": 2}, "provably_saturated_indices"),
+    ({"provably_saturated_indices": DELETE}, "provably_saturated_indices"),
+    ({"provably_saturated": 3}, "but 2 indices are listed"),
+    ({"provably_saturated": "2"}, "but 2 indices are listed"),
+    ({"provably_saturated": True}, "but 2 indices are listed"),
+    ({"provably_saturated_indices": [0, 2, 5], "provably_saturated": 3}, "also in provably_dead_indices"),
+    ({"provably_dead_indices": DELETE, "provably_dead": DELETE, "proof": DELETE}, "beside provably_dead_indices"),
+])
+def test_tampered_provably_saturated_is_refused(changes: dict, message: str, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from relu_doctor.cli import app
+    from relu_doctor.validate import check_report
+
+    c = case("relu6")  # BatchNorm weight 0, bias 7: channels 2 and 5 of the first ReLU6 are 6 on every input
+    good = json.loads(rd.scan(c.build(), input_shape=c.input_shape, samples=4, prove=True, warn=False).to_json())
+    check_report(good)
+    site = good["sites"][0]
+    assert (site["provably_dead_indices"], site["provably_saturated_indices"]) == ([0], [2, 5])
+    bad = json.loads(json.dumps(good))
+    for key, value in changes.items():
+        if value is DELETE:
+            del bad["sites"][0][key]
+        else:
+            bad["sites"][0][key] = value
+    with pytest.raises(rd.UserError, match=message):
+        check_report(bad)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    result = CliRunner().invoke(app, ["diff", str(tmp_path / "good.json"), str(tmp_path / "bad.json")])
+    assert result.exit_code == 2, result.output
+    assert "provably_" in result.stderr and "Traceback" not in result.output
+
+
+def test_provably_saturated_only_on_kinds_with_an_upper_bound() -> None:
+    from relu_doctor.validate import check_report
+
+    c = case("reused_relu")
+    d = json.loads(rd.scan(c.build(), input_shape=c.input_shape, samples=4, prove=True, warn=False).to_json())
+    check_report(d)
+    assert "provably_saturated_indices" not in d["sites"][0]
+    d["sites"][0]["provably_saturated_indices"] = []
+    with pytest.raises(rd.UserError, match="only kinds with an upper bound"):
+        check_report(d)

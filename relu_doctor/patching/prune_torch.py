@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..errors import UserError, summarize_exception
+from ..errors import UserError
 from .plan import LeftAlone
 from .prune_plan import PruneGroup, PrunePlan
 
@@ -96,18 +96,13 @@ def _slice(root: nn.Module, name: str, dim: int, keep: Sequence[int]) -> None:
 def prune_torch(obj: Any, plan: PrunePlan, example: Sequence[torch.Tensor] | None) -> Any:
     """A pruned copy of an nn.Module or ExportedProgram."""
     if isinstance(obj, torch.export.ExportedProgram):
-        from .torch_export import _dynamic_shapes, _example
+        from .torch_export import reexport
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             gm = copy.deepcopy(obj.module())
         slice_model(gm, plan)
-        args, kwargs = _example(obj, example)
-        dynamic = _dynamic_shapes(obj, gm.forward, args, kwargs)
-        try:
-            return torch.export.export(gm, tuple(args), kwargs, dynamic_shapes=dynamic, strict=False)
-        except Exception as e:
-            raise RuntimeError(f"exporting the pruned program failed: {summarize_exception(e)}") from e
+        return reexport(obj, gm, example, "pruned")
     model = copy.deepcopy(obj)
     slice_model(model, plan)
     return model

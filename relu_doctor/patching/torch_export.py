@@ -90,12 +90,19 @@ def patch_exported(program: ExportedProgram, plan: PatchPlan, example: Sequence[
             replace_site(gm, node, by_name[name], node.meta["val"].dtype)
     gm.graph.lint()
     gm.recompile()
+    return reexport(program, gm, example, "patched")
+
+
+def reexport(program: ExportedProgram, gm: nn.Module, example: Sequence[torch.Tensor] | None,
+             what: str) -> ExportedProgram:
+    """`gm` (a rewritten copy of `program`'s module) exported as a program, with the program's
+    example inputs and dynamic dimensions; `what` ("patched", "pruned") names it in the error."""
     args, kwargs = _example(program, example)
     dynamic = _dynamic_shapes(program, gm.forward, args, kwargs)
     try:
         return torch.export.export(gm, tuple(args), kwargs, dynamic_shapes=dynamic, strict=False)
     except Exception as e:
-        raise RuntimeError(f"exporting the patched program failed: {summarize_exception(e)}") from e
+        raise RuntimeError(f"exporting the {what} program failed: {summarize_exception(e)}") from e
 
 
 def _example(program: ExportedProgram, example: Sequence[torch.Tensor] | None) -> tuple[tuple, dict]:

@@ -24,12 +24,11 @@ from ..errors import UserError, VerificationError
 from ..files import atomic_path, check_output_path, write_error
 from ..formats import MODULE, ONNX, TORCHSCRIPT
 from ..gates import selected
-from ..images import image_options
-from ..inputs import DEFAULT_BATCH_SIZE, Sample, synthetic_sample
+from ..inputs import Sample, synthetic_sample
 from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .prune_plan import PROVABLY_DEAD, SAMPLE_DEAD, PrunePlan
-from .run import ScanOptions, _range, _serialize, _specs, output_format
+from .run import ScanOptions, _serialize, output_format, scan_sample
 from .verify import PairTimer
 
 PRUNE_RTOL = 1e-6  # largest |change| allowed, relative to the largest |output|
@@ -98,11 +97,7 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
         if s.grad_blocked and neurons:
             targets[s.name] = (list(neurons), s.axis, s.neurons)
     include_smooth = bool(report.settings.get("include_smooth", False))
-    specs, fixed_batch = _specs(loaded, opts.device)
-    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range),
-                              image_options(opts.image_size, opts.mean, opts.std))
-    chosen = opts.batch_size if isinstance(opts.batch_size, int) else report.sample.get("batch_size")
-    batch_size = fixed_batch or int(chosen or DEFAULT_BATCH_SIZE)
+    sample, batch_size, fixed_batch = scan_sample(loaded, report, opts)
     example: Any = None
     if loaded.format != ONNX:
         from .torch import example_inputs

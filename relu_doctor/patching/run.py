@@ -160,13 +160,8 @@ def patch_file(
     if dry_run or not plan.sites or out is None:
         return outcome
     include_smooth = bool(report.settings.get("include_smooth", False))
-    specs, fixed_batch = _specs(loaded, opts.device)
-    # the scan's own sample (same data, seed and shapes), for the rewrite's example and the checks
-    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range),
-                              image_options(opts.image_size, opts.mean, opts.std))
-    # --batch-size auto: the size the scan chose
-    chosen = opts.batch_size if isinstance(opts.batch_size, int) else report.sample.get("batch_size")
-    batch_size = fixed_batch or int(chosen or DEFAULT_BATCH_SIZE)
+    # the scan's own sample, for the rewrite's example and the checks
+    sample, batch_size, fixed_batch = scan_sample(loaded, report, opts)
     if opts.max_batches is not None:  # the sample the scan saw: its first max_batches batches
         sample = replace(sample, count=min(sample.count, opts.max_batches * batch_size))
     running("rewriting the model")
@@ -221,6 +216,18 @@ def _probe(loaded: LoadedModel, report: Report, opts: ScanOptions) -> Report:
     kwargs.update(samples=2, batch_size=2, max_batches=1, include_smooth=report.settings.include_smooth,
                   neuron_axis=report.settings.neuron_axis)
     return api.scan(loaded.obj, opts.data, warn=False, **kwargs)
+
+
+def scan_sample(loaded: LoadedModel, report: Report, opts: ScanOptions) -> tuple[Sample, int, int | None]:
+    """The sample `report`'s scan saw (same data, seed and shapes), its batch size (--batch-size
+    auto: the size the scan chose) and the model's fixed batch size, if any."""
+    from .. import api
+
+    specs, fixed_batch = _specs(loaded, opts.device)
+    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range),
+                              image_options(opts.image_size, opts.mean, opts.std))
+    chosen = opts.batch_size if isinstance(opts.batch_size, int) else report.sample.get("batch_size")
+    return sample, fixed_batch or int(chosen or DEFAULT_BATCH_SIZE), fixed_batch
 
 
 def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | None]:

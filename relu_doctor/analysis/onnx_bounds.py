@@ -19,15 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..backends.onnx_graph import default_opset, topological
-from .proof import BIG, BN_CONSTANT, ZERO_WEIGHTS, sum_margin
-
-
-class _Top:
-    def __repr__(self) -> str:
-        return "TOP"
-
-
-TOP: Any = _Top()
+from .proof import BIG, BN_CONSTANT, TOP, ZERO_WEIGHTS, sum_margin
 
 
 @dataclass

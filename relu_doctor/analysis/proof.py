@@ -18,11 +18,24 @@ beyond the n * u bound; the margin is doubled for that reason).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 BN_CONSTANT, ZERO_WEIGHTS, INTERVAL = "bn_constant", "zero_weights", "interval"
 RULES = (BN_CONSTANT, ZERO_WEIGHTS, INTERVAL)
+
+
+class _Top:
+    """Unbounded: the box of a tensor made by an op without a rule, or by a random one (the
+    interval analyses of torch and ONNX graphs share it)."""
+
+    def __repr__(self) -> str:
+        return "TOP"
+
+
+TOP: Any = _Top()
+
 BIG = 1e300  # bounds are clamped to +-BIG: finite, so that an exact zero weight times it is 0
 _ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
 

@@ -25,17 +25,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..backends.torch_calls import ActivationCall, ActivationCalls
-from .proof import BIG, BN_CONSTANT, ZERO_WEIGHTS, sum_margin
-
-
-class _Top:
-    """Unbounded: the box of a tensor made by an op without a rule, or by a random one."""
-
-    def __repr__(self) -> str:
-        return "TOP"
-
-
-TOP: Any = _Top()
+from .proof import BIG, BN_CONSTANT, TOP, ZERO_WEIGHTS, sum_margin
 
 
 @dataclass

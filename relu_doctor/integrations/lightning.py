@@ -12,7 +12,6 @@ Importing this module imports lightning (the `lightning` extra); relu_doctor its
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 try:
@@ -21,7 +20,7 @@ except ImportError:  # the older package name
     import pytorch_lightning as pl  # type: ignore[no-redef]
 
 from ..report import Report
-from ..training.sinks import alert_text, scalars
+from ..training.sinks import integration_alert, scalars
 from ..training.watch import DEFAULT_EVERY, DEFAULT_WINDOW, Watch
 
 
@@ -91,7 +90,4 @@ class DeadReLUMonitor(pl.Callback):
 
     def _alert(self, report: Report) -> None:
         self._breached = True
-        if callable(self.on_alert):
-            self.on_alert(report)
-        elif not self.stop_on_alert:
-            warnings.warn(alert_text(report), RuntimeWarning, stacklevel=2)
+        integration_alert(report, self.on_alert, self.stop_on_alert)

@@ -13,13 +13,12 @@ Importing this module imports transformers; relu_doctor itself never does.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from transformers import TrainerCallback
 
 from ..report import Report
-from ..training.sinks import alert_text, scalars
+from ..training.sinks import integration_alert, scalars
 from ..training.watch import DEFAULT_EVERY, DEFAULT_WINDOW, Watch
 
 
@@ -85,7 +84,4 @@ class DeadReLUCallback(TrainerCallback):
 
     def _alert(self, report: Report) -> None:
         self._breached = True
-        if callable(self.on_alert):
-            self.on_alert(report)
-        elif not self.stop_on_alert:
-            warnings.warn(alert_text(report), RuntimeWarning, stacklevel=2)
+        integration_alert(report, self.on_alert, self.stop_on_alert)

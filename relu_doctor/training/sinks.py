@@ -55,6 +55,15 @@ def alert_text(report: Report) -> str:
     return f"relu-doctor: dead ReLUs at steps {steps[0]}-{steps[-1]}: {where}"
 
 
+def integration_alert(report: Report, on_alert: Any, stop_on_alert: bool) -> None:
+    """A framework callback's alert: the user's on_alert, else a warning (none when training is
+    stopped for it instead)."""
+    if callable(on_alert):
+        on_alert(report)
+    elif not stop_on_alert:
+        warnings.warn(alert_text(report), RuntimeWarning, stacklevel=3)  # at the callback's caller
+
+
 class HistoryFile:
     """One report per line, appended and flushed as each window ends (a crash loses nothing written)."""
 

@@ -216,3 +216,54 @@ def test_cli_scan_neurons_writes_measured_max_and_min(tmp_path: Path) -> None:
     arrays = read_neurons(tmp_path / "n.npz")
     reference = torch_reference("mlp_tokens", data, [int(a) for a in arrays["axes"]])
     _check(arrays, reference, exact=True)
+
+
+def _dying(dead: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+    with torch.no_grad():
+        model[0].bias.fill_(0.5)
+        model[0].weight[:dead] = 0
+        model[0].bias[:dead] = -1  # planted: these neurons' output is exactly 0, max 0
+    return model
+
+
+def _reference_over_time(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    outs = [_dying(dead)(x).detach().numpy() for dead in (0, 1, 3)]
+    return np.stack([y.max(0) for y in outs]).astype(np.float64), np.stack([y.min(0) for y in outs]).astype(np.float64)
+
+
+@pytest.mark.parametrize("extremes", [True, False])
+def test_timeline_neurons_from_a_watch_history(extremes: bool, tmp_path: Path) -> None:
+    path, x = tmp_path / "relu.jsonl", torch.randn(16, 4)
+    for dead in (0, 1, 3):
+        model = _dying(dead)
+        with rd.watch(model, every=1, window=1, history=path, start_step=10 * dead, neuron_extremes=extremes) as w:
+            model(x)
+            w.step()
+    result = CliRunner().invoke(app, ["timeline", str(path), "--neurons", str(tmp_path / "n.npz"), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    n = read_neurons(tmp_path / "n.npz")
+    assert n["0/max"].shape == (3, 6) and n["0/extremes"].tolist() == [extremes] * 3
+    if extremes:
+        top, low = _reference_over_time(x)
+        np.testing.assert_array_equal(n["0/max"], top)
+        np.testing.assert_array_equal(n["0/min"], low)
+        assert (n["0/max"] == 0).sum(axis=1).tolist() == [0, 1, 3]
+    else:  # recorded without: not measured, never a made-up 0
+        assert np.isnan(n["0/max"]).all() and np.isnan(n["0/min"]).all()
+
+
+def test_timeline_neurons_from_checkpoints_measures_extremes(tmp_path: Path) -> None:
+    x = torch.randn(16, 4)
+    np.save(tmp_path / "x.npy", x.numpy())
+    for step, dead in ((3, 0), (100, 1), (200, 3)):
+        torch.jit.script(_dying(dead)).save(str(tmp_path / f"ckpt-{step}.pt"))
+    result = CliRunner().invoke(app, ["timeline", *sorted(str(p) for p in tmp_path.glob("ckpt-*.pt")),
+                                      "--data", str(tmp_path / "x.npy"), "--neurons", str(tmp_path / "n.npz"),
+                                      "-f", "json"])
+    assert result.exit_code == 0, result.output
+    n = read_neurons(tmp_path / "n.npz")
+    top, low = _reference_over_time(x)
+    np.testing.assert_array_equal(n["0/max"], top)
+    np.testing.assert_array_equal(n["0/min"], low)

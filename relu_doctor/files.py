@@ -28,6 +28,8 @@ from typing import Any, Iterator, Sequence
 from .errors import UserError
 
 _LIVE: set[Path] = set()  # temporary files that exist right now, for remove_temporaries()
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)  # signals that unwind through `finally` (terminate_cleanly)
+
 
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived while an output was being written (cleanup runs on the way out)."""
@@ -76,11 +78,18 @@ def atomic_path(out: Path, suffix: str = ".tmp", force: bool = True) -> Iterator
     # A device's folder (/dev) is no place for a temporary file; a FIFO's may be read-only
     folder = Path(tempfile.gettempdir()) if special else out.parent
     with terminate_cleanly():
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=folder)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        _LIVE.add(tmp_path)
+        tmp_path: Path | None = None
+        # A signal between creating the file and entering `try` would leave it behind: hold
+        # SIGTERM/SIGHUP until the name is registered; one that came meanwhile lands inside `try`.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING)
         try:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=folder)
+                os.close(fd)
+                tmp_path = Path(tmp)
+                _LIVE.add(tmp_path)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             umask = os.umask(0)
             os.umask(umask)
             tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600; the output gets the usual permissions
@@ -90,8 +99,9 @@ def atomic_path(out: Path, suffix: str = ".tmp", force: bool = True) -> Iterator
             else:
                 _commit(tmp_path, out, force)
         finally:
-            tmp_path.unlink(missing_ok=True)
-            _LIVE.discard(tmp_path)
+            if tmp_path is not None:
+                tmp_path.unlink(missing_ok=True)
+                _LIVE.discard(tmp_path)
 
 
 def remove_temporaries() -> None:
@@ -158,7 +168,7 @@ def terminate_cleanly() -> Iterator[None]:
         raise Terminated(signum)
 
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in _TERMINATING:
         current = signal.getsignal(sig)
         if current in (signal.SIG_DFL, None):  # keep a handler someone else installed
             previous[sig] = signal.signal(sig, handler)

@@ -267,3 +267,12 @@ def test_timeline_neurons_from_checkpoints_measures_extremes(tmp_path: Path) -> 
     top, low = _reference_over_time(x)
     np.testing.assert_array_equal(n["0/max"], top)
     np.testing.assert_array_equal(n["0/min"], low)
+
+
+def test_onnx_minimum_of_zero_is_plus_zero(all_formats: Callable[[str], dict[str, Path]]) -> None:
+    """The pool road takes min as -max(-y): a neuron whose minimum is 0 must read 0.0, as torch
+    gives it, not -0.0 (equal, but printed and written differently)."""
+    c = case("relu6")
+    arrays = scan_arrays(str(all_formats("relu6")["onnx"]), sample_data(c, SAMPLES))[1]
+    low = arrays["0/min"]
+    assert np.any(low == 0) and not np.any(np.signbit(low[low == 0]))

@@ -78,7 +78,8 @@ class SiteAccumulator:
         if self.plan.method == POOL:  # means over the p positions of each row: back to sums
             sums, counts = part["mean"] * p, part["count_mean"] * p
             abs_sums = sums if self.nonnegative else np.maximum(2 * part["pos_mean"] * p - sums, np.abs(sums))
-            mins = -part["neg_max"] if "neg_max" in part else None
+            # min = -max(-y); 0 - x, not -x: a minimum of 0 stays 0.0, not -0.0, as in torch
+            mins = 0.0 - part["neg_max"] if "neg_max" in part else None
             tops = part["max"] if self.extremes else None
         else:
             sums, counts = part["sum"], part["count"]

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import typer
 
+from ..formats import OUTPUT_FORMATS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -303,6 +305,23 @@ DISPLAY: Group = (
     Opt("top", int | None, None, ("--top",), "Table: only the N sites with the most dead neurons.", "N",
         _checked(_at_least("--top", 1))),
     Opt("only_dead", bool, False, ("--only-dead",), "Table: only sites with dead neurons."),
+)
+
+
+# -- writing a model (patch, prune) ----------------------------------------------------------------
+
+# the formats a rewritten model can be written in, as the registry (formats.py) lists them
+OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
+
+WRITE_MODEL: Group = (
+    Opt("output", Path | None, None, ("--output", "-o"),
+        "Where to write the new model (required unless --dry-run). Its extension names the format: "
+        ".onnx, .pt2, .pt/.pth (TorchScript for TorchScript input, else a pickled module); --to wins.", "OUT"),
+    Opt("to", OutputFormat | None, None, ("--to",),
+        "Output format (onnx, pt2, torchscript, module); eager inputs (state dict, safetensors, pickled "
+        "module) convert to any. Default: OUT's extension, else the input's format.", "FORMAT"),
+    Opt("force", bool, False, ("--force",), "Replace OUT if it exists."),
+    Opt("dry_run", bool, False, ("--dry-run",), "Print the plan; write nothing."),
 )
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import typer
 
-from ..formats import OUTPUT_FORMATS
 from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
-from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, TIMEOUT, Options, takes
+from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, TIMEOUT, WRITE_MODEL, Options, takes
 
 EXAMPLES = """\b
 Examples:
@@ -30,19 +29,10 @@ class Mode(str, Enum):
     revive = "revive"
 
 
-# the formats a patch can write, as the registry (formats.py) lists them
-OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
-
-
-@takes(MODEL, SAMPLE, MEASURE, SELECT, (TIMEOUT,), RUN)
+@takes(MODEL, SAMPLE, MEASURE, SELECT, WRITE_MODEL, (TIMEOUT,), RUN)
 def patch(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Model file: .onnx, .pt2, pickled module, state dict, safetensors."
-    ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", metavar="OUT",
-        help="Where to write the patched model (required unless --dry-run). Its extension names the format: "
-        ".onnx, .pt2, .pt/.pth (TorchScript for TorchScript input, else a pickled module); --to wins.",
     ),
     report: Path | None = typer.Option(
         None, "--report", metavar="R.json", help="Reuse this scan of MODEL (its model.sha256 must match)."
@@ -55,15 +45,6 @@ def patch(
     min_dead_ratio: float = typer.Option(
         0.0, "--min-dead-ratio", metavar="R", help="Patch only sites with at least this dead ratio."
     ),
-    to: OutputFormat | None = typer.Option(
-        None,
-        "--to",
-        metavar="FORMAT",
-        help="Output format (onnx, pt2, torchscript, module); eager inputs (state dict, safetensors, pickled "
-        "module) convert to any. Default: OUT's extension, else the input's format.",
-    ),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
     *,
     opts: Options,
 ) -> None:
@@ -79,7 +60,7 @@ def patch(
             outcome = call_quietly(  # model code may print: stdout stays the summary's
                 patch_file,
                 model,
-                output,
+                opts.output,
                 options=ScanOptions(**opts.of(MODEL, SAMPLE, MEASURE)),
                 report_path=report,
                 slope=slope,
@@ -87,9 +68,9 @@ def patch(
                 min_dead_ratio=min_dead_ratio,
                 select=opts.select,
                 ignore=opts.ignore,
-                to=to.value if to else None,
-                force=force,
-                dry_run=dry_run,
+                to=opts.to.value if opts.to else None,
+                force=opts.force,
+                dry_run=opts.dry_run,
                 progress=bar,
                 timeout=opts.timeout,
             )

@@ -10,8 +10,7 @@ from pathlib import Path
 import typer
 
 from .common import EXIT_OK, ProgressBar, run_guarded, stdout_console, warn
-from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, Options, takes
-from .patch import OutputFormat
+from .options import MEASURE, MODEL, RUN, SAMPLE, SELECT, WRITE_MODEL, Options, takes
 
 EXAMPLES = """\b
 Examples:
@@ -19,24 +18,16 @@ Examples:
   relu-doctor prune model.pt2 --data batch.npy --sample-dead -o model.pruned.pt2
 """
 
-@takes(MODEL, SAMPLE, MEASURE, SELECT, RUN)
+@takes(MODEL, SAMPLE, MEASURE, SELECT, WRITE_MODEL, RUN)
 def prune(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Model file: .onnx, .pt2, pickled module, state dict, safetensors."
     ),
-    output: Path | None = typer.Option(None, "--output", "-o", metavar="OUT", help="Where to write the pruned model."),
     sample_dead: bool = typer.Option(
         False, "--sample-dead",
         help="Also prune neurons dead on the sample (outputs unchanged on the sample only), not only provably "
         "dead ones.",
     ),
-    to: OutputFormat | None = typer.Option(
-        None, "--to", metavar="FORMAT",
-        help="Output format (onnx, pt2, torchscript, module); eager inputs (state dict, safetensors, pickled "
-        "module) convert to any. Default: OUT's extension, else the input's format.",
-    ),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
     *,
     opts: Options,
 ) -> None:
@@ -49,9 +40,10 @@ def prune(
 
         bar = ProgressBar(enabled=not opts.quiet)
         try:
-            outcome = prune_file(model, output, options=ScanOptions(**opts.of(MODEL, SAMPLE, MEASURE)),
+            outcome = prune_file(model, opts.output, options=ScanOptions(**opts.of(MODEL, SAMPLE, MEASURE)),
                                  sample_dead=sample_dead, select=opts.select, ignore=opts.ignore,
-                                 to=to.value if to else None, force=force, dry_run=dry_run, progress=bar)
+                                 to=opts.to.value if opts.to else None, force=opts.force, dry_run=opts.dry_run,
+                                 progress=bar)
         finally:
             bar.close()
         warn([*outcome.report.warnings, *outcome.warnings], opts.quiet)

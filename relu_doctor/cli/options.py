@@ -315,8 +315,8 @@ OutputFormat = Enum("OutputFormat", {name: name for name in OUTPUT_FORMATS}, typ
 
 WRITE_MODEL: Group = (
     Opt("output", Path | None, None, ("--output", "-o"),
-        "Where to write the new model (required unless --dry-run). Its extension names the format: "
-        ".onnx, .pt2, .pt/.pth (TorchScript for TorchScript input, else a pickled module); --to wins.", "OUT"),
+        "The new model, required unless --dry-run. Its extension names the format: .onnx, .pt2, "
+        ".pt/.pth (TorchScript for TorchScript input, else a pickled module); --to wins.", "OUT"),
     Opt("to", OutputFormat | None, None, ("--to",),
         "Output format (onnx, pt2, torchscript, module); eager inputs (state dict, safetensors, pickled "
         "module) convert to any. Default: OUT's extension, else the input's format.", "FORMAT"),

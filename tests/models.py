@@ -588,6 +588,36 @@ def _export_pt2(model: nn.Module, example: torch.Tensor) -> torch.export.Exporte
     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
+def save_model(model: nn.Module, shape: Sequence[int], fmt: str, path: Path) -> Path:
+    """Write `model` (per-sample input `shape`) as a pickled module ("pt"), a .pt2 or ONNX
+    ("onnx"), each with a dynamic batch axis: for tests that rewrite and rerun one file."""
+    example = torch.randn(2, *shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "pt":
+            torch.save(model, path)
+        elif fmt == "pt2":
+            torch.export.save(_export_pt2(model, example), path)
+        else:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}})
+    return path
+
+
+def run_saved(path: Path, x: np.ndarray) -> np.ndarray:
+    """The outputs of the model file `path` (as save_model writes them) on `x`."""
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        return ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+    from relu_doctor.loading import load_model
+
+    obj = load_model(path, trust_pickle=True).obj
+    module = obj.module() if isinstance(obj, torch.export.ExportedProgram) else obj
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
 def save_all_formats(case: Case, folder: Path | str) -> dict[str, Path]:
     """Write `case` in each of its formats under `folder`; return format -> path.
 

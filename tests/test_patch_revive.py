@@ -21,38 +21,18 @@ from onnx import numpy_helper
 import relu_doctor as rd
 from relu_doctor.loading import load_model
 from relu_doctor.patching import ScanOptions, patch_file
-from tests.models import case
+from tests.models import case, run_saved, save_model
 
 OUTPUT_REASON = "they reach the model's output"
 
 
 def _save(name: str, fmt: str, folder: Path) -> Path:
     c = case(name)
-    model = c.build()
-    example = torch.randn(2, *c.input_shape)
-    path = folder / f"{name}.{fmt}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if fmt == "pt":
-            torch.save(model, path)
-        elif fmt == "pt2":
-            batch = torch.export.Dim("batch", min=1)
-            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), path)
-        else:
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
-                              output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}})
-    return path
+    return save_model(c.build(), c.input_shape, fmt, folder / f"{name}.{fmt}")
 
 
 def _outputs(path: Path, x: torch.Tensor) -> np.ndarray:
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        return ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
-    obj = load_model(path, trust_pickle=True).obj
-    module = obj.module() if isinstance(obj, torch.export.ExportedProgram) else obj
-    with torch.no_grad():
-        return module(x).numpy()
+    return run_saved(path, x.numpy())
 
 
 def _weights(path: Path) -> dict[str, np.ndarray]:

@@ -9,7 +9,6 @@ residual add are left alone, with that reason.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from relu_doctor.cli import app
 from relu_doctor.loading import load_model
 from relu_doctor.patching import ScanOptions
 from relu_doctor.patching.prune_run import prune_file
+from tests.models import run_saved, save_model
 from tests.prune_models import build_resnet_style, build_wide_mlp, planted_mid_dead
 
 MLP_SHAPE, CNN_SHAPE = (16,), (3, 8, 8)
@@ -36,35 +36,12 @@ def _small_resnet() -> torch.nn.Module:
 
 
 def _save(model: torch.nn.Module, shape: tuple[int, ...], fmt: str, folder: Path) -> Path:
-    path = folder / f"m.{fmt}"
-    example = torch.randn(2, *shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if fmt == "pt":
-            torch.save(model, path)
-        elif fmt == "pt2":
-            batch = torch.export.Dim("batch", min=1)
-            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), path)
-        else:
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
-                              output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}})
-    return path
-
-
-def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        return ort.InferenceSession(str(path)).run(None, {"input": x})[0]
-    obj = load_model(path, trust_pickle=True).obj
-    module = obj.module() if isinstance(obj, torch.export.ExportedProgram) else obj
-    with torch.no_grad():
-        return module(torch.from_numpy(x)).numpy()
+    return save_model(model, shape, fmt, folder / f"m.{fmt}")
 
 
 def _same_function(a: Path, b: Path, shape: tuple[int, ...]) -> None:
     x = (np.random.default_rng(7).standard_normal((64, *shape)) * 3).astype(np.float32)
-    ya, yb = _run(a, x), _run(b, x)
+    ya, yb = run_saved(a, x), run_saved(b, x)
     assert np.abs(ya - yb).max() <= 1e-6 * np.abs(ya).max()
 
 

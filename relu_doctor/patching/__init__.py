@@ -48,7 +48,7 @@ def patch(
     `timeout` (seconds): UserError saying what was running when it expired (see guest.py).
     """
     plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
-    include_smooth = bool(report.settings.get("include_smooth", False))
+    include_smooth = report.settings.include_smooth
     if isinstance(model, (str, Path)):
         from ..loading import load_model
 
@@ -86,9 +86,9 @@ def _record_site_names(patched: Any, report: Report, plan: PatchPlan, include_sm
     from ..site_names import ATTRIBUTE, pairs_for, to_json
 
     specs = [InputSpec(i["name"], tuple(i["shape"]), i.get("dtype", "float32"))
-             for i in report.sample.get("inputs", [])]
+             for i in report.sample.inputs]
     now = api.site_names_of(patched, synthetic_sample(specs, 2, 0, None), include_smooth,
-                            str(report.settings.get("neuron_axis", "auto")), "auto")
+                            report.settings.neuron_axis, "auto")
     pairs = pairs_for(now, plan.site_names)
     if pairs:
         setattr(patched, ATTRIBUTE, to_json(pairs))
@@ -104,6 +104,6 @@ def _report_example(report: Report) -> list[Any]:
     from ..inputs import InputSpec, synthetic_sample
 
     specs = [InputSpec(i["name"], tuple(i["shape"]), i.get("dtype", "float32"))
-             for i in report.sample.get("inputs", [])]
+             for i in report.sample.inputs]
     sample = synthetic_sample(specs, 2, 0, None)
     return next(sample.batches(2)).arrays

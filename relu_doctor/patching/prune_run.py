@@ -96,7 +96,7 @@ def prune_file(model: str | Path, out: str | Path | None, *, options: ScanOption
         neurons = s.dead_indices if sample_dead else (s.proof.indices if s.proof else [])
         if s.grad_blocked and neurons:
             targets[s.name] = (list(neurons), s.axis, s.neurons)
-    include_smooth = bool(report.settings.get("include_smooth", False))
+    include_smooth = report.settings.include_smooth
     sample, batch_size, fixed_batch = scan_sample(loaded, report, opts)
     example: Any = None
     if loaded.format != ONNX:

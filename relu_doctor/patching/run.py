@@ -159,7 +159,7 @@ def patch_file(
     outcome = PatchOutcome(model, out, loaded.format, fmt, report, plan)
     if dry_run or not plan.sites or out is None:
         return outcome
-    include_smooth = bool(report.settings.get("include_smooth", False))
+    include_smooth = report.settings.include_smooth
     # the scan's own sample, for the rewrite's example and the checks
     sample, batch_size, fixed_batch = scan_sample(loaded, report, opts)
     if opts.max_batches is not None:  # the sample the scan saw: its first max_batches batches
@@ -290,7 +290,7 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
     from .. import api
 
     reloaded = load_model(written, trust_pickle=True)  # our own file, written a moment ago
-    include_smooth = bool(report.settings.get("include_smooth", False))
+    include_smooth = report.settings.include_smooth
     fresh = synthetic_sample(sample.specs, FRESH_SAMPLES, opts.seed + 1_000_003, sample.input_range)
     if fmt == ONNX:
         from .verify_onnx import verify_onnx

@@ -75,7 +75,7 @@ def revive(model: nn.Module, report: Report, optimizer: torch.optim.Optimizer | 
     if not isinstance(model, nn.Module):
         raise UserError(f"revive() needs the nn.Module being trained (got {type(model).__name__})")
     model = unwrap(model)
-    tau = float(report.settings.get("tau", 0.025)) if tau is None else tau
+    tau = float(report.settings.tau) if tau is None else tau
     chosen = {s.name: idx for s in selected(report.sites, select, ignore) if s.grad_blocked
               for idx in [_targets(s, target, tau)] if idx}
     result = ReviveResult()

@@ -5,33 +5,20 @@ per-(sample, neuron) partials are summed into device tensors, read once at the e
 
 On CPU this reduction is most of what a scan costs on top of the model
 (benchmarks/README.md), so it takes a faster road there:
-- The activation is reduced in chunks of about 2 MiB per intra-op thread: the first pass
-  over a chunk reads it from memory, the next ones find it in cache, and every temporary
-  is chunk-sized. A full-size temporary costs more than the passes themselves (its fresh
-  pages fault in). The size was measured (AMD EPYC, 1 MiB L2 per core, 32 MiB L3; 128K
-  to 8M elements per thread on MobileNetV2's activations): smaller chunks pay more per-op
-  overhead (1 MiB chunks cost 6-9% more), larger ones fall out of the cache.
-- An op on a chunk is short (about a hundred microseconds). Split over the intra-op threads
-  it runs faster on an idle machine; on a busy one a worker that is not scheduled makes
-  every fork/join wait for a time slice (measured on a shared 2-core VM: the scan cost 2-4x
-  the model). So a scan reduces one batch with all threads and one with a single thread
-  (torch.set_num_threads(1) for the update, then restored), keeps whichever was faster,
-  and tries the other again every few batches (Workspace).
-- Non-negative kinds (relu, relu6, clip) reduce in the activation's own dtype, with no
-  cast of the activation to float64 or int64: per (sample, neuron) row, the sum, the
-  count of positive entries as the sum of sign(y) (0 or 1, exact in float32 below 2**24),
-  and for bounded kinds the minimum, taken on the bits (for values >= 0 the integer order
-  of the bits is the float order, and the integer kernel has no NaN checks: 3x faster on
-  short rows). Row sums are float32 (cascade summation, relative error about 1e-7); from
-  there everything accumulates in float64 / int64 as on the exact road.
-- The minimum is taken on every row, in the chunk while it is in cache. Reading only the
-  rows with every entry positive (a row with a zero has minimum 0) looked cheaper, but on
-  the benchmark MobileNetV2 44% of its ReLU6 rows are such rows, and gathering them cost
-  0.27 s a scan against about 0.06 s for the in-cache minimum.
-- Per-neuron extremes (neuron_max / neuron_min, only when the scan asks: `extremes`) are
-  taken the same way, per row on the bits in the chunk, then over the rows.
+- Non-negative kinds (relu, relu6, clip) in float32 or float64 go through one compiled
+  pass (fused_rows.py) that gives every per-(sample, neuron) result at once: the sum in
+  float64, the count of entries > 0, the minimum and the maximum, exact. It costs about one
+  read of the activation from memory; the torch ops it replaced read it four or five times.
 - That road needs finite values: the host checks the batch total once (free on CPU), and
   a batch holding NaN or inf takes the exact road, which counts them.
+- Other kinds and dtypes take the exact road, in chunks so that float64 temporaries stay
+  small (a full-size temporary costs more than the passes themselves: its fresh pages
+  fault in).
+- How many threads reduce: a scan reduces one batch with all of torch's threads and one
+  with a single thread, keeps whichever was faster, and tries the other again every few
+  batches (Workspace). On a busy machine a worker that is not scheduled makes every
+  fork/join wait for a time slice (measured on a shared 2-core VM: the scan cost 2-4x the
+  model with all threads).
 """
 
 from __future__ import annotations
@@ -39,13 +26,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..stats import COUNTER_NAMES, COUNTERS, SiteCounters
+from . import fused_rows
 
-CHUNK_PER_THREAD = 1 << 19  # elements: 2 MiB of float32 (see above)
-_EXACT_COUNT_LIMIT = 1 << 24  # float32 holds every integer below this exactly
-_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}  # the dtypes of the fast road
+CHUNK_PER_THREAD = 1 << 19  # elements of the exact road's float64 chunks: 4 MiB each
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def as_rows_positions_neurons(y: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:
@@ -67,23 +55,16 @@ def as_rows_positions_neurons(y: torch.Tensor, axis: int) -> tuple[torch.Tensor,
 
 
 class Workspace:
-    """What the sites of one scan share on CPU: a reusable buffer for the sign(y) of a
-    chunk, and how many threads reduce (see the module's docstring)."""
+    """What the sites of one scan share on CPU: how many threads reduce (see the module's
+    docstring)."""
 
     PROBE_EVERY = 8  # batches between tries of the slower choice (machines get busy, and idle)
 
     def __init__(self) -> None:
-        self._buf: torch.Tensor | None = None
         self.threads = 0  # for the current batch; 0: torch's own setting (no batches announced)
         self._batches = 0
         self._cost: dict[int, float] = {}  # threads -> seconds per element, last batch reduced so
         self._seconds, self._elements = 0.0, 0  # spent in the current batch
-
-    def like(self, a: torch.Tensor) -> torch.Tensor:
-        buf = self._buf
-        if buf is None or buf.numel() < a.numel() or buf.dtype != a.dtype or buf.device != a.device:
-            buf = self._buf = torch.empty(a.numel(), dtype=a.dtype, device=a.device)
-        return buf[: a.numel()].view(a.shape)
 
     def start_batch(self) -> None:
         """Close the measurement of the last batch and choose the threads for the next."""
@@ -140,7 +121,7 @@ class TorchSiteAccumulator:
             else:
                 shape = (neurons,) if f.per_neuron else ()
                 setattr(self, f.name, torch.full(shape, f.identity, dtype=getattr(torch, f.dtype), device=device))
-        self._work: tuple | None = None  # see _rows
+        self._fused: tuple[np.ndarray, np.ndarray] | None = None  # see _update_fused
 
     def update(self, y: torch.Tensor, axis: int) -> None:
         y3, red = as_rows_positions_neurons(y, axis)
@@ -153,88 +134,34 @@ class TorchSiteAccumulator:
         if threads != available:
             torch.set_num_threads(threads)
         try:
-            self._update_cpu(y3, red, CHUNK_PER_THREAD * threads)
+            self._update_cpu(y3, red, threads)
         finally:
             if threads != available:
                 torch.set_num_threads(available)
         self.workspace.spent(time.perf_counter() - start, y3.numel())
 
-    def _update_cpu(self, y3: torch.Tensor, red: int, chunk: int) -> None:
-        if (self.nonnegative and y3.dtype in _BITS and y3.numel() and y3.shape[red] < _EXACT_COUNT_LIMIT
-                and self._update_fast(y3, red, chunk)):
+    def _update_cpu(self, y3: torch.Tensor, red: int, threads: int) -> None:
+        if self.nonnegative and y3.dtype in _FUSED_DTYPES and y3.numel() and self._update_fused(y3, red, threads):
             return
-        step = max(1, chunk // max(1, y3[0].numel()))
-        for i in range(0, y3.shape[0], step):  # chunked too: float64 temporaries stay small
+        step = max(1, CHUNK_PER_THREAD * threads // max(1, y3[0].numel()))
+        for i in range(0, y3.shape[0], step):  # chunked: float64 temporaries stay small
             self._update_exact(y3[i: i + step], red)
 
-    def _update_fast(self, y3: torch.Tensor, red: int, chunk: int) -> bool:
-        """Non-negative values, chunk by chunk; False (nothing counted) if any is not finite."""
-        n, c = y3.shape[0], self.neurons
-        bits = _BITS[y3.dtype]
-        sums, counts, mins, tops = self._rows(y3, red, bits)
-        blocks = _blocks(y3, red, chunk, sums, counts, mins, tops)
-        if blocks[0][-1] is not None:  # blocks add up into their rows: start from 0 (and +-inf)
-            sums.zero_()
-            counts.zero_()
-            if mins is not None:
-                mins.view(y3.dtype).fill_(float("inf"))
-            if tops is not None:
-                tops.fill_(torch.iinfo(bits).min)
-        maxes = y3.new_empty(len(blocks))
-        scratch = self.workspace.like(blocks[0][0])  # the first block is the largest
-        for (a, dim, row_sums, row_counts, row_mins, row_tops, sample), m in zip(blocks, maxes.unbind()):
-            sign = torch.sign(a, out=scratch[: a.shape[0]])  # 1 where y > 0, else 0 (or -0.0)
-            if sample is None:  # the block holds every position of its rows
-                torch.sum(a, dim, out=row_sums)
-                torch.sum(sign, dim, out=row_counts)
-                if row_mins is not None:
-                    torch.amin(a.view(bits), dim, out=row_mins)
-                if row_tops is not None:
-                    torch.amax(a.view(bits), dim, out=row_tops)
-            else:  # a block of one sample's positions (a large channel-last sample): add up
-                row_sums += a.sum(dim)
-                row_counts += sign.sum(dim)
-                if row_mins is not None:
-                    torch.minimum(row_mins, a.view(bits).amin(dim), out=row_mins)
-                if row_tops is not None:
-                    torch.maximum(row_tops, a.view(bits).amax(dim), out=row_tops)
-            torch.amax(a, out=m)
-        abs_sums = sums.view(n, c).sum(0, dtype=torch.float64)
-        total = float(abs_sums.sum())  # NaN or inf anywhere (or a float32 overflow) shows here
-        if total != total or total in (float("inf"), float("-inf")):
+    def _update_fused(self, y3: torch.Tensor, red: int, threads: int) -> bool:
+        """Non-negative values in one pass; False (nothing counted) if any is not finite."""
+        values = y3.detach().numpy()
+        if self._fused is None:  # per-neuron minima and maxima of the batches reduced here
+            self._fused = np.full(self.neurons, np.inf), np.full(self.neurons, -np.inf)
+        folded = fused_rows.fold(fused_rows.row_stats(values, red, threads), values.dtype, self.fires.numpy(),
+                                 self.sample_fires.numpy(), self.abs_sum.numpy(), *self._fused)
+        if folded is None:
             return False
-        counts = counts.view(n, c)
-        self.fires += counts.sum(0, dtype=torch.float64).to(torch.int64)
-        self.sample_fires += (counts > 0).sum(0)
-        self.abs_sum += abs_sums
+        total, top = folded
         self.total += total
-        self.max.clamp_(min=float(maxes.amax()))
-        if mins is not None:
-            low = mins.view(y3.dtype).view(n, c).amin(0).to(torch.float64)
-            if self.min is not None:
-                self.min = torch.minimum(self.min, low)
-            if self.neuron_min is not None:
-                self.neuron_min = torch.minimum(self.neuron_min, low)
-        if tops is not None and self.neuron_max is not None:
-            self.neuron_max = torch.maximum(self.neuron_max, tops.view(y3.dtype).view(n, c).amax(0).to(torch.float64))
-        self.rows += n * y3.shape[red]
-        self.samples += n
+        self.max.clamp_(min=top)
+        self.rows += y3.shape[0] * y3.shape[red]
+        self.samples += y3.shape[0]
         return True
-
-    def _rows(self, y3: torch.Tensor, red: int, bits: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """The per-(sample, neuron) row results (sums, counts, minima and maxima as bits or None:
-        minima for bounded kinds or extremes, maxima for extremes), in y3's
-        own order: (N*C,) channel-first, (N, C) channel-last. Kept from batch to batch:
-        allocating them anew every time would make the model's own large allocations
-        fault in fresh pages (measured on a TorchScript MLP: 43k page faults a scan)."""
-        key = (y3.shape[0], red, y3.dtype)
-        if self._work is None or self._work[0] != key:
-            n, c = y3.shape[0], self.neurons
-            sums = y3.new_empty((n * c,) if red == 2 else (n, c))
-            mins = torch.empty_like(sums).view(bits) if self.min is not None or self.neuron_min is not None else None
-            tops = torch.empty_like(sums).view(bits) if self.neuron_max is not None else None
-            self._work = (key, sums, torch.empty_like(sums), mins, tops)
-        return self._work[1:]
 
     def _update_exact(self, y3: torch.Tensor, red: int) -> None:
         """Any values, NaN and inf included, in float64: the reference road."""
@@ -273,29 +200,12 @@ class TorchSiteAccumulator:
         def host(v: Any) -> Any:
             return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
 
-        return SiteCounters.of(self.neurons, {name: host(getattr(self, name)) for name in COUNTER_NAMES})
+        values = {name: host(getattr(self, name)) for name in COUNTER_NAMES}
+        if self._fused is not None:  # the fused road keeps its extremes apart
+            low, high = self._fused
+            for name, fused, pick in (("min", low, np.minimum), ("neuron_min", low, np.minimum),
+                                      ("neuron_max", high, np.maximum)):
+                if values[name] is not None:
+                    values[name] = pick(values[name], fused)
+        return SiteCounters.of(self.neurons, values)
 
-
-def _blocks(y3: torch.Tensor, red: int, chunk: int, *results: torch.Tensor | None) -> list[tuple]:
-    """Blocks of about `chunk` elements as (block, dim to reduce, its rows of each of the
-    per-row `results` (None stays None), sample): `sample` is None when the block holds
-    every position of its rows (results are written in place), else the block is part of
-    that sample (results add up).
-
-    Channel-first (N, C, P): blocks of (sample, neuron) rows of the (N*C, P) matrix.
-    Channel-last (N, P, C): blocks of whole samples, or of one sample's positions when a
-    sample alone is larger than a chunk.
-    """
-    if red == 2:
-        rows = y3.reshape(-1, y3.shape[2])
-        step = max(1, chunk // max(1, rows.shape[1]))
-    elif y3[0].numel() <= chunk:
-        rows = y3
-        step = max(1, chunk // max(1, y3[0].numel()))
-    else:
-        step = max(1, chunk // max(1, y3.shape[2]))
-        return [(part, 0, *(None if r is None else r[i] for r in results), i)
-                for i in range(y3.shape[0]) for part in y3[i].split(step)]
-    parts = rows.split(step)
-    split = [[None] * len(parts) if r is None else r.split(step) for r in results]
-    return list(zip(parts, [1] * len(parts), *split, [None] * len(parts)))

@@ -1,7 +1,7 @@
-"""The one-pass reduction of non-negative activations (backends/fused_rows.py) against a
-naive numpy reference, entry by entry, on the values where a fast road could go wrong:
-exact zeros and -0.0, the smallest denormal, the clip bound, the largest float, both
-memory layouts, strided views, threads, and NaN / inf (which must reach the sum)."""
+"""The one-pass reduction of activations (backends/fused_rows.py) against a naive
+reference, entry by entry, on the values where a fast road could go wrong: exact zeros and
+-0.0, the smallest denormals of either sign, the clip bound, negative values (leaky kinds),
+both memory layouts, strided views, threads, and NaN / inf (which must reach the sum)."""
 
 from __future__ import annotations
 
@@ -17,41 +17,54 @@ def naive(y3: np.ndarray, red: int) -> dict[str, np.ndarray]:
     """Per (sample, neuron) row, with Python loops over plain floats."""
     rows = y3 if red == 2 else np.swapaxes(y3, 1, 2)  # (samples, neurons, positions)
     n, c = rows.shape[:2]
-    out = {k: np.zeros((n, c)) for k in ("sums", "counts", "lows", "highs")}
+    out = {k: np.zeros((n, c)) for k in ("sums", "abs_sums", "counts", "lows", "highs")}
     for i in range(n):
         for j in range(c):
             values = [float(v) for v in rows[i, j]]
             out["sums"][i, j] = sum(values)
+            out["abs_sums"][i, j] = sum(abs(v) for v in values)
             out["counts"][i, j] = sum(v > 0 for v in values)
             out["lows"][i, j] = min(values)
             out["highs"][i, j] = max(values)
     return out
 
 
-def tricky(shape: tuple[int, ...], dtype: type, seed: int) -> np.ndarray:
+def tricky(shape: tuple[int, ...], dtype: type, seed: int, signed: bool = False) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    y = np.clip(rng.standard_normal(shape) * 4, 0, 6).astype(dtype)
+    y = rng.standard_normal(shape) * 4
+    y = (np.where(y > 0, y, 0.01 * y) if signed else np.clip(y, 0, 6)).astype(dtype)
     flat = y.reshape(-1)
-    picks = rng.choice(flat.size, size=min(flat.size, 12), replace=False)
-    specials = [0.0, -0.0, np.finfo(dtype).smallest_subnormal, 6.0, np.finfo(dtype).tiny, 1e-30]
+    picks = rng.choice(flat.size, size=min(flat.size, 16), replace=False)
+    tiny = np.finfo(dtype).smallest_subnormal
+    specials = [0.0, -0.0, tiny, 6.0, np.finfo(dtype).tiny, 1e-30] + ([-tiny, -1e-30] if signed else [])
     for k, v in zip(picks, specials * 2):
         flat[k] = v
     return y
 
 
 def check(y3: np.ndarray, red: int, threads: int = 1) -> None:
-    got = row_stats(y3, red, threads)
     want = naive(y3, red)
-    np.testing.assert_array_equal(got.counts, want["counts"])
-    np.testing.assert_allclose(got.sums, want["sums"], rtol=1e-12, atol=1e-300)
-    np.testing.assert_array_equal(got.lows.view(y3.dtype), want["lows"])  # -0.0 == 0.0
-    np.testing.assert_array_equal(got.highs.view(y3.dtype), want["highs"])
+    for signed in (True,) if (y3 < 0).any() else (True, False):  # both loops where both apply
+        got = row_stats(y3, red, signed=signed, threads=threads)
+        np.testing.assert_array_equal(got.counts, want["counts"])
+        np.testing.assert_allclose(got.sums, want["sums"], rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(got.abs_sums, want["abs_sums"], rtol=1e-12, atol=1e-300)
+        np.testing.assert_array_equal(got.lows.view(y3.dtype), want["lows"])  # -0.0 == 0.0
+        np.testing.assert_array_equal(got.highs.view(y3.dtype), want["highs"])
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("red", [1, 2])
-def test_rows_match_the_naive_reduction(dtype: type, red: int) -> None:
-    check(tricky((3, 5, 7), dtype, seed=red), red)
+def test_rows_match_the_naive_reduction(dtype: type, red: int, signed: bool) -> None:
+    check(tricky((3, 5, 7), dtype, seed=red, signed=signed), red)
+
+
+def test_rows_of_only_negative_values_and_of_only_negative_zero() -> None:
+    y = -np.abs(tricky((2, 3, 5), np.float32, 8, signed=True)) - 1
+    y[1, 2] = -0.0
+    check(y, 2)
+    check(np.ascontiguousarray(np.swapaxes(y, 1, 2)), 1)
 
 
 def test_one_position_per_row_and_strided_views() -> None:
@@ -64,42 +77,49 @@ def test_one_position_per_row_and_strided_views() -> None:
 def test_threads_split_the_rows_and_agree() -> None:
     y = tricky((8, 4, 70_000), np.float32, 4)  # 2.2 M entries: large enough to split
     check(y[:, :, :300], 2, threads=4)
-    one, four = row_stats(y, 2, 1), row_stats(y, 2, 4)
+    one, four = row_stats(y, 2, threads=1), row_stats(y, 2, threads=4)
     for field in ("sums", "counts", "lows", "highs"):
         np.testing.assert_array_equal(getattr(one, field), getattr(four, field))
     last = np.ascontiguousarray(np.swapaxes(y, 1, 2))
-    np.testing.assert_array_equal(row_stats(last, 1, 4).counts, one.counts)
+    np.testing.assert_array_equal(row_stats(last, 1, threads=4).counts, one.counts)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nonfinite_values_reach_the_sum(bad: float) -> None:
-    y = tricky((2, 3, 4), np.float32, 5)
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_values_reach_the_sum_of_magnitudes(bad: float, signed: bool) -> None:
+    y = tricky((2, 3, 4), np.float32, 5, signed=True)
     y[1, 2, 3] = bad
-    sums = row_stats(y, 2).sums
-    assert not np.isfinite(sums[1, 2]) and np.isfinite(sums[0]).all()
+    magnitudes = row_stats(y, 2, signed=signed).abs_sums
+    assert not np.isfinite(magnitudes[1, 2]) and np.isfinite(magnitudes[0]).all()
 
 
 def test_accumulator_counts_nonfinite_batches_on_the_exact_road() -> None:
     y = tricky((4, 3, 10), np.float32, 6)
     y[0, 0, 0], y[2, 1, 5] = np.nan, np.inf
     acc = TorchSiteAccumulator(3, torch.device("cpu"), nonnegative=True, keep_min=True, extremes=True)
-    acc.update(torch.from_numpy(y), 1)
+    for part in (y[:1], y[1:2], y[2:]):  # exact, fused, exact: the roads' results combine
+        acc.update(torch.from_numpy(part), 1)
     c = acc.counters()
     finite = np.where(np.isfinite(y), y, 0)
+    np.testing.assert_array_equal(c.min, np.nanmin(y, (0, 2)))
+    np.testing.assert_array_equal(c.neuron_max, np.nanmax(y, (0, 2)))
     assert c.nonfinite == 2
     np.testing.assert_array_equal(c.fires, (y > 0).sum((0, 2)))  # inf fires, NaN does not
     np.testing.assert_allclose(c.abs_sum, finite.astype(np.float64).sum((0, 2)), rtol=1e-12)
     assert c.max == np.inf
 
 
-def test_accumulator_on_a_channels_last_activation_matches_numpy() -> None:
-    y = torch.from_numpy(tricky((5, 6, 7, 3), np.float32, 7)).to(memory_format=torch.channels_last)
-    acc = TorchSiteAccumulator(6, torch.device("cpu"), nonnegative=True, keep_min=True, extremes=True)
-    acc.update(y, 1)
+@pytest.mark.parametrize("signed", [False, True])
+def test_accumulator_on_a_channels_last_activation_matches_numpy(signed: bool) -> None:
+    y = torch.from_numpy(tricky((5, 6, 7, 3), np.float32, 7, signed)).to(memory_format=torch.channels_last)
+    acc = TorchSiteAccumulator(6, torch.device("cpu"), nonnegative=not signed, keep_min=True, extremes=True)
+    acc.update(y[:2], 1)
+    acc.update(y[2:], 1)
     c, a = acc.counters(), y.numpy().astype(np.float64)
     np.testing.assert_array_equal(c.fires, (a > 0).sum((0, 2, 3)))
     np.testing.assert_array_equal(c.sample_fires, (a > 0).any((2, 3)).sum(0))
-    np.testing.assert_allclose(c.abs_sum, a.sum((0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(c.abs_sum, np.abs(a).sum((0, 2, 3)), rtol=1e-12)
+    assert c.total == pytest.approx(a.sum(), rel=1e-12)
     np.testing.assert_array_equal(c.min, a.min((0, 2, 3)))
     np.testing.assert_array_equal(c.neuron_max, a.max((0, 2, 3)))
     assert c.max == a.max() and c.nonfinite == 0 and c.rows == 5 * 7 * 3 and c.samples == 5

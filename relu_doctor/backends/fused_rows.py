@@ -1,19 +1,24 @@
-"""One pass over a non-negative activation for every per-(sample, neuron) row result.
+"""One pass over an activation for every per-(sample, neuron) row result.
 
-The scan needs, per row, the sum, the count of entries > 0, the minimum and the maximum.
-torch has no op that gives them together, and each op is a pass over the activation:
-on memory-bound models (MobileNetV2) four or five passes cost 15-20% of the model
-(benchmarks/README.md, "What bounds MobileNetV2"). These kernels, compiled once by numba
-and cached on disk, read each entry once and cost what one read from memory costs.
+The scan needs, per row, the sum, the sum of |y|, the count of entries > 0, the minimum
+and the maximum. torch has no op that gives them together, and each op is a pass over the
+activation: on memory-bound models (MobileNetV2) four or five passes cost 15-20% of the
+model, and the exact float64 road that signed kinds (leaky ReLU) took about 6 ns per entry
+(benchmarks/README.md). These kernels, compiled once by numba and cached on disk, read
+each entry once and cost what one read from memory costs (about 0.17 ns per float32 entry
+on one thread here).
 
-The tricks that let the loop vectorize, all exact for finite values >= 0:
-- Comparisons run on the float's bits as integers: for x >= 0 the integer order of the
-  bits is the float order, so `bits > 0` is `x > 0` (a denormal counts, as in torch) and
-  integer min/max need no NaN handling (a float min/max with NaN rules does not vectorize:
-  0.8 ns per entry against 0.17). -0.0 has the smallest bits and reads back as -0.0 == 0.
-- Sums accumulate in float64 (one rounding per partial sum of a vector lane, not float32).
-  Only reassociation is allowed to the compiler ("reassoc"), so a NaN or inf still reaches
-  the sum, where the caller sees it and takes the exact road, which counts them.
+The tricks that let the loop vectorize, all exact for finite values:
+- Comparisons run on integer keys made from the float's bits, k = b ^ ((b >> 31) & 0x7fff...):
+  for b >= 0 the key is the bits, whose integer order is the float order; negative floats'
+  bits count down, and the xor turns them around. The same xor maps a key back. So `k > 0`
+  is `y > 0` (a denormal counts, as in torch; -0.0 does not), and integer min/max need no
+  NaN rules: a float min/max with NaN handling does not vectorize (0.8 ns per entry
+  against 0.17). -0.0 reads back as -0.0 == 0.
+- Sums accumulate in float64 (one rounding per partial sum of a vector lane). Only
+  reassociation is allowed to the compiler ("reassoc"), so a NaN or inf still reaches the
+  sum of |y|, where `fold` sees it and counts nothing: the caller then takes its exact
+  road, which counts them.
 """
 
 from __future__ import annotations
@@ -31,29 +36,48 @@ _pool: ThreadPoolExecutor | None = None
 
 @dataclass
 class RowStats:
-    """Per (sample, neuron): float64 sums, int64 counts of entries > 0, and the minimum and
-    maximum as the activation's bits (view them as its float dtype to read them)."""
+    """Per (sample, neuron): float64 sums of y and of |y|, int64 counts of entries > 0, and
+    the minimum and maximum as the activation's bits (view them as its float dtype)."""
 
     sums: np.ndarray
+    abs_sums: np.ndarray
     counts: np.ndarray
     lows: np.ndarray
     highs: np.ndarray
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def _neurons_first(values, bits, sums, counts, lows, highs):  # pragma: no cover - compiled
-    """values (rows, positions) -> one result per row."""
+def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
+    """values (rows, positions) -> one result per row. `sign` is the sign bit's position
+    and `below_sign` 0x7fff..., both in the bits' own type (so the keys stay that wide).
+    Unsigned (values >= 0): the keys are the bits, |y| is y, and abs_sums is not written
+    (the branch is hoisted out of the loop: the unsigned loop does half the work)."""
     for r in range(values.shape[0]):
         s = 0.0
+        a = 0.0
         c = 0
-        lo = bits[r, 0]
+        lo = bits[r, 0] ^ ((bits[r, 0] >> sign) & below_sign) if signed else bits[r, 0]
         hi = lo
-        for p in range(values.shape[1]):
-            b = bits[r, p]
-            s += values[r, p]
-            c += b > 0
-            lo = min(lo, b)
-            hi = max(hi, b)
+        if signed:
+            for p in range(values.shape[1]):
+                v = values[r, p]
+                b = bits[r, p]
+                k = b ^ ((b >> sign) & below_sign)
+                s += v
+                a += abs(v)
+                c += k > 0
+                lo = min(lo, k)
+                hi = max(hi, k)
+            abs_sums[r] = a
+            lo ^= (lo >> sign) & below_sign
+            hi ^= (hi >> sign) & below_sign
+        else:
+            for p in range(values.shape[1]):
+                b = bits[r, p]
+                s += values[r, p]
+                c += b > 0
+                lo = min(lo, b)
+                hi = max(hi, b)
         sums[r] = s
         counts[r] = c
         lows[r] = lo
@@ -61,47 +85,69 @@ def _neurons_first(values, bits, sums, counts, lows, highs):  # pragma: no cover
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def _neurons_last(values, bits, sums, counts, lows, highs):  # pragma: no cover - compiled
+def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (samples, positions, neurons) -> results (samples, neurons); the inner loop
-    runs along the neurons, contiguous in memory."""
+    runs along the neurons, contiguous in memory. Arguments as in _neurons_first."""
     for n in range(values.shape[0]):
         sums[n] = 0.0
         counts[n] = 0
-        lows[n] = bits[n, 0]
-        highs[n] = bits[n, 0]
-        for p in range(values.shape[1]):
-            for c in range(values.shape[2]):
-                b = bits[n, p, c]
-                sums[n, c] += values[n, p, c]
-                counts[n, c] += b > 0
-                lows[n, c] = min(lows[n, c], b)
-                highs[n, c] = max(highs[n, c], b)
+        for c in range(values.shape[2]):
+            lows[n, c] = bits[n, 0, c] ^ ((bits[n, 0, c] >> sign) & below_sign) if signed else bits[n, 0, c]
+            highs[n, c] = lows[n, c]
+        if signed:
+            abs_sums[n] = 0.0
+            for p in range(values.shape[1]):
+                for c in range(values.shape[2]):
+                    v = values[n, p, c]
+                    b = bits[n, p, c]
+                    k = b ^ ((b >> sign) & below_sign)
+                    sums[n, c] += v
+                    abs_sums[n, c] += abs(v)
+                    counts[n, c] += k > 0
+                    lows[n, c] = min(lows[n, c], k)
+                    highs[n, c] = max(highs[n, c], k)
+            for c in range(values.shape[2]):  # keys back to bits
+                lows[n, c] ^= (lows[n, c] >> sign) & below_sign
+                highs[n, c] ^= (highs[n, c] >> sign) & below_sign
+        else:
+            for p in range(values.shape[1]):
+                for c in range(values.shape[2]):
+                    b = bits[n, p, c]
+                    sums[n, c] += values[n, p, c]
+                    counts[n, c] += b > 0
+                    lows[n, c] = min(lows[n, c], b)
+                    highs[n, c] = max(highs[n, c], b)
 
 
-def row_stats(y3: np.ndarray, red: int, threads: int = 1) -> RowStats:
-    """Reduce y3 (float32 or float64, every entry >= 0 or not finite, at least one entry)
-    along axis `red`: 2 for (samples, neurons, positions), 1 for (samples, positions,
-    neurons). Results are (samples, neurons). Large activations are split by sample (or
-    row) over up to `threads` threads; the kernels release the GIL."""
+def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -> RowStats:
+    """Reduce y3 (float32 or float64, at least one entry) along axis `red`: 2 for
+    (samples, neurons, positions), 1 for (samples, positions, neurons). Results are
+    (samples, neurons). `signed=False` promises entries >= 0 (-0.0 and NaN allowed): the
+    faster loop. Large activations are split by sample (or row) over up to `threads`
+    threads; the kernels release the GIL."""
     bits_type = np.int32 if y3.dtype == np.float32 else np.int64
+    info = np.iinfo(bits_type)
+    key = (signed, bits_type(info.bits - 1), bits_type(info.max))  # the sign bit's place, the bits below it
     n, c = y3.shape[0], y3.shape[1 if red == 2 else 2]
     if red == 2 and y3.shape[2] == 1:  # one position per row: vectorize along the neurons
         y3, red = y3.reshape(n, 1, c), 1
-    out = RowStats(np.empty((n, c)), np.empty((n, c), np.int64), np.empty((n, c), bits_type),
-                   np.empty((n, c), bits_type))
+    sums = np.empty((n, c))
+    out = RowStats(sums, np.empty((n, c)) if signed else sums, np.empty((n, c), np.int64),
+                   np.empty((n, c), bits_type), np.empty((n, c), bits_type))
+    results = [out.sums, out.abs_sums, out.counts, out.lows, out.highs]
     if red == 2:
         kernel, values = _neurons_first, y3.reshape(n * c, y3.shape[2])
-        parts = [a.reshape(n * c) for a in (out.sums, out.counts, out.lows, out.highs)]
+        results = [a.reshape(n * c) for a in results]
     else:
-        kernel, values, parts = _neurons_last, y3, [out.sums, out.counts, out.lows, out.highs]
+        kernel, values = _neurons_last, y3
     bits = values.view(bits_type)
     pieces = max(1, min(threads, values.size // _MIN_ENTRIES_PER_THREAD, len(values)))
     if pieces == 1:
-        kernel(values, bits, *parts)
+        kernel(values, bits, *key, *results)
         return out
     bounds = np.linspace(0, len(values), pieces + 1).astype(int)
     spans = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    futures = [_threads().submit(kernel, values[s], bits[s], *(p[s] for p in parts)) for s in spans]
+    futures = [_threads().submit(kernel, values[s], bits[s], *key, *(r[s] for r in results)) for s in spans]
     for f in futures:
         f.result()
     return out
@@ -113,25 +159,27 @@ def fold(rows: RowStats, dtype: np.dtype, fires: np.ndarray, sample_fires: np.nd
     (the batch total, its largest value); None, with nothing added, if a value was NaN or
     inf. One compiled call: a dozen small numpy ops per site and batch cost as much as the
     pass over the activation on a model with many small sites."""
-    total, top = _fold(rows.sums, rows.counts, rows.lows.view(dtype), rows.highs.view(dtype),
+    total, top = _fold(rows.sums, rows.abs_sums, rows.counts, rows.lows.view(dtype), rows.highs.view(dtype),
                        fires, sample_fires, abs_sum, low, high)
-    return None if not np.isfinite(total) else (total, top)
+    return (total, top) if np.isfinite(total) else None
 
 
 @njit(nogil=True, cache=True)
-def _fold(sums, counts, lows, highs, fires, sample_fires, abs_sum, low, high):  # pragma: no cover - compiled
-    total = 0.0
+def _fold(sums, abs_sums, counts, lows, highs, fires, sample_fires, abs_sum, low, high):  # pragma: no cover - compiled
+    magnitude = 0.0
     for n in range(sums.shape[0]):
         for c in range(sums.shape[1]):
-            total += sums[n, c]
-    if not np.isfinite(total):  # a NaN or inf entry, or a float64 overflow: count nothing
-        return total, 0.0
+            magnitude += abs_sums[n, c]
+    if not np.isfinite(magnitude):  # a NaN or inf entry, or a float64 overflow: count nothing
+        return magnitude, 0.0
+    total = 0.0
     top = -np.inf
     for n in range(sums.shape[0]):
         for c in range(sums.shape[1]):
+            total += sums[n, c]
             fires[c] += counts[n, c]
             sample_fires[c] += counts[n, c] > 0
-            abs_sum[c] += sums[n, c]
+            abs_sum[c] += abs_sums[n, c]
             low[c] = min(low[c], lows[n, c])
             high[c] = max(high[c], highs[n, c])
             top = max(top, highs[n, c])

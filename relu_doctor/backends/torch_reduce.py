@@ -5,13 +5,14 @@ per-(sample, neuron) partials are summed into device tensors, read once at the e
 
 On CPU this reduction is most of what a scan costs on top of the model
 (benchmarks/README.md), so it takes a faster road there:
-- Non-negative kinds (relu, relu6, clip) in float32 or float64 go through one compiled
-  pass (fused_rows.py) that gives every per-(sample, neuron) result at once: the sum in
-  float64, the count of entries > 0, the minimum and the maximum, exact. It costs about one
-  read of the activation from memory; the torch ops it replaced read it four or five times.
-- That road needs finite values: the host checks the batch total once (free on CPU), and
-  a batch holding NaN or inf takes the exact road, which counts them.
-- Other kinds and dtypes take the exact road, in chunks so that float64 temporaries stay
+- float32 and float64 activations go through one compiled pass (fused_rows.py) that gives
+  every per-(sample, neuron) result at once: the sums of y and |y| in float64, the count of
+  entries > 0, the minimum and the maximum, exact. It costs about one read of the
+  activation from memory; the torch ops it replaced read it four or five times (eight, in
+  float64, for signed kinds).
+- That road needs finite values: a NaN or inf shows in the batch's sum of |y|, and such a
+  batch takes the exact road, which counts them.
+- Other dtypes (half, bfloat16) take the exact road, in chunks so that float64 temporaries stay
   small (a full-size temporary costs more than the passes themselves: its fresh pages
   fault in).
 - How many threads reduce: a scan reduces one batch with all of torch's threads and one
@@ -141,19 +142,20 @@ class TorchSiteAccumulator:
         self.workspace.spent(time.perf_counter() - start, y3.numel())
 
     def _update_cpu(self, y3: torch.Tensor, red: int, threads: int) -> None:
-        if self.nonnegative and y3.dtype in _FUSED_DTYPES and y3.numel() and self._update_fused(y3, red, threads):
+        if y3.dtype in _FUSED_DTYPES and y3.numel() and self._update_fused(y3, red, threads):
             return
         step = max(1, CHUNK_PER_THREAD * threads // max(1, y3[0].numel()))
         for i in range(0, y3.shape[0], step):  # chunked: float64 temporaries stay small
             self._update_exact(y3[i: i + step], red)
 
     def _update_fused(self, y3: torch.Tensor, red: int, threads: int) -> bool:
-        """Non-negative values in one pass; False (nothing counted) if any is not finite."""
+        """Every result in one pass; False (nothing counted) if a value is not finite."""
         values = y3.detach().numpy()
         if self._fused is None:  # per-neuron minima and maxima of the batches reduced here
             self._fused = np.full(self.neurons, np.inf), np.full(self.neurons, -np.inf)
-        folded = fused_rows.fold(fused_rows.row_stats(values, red, threads), values.dtype, self.fires.numpy(),
-                                 self.sample_fires.numpy(), self.abs_sum.numpy(), *self._fused)
+        rows = fused_rows.row_stats(values, red, signed=not self.nonnegative, threads=threads)
+        folded = fused_rows.fold(rows, values.dtype, self.fires.numpy(), self.sample_fires.numpy(),
+                                 self.abs_sum.numpy(), *self._fused)
         if folded is None:
             return False
         total, top = folded

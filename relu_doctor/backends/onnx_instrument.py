@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.message import EncodeError
+from google.protobuf.message import EncodeError, Message
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ..kinds import KINDS
@@ -74,11 +74,7 @@ def neuron_axis(rank: int, rule: int | None, override: str) -> int:
 def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, tuple[int, list | None]]:
     """tensor name -> (element type, dims or None), from shape inference with the batch's
     concrete input shapes (so a symbolic batch or image size becomes a number)."""
-    skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(model)
-    for init in skeleton.graph.initializer:  # weights are not needed to infer shapes
-        if len(init.raw_data) > 4096:
-            init.ClearField("raw_data")
+    skeleton = _without_weights(model)
     for inp in skeleton.graph.input:
         if inp.name in input_shapes and inp.type.HasField("tensor_type"):
             dims = inp.type.tensor_type.shape.dim
@@ -100,6 +96,42 @@ def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) ->
                 dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
             found[vi.name] = (t.elem_type, dims)
     return found
+
+
+_SMALL_TENSOR = 4096  # bytes: shape and index constants, which data propagation reads
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` for shape inference, its large initializers with dims and type but no
+    data. Built field by field: copying the whole model and clearing the weights afterwards
+    would hold a second copy of them (46 MB on a ResNet-18) until the copy is freed."""
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, skip="graph")
+    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    for init in model.graph.initializer:
+        if init.HasField("raw_data") and init.ByteSize() > _SMALL_TENSOR:
+            _copy_fields(init, skeleton.graph.initializer.add(), skip="raw_data")
+        else:
+            skeleton.graph.initializer.add().CopyFrom(init)
+    return skeleton
+
+
+def _copy_fields(source: Message, target: Message, skip: str) -> None:
+    """Copy every set field of `source` but `skip` into `target` (of the same type)."""
+    for descriptor in source.DESCRIPTOR.fields:
+        name = descriptor.name
+        if name == skip:
+            continue
+        repeated = (descriptor.is_repeated if hasattr(descriptor, "is_repeated")
+                    else descriptor.label == descriptor.LABEL_REPEATED)
+        if repeated:
+            if len(getattr(source, name)):
+                getattr(target, name).extend(getattr(source, name))
+        elif source.HasField(name):
+            if descriptor.type == descriptor.TYPE_MESSAGE:
+                getattr(target, name).CopyFrom(getattr(source, name))
+            else:
+                setattr(target, name, getattr(source, name))
 
 
 def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
@@ -323,11 +355,45 @@ def _output_info(name: str, elem_type: int) -> onnx.ValueInfoProto:
 
 def make_session(model: onnx.ModelProto, providers: list, threads: int | None = None, options: Any = None) -> Any:
     """An onnxruntime session for an in-memory model (through a temporary file past 2 GiB)."""
-    import onnxruntime as ort
+    serialized = session_bytes(model)
+    if serialized is not None:
+        return session_from_bytes(serialized, providers, threads, options)
+    with tempfile.TemporaryDirectory(prefix="relu-doctor-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin")
+        return _new_session(str(path), providers, threads, options)
 
+
+def session_bytes(model: onnx.ModelProto) -> bytes | None:
+    """The model serialized for `session_from_bytes`, after checking that it holds no external
+    references (onnxruntime would resolve them against the current directory); None past
+    protobuf's 2 GiB (make_session then goes through a file). A caller that drops its proto
+    before creating the session keeps one copy of the weights fewer while onnxruntime parses."""
     from .onnx_loading import require_in_memory
 
-    require_in_memory(model)  # onnxruntime would resolve external paths against the current directory
+    require_in_memory(model)
+    try:
+        return model.SerializeToString()
+    except (ValueError, EncodeError):  # over protobuf's 2 GiB
+        return None
+
+
+def session_from_bytes(serialized: bytes, providers: list, threads: int | None = None, options: Any = None) -> Any:
+    """A session for bytes from `session_bytes` (only those: they were checked there)."""
+    session = _new_session(serialized, providers, threads, options)
+    # onnxruntime's Python session keeps the bytes it was built from for as long as it lives
+    # (46 MB on a ResNet-18, as much as the weights), only to rebuild itself on another
+    # provider when one fails. With the CPU provider alone there is nothing to fall back to.
+    if all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers) \
+            and hasattr(session, "_model_bytes"):
+        session.disable_fallback()
+        session._model_bytes = None
+    return session
+
+
+def _new_session(model: str | bytes, providers: list, threads: int | None, options: Any) -> Any:
+    import onnxruntime as ort
+
     options = options or ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime warns about our shared constants; not the user's concern
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # see _instrument_graph
@@ -339,13 +405,4 @@ def make_session(model: onnx.ModelProto, providers: list, threads: int | None = 
     options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads
-    try:
-        serialized = model.SerializeToString()
-    except (ValueError, EncodeError):  # over protobuf's 2 GiB
-        serialized = None
-    if serialized is not None:
-        return ort.InferenceSession(serialized, options, providers=providers)
-    with tempfile.TemporaryDirectory(prefix="relu-doctor-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin")
-        return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(model, options, providers=providers)

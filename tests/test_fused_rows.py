@@ -5,12 +5,22 @@ both memory layouts, strided views, threads, and NaN / inf (which must reach the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
 
 from relu_doctor.backends.fused_rows import row_stats
 from relu_doctor.backends.torch_reduce import TorchSiteAccumulator
+from tests.test_stats import reduction_road
+
+
+@pytest.fixture(autouse=True)
+def fused_road() -> Iterator[None]:
+    """The accumulator tests here are about the fused road, whatever the sizes."""
+    with reduction_road("fused"):
+        yield
 
 
 def naive(y3: np.ndarray, red: int) -> dict[str, np.ndarray]:

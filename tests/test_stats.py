@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relu_doctor.backends.torch_reduce import TorchSiteAccumulator
+from relu_doctor.backends.torch_reduce import FusedRoad, TorchSiteAccumulator
 from relu_doctor.stats import SiteCounters, detection_floor, site_metrics
 
 
@@ -34,6 +37,21 @@ def naive(y: np.ndarray, axis: int, bound: float | None, tau: float) -> dict:
         "max": float(m.max()),
         "min": m.min(0),
     }
+
+
+@contextmanager
+def reduction_road(road: str) -> Iterator[None]:
+    """Reduce on the compiled one-pass road ("fused") or the float64 torch road ("exact"),
+    whatever the activation's size (FusedRoad picks by size and time otherwise)."""
+    saved = FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS
+    if road == "fused":
+        FusedRoad.load()
+    else:
+        FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = None, 2**62, float("inf")
+    try:
+        yield
+    finally:
+        FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = saved
 
 
 def stream(y: np.ndarray, axis: int, cuts: list[int], nonnegative: bool, keep_min: bool) -> SiteCounters:
@@ -72,12 +90,14 @@ def activations(draw: st.DrawFn) -> tuple[np.ndarray, int, list[int], str]:
     return y, axis, cuts, kind
 
 
+@pytest.mark.parametrize("road", ["exact", "fused"])
 @settings(max_examples=150, deadline=None)
-@given(activations())
-def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, list[int], str]) -> None:
+@given(case=activations())
+def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, list[int], str], road: str) -> None:
     y, axis, cuts, kind = case
     bound = 6.0 if kind == "relu6" else None
-    counters = stream(y, axis, cuts, nonnegative=kind != "leaky", keep_min=bound is not None)
+    with reduction_road(road):
+        counters = stream(y, axis, cuts, nonnegative=kind != "leaky", keep_min=bound is not None)
     ref = naive(y, axis, bound, 0.025)
     np.testing.assert_array_equal(counters.fires, ref["fires"])
     np.testing.assert_array_equal(counters.sample_fires, ref["sample_fires"])
@@ -97,8 +117,10 @@ def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, l
 def test_split_scans_merge_exactly(case: tuple[np.ndarray, int, list[int], str], at: int) -> None:
     y, axis, _, kind = case
     at = min(at, y.shape[0])
-    whole = stream(y, axis, [], kind != "leaky", kind == "relu6")
-    first = stream(y[:at], axis, [], kind != "leaky", kind == "relu6")
+    with reduction_road("exact"):  # one scan on each road: they agree
+        whole = stream(y, axis, [], kind != "leaky", kind == "relu6")
+    with reduction_road("fused"):
+        first = stream(y[:at], axis, [], kind != "leaky", kind == "relu6")
     second = stream(y[at:], axis, [], kind != "leaky", kind == "relu6")
     merged = first.merge(second)
     for key in ("fires", "sample_fires"):

@@ -12,6 +12,8 @@ On CPU this reduction is most of what a scan costs on top of the model
   float64, for signed kinds).
 - That road needs finite values: a NaN or inf shows in the batch's sum of |y|, and such a
   batch takes the exact road, which counts them.
+- Loading it costs about 0.5 s once per process, so small activations stay on the exact
+  road until that road has cost a quarter of a second (FusedRoad).
 - Other dtypes (half, bfloat16) take the exact road, in chunks so that float64 temporaries stay
   small (a full-size temporary costs more than the passes themselves: its fresh pages
   fault in).
@@ -31,10 +33,35 @@ import numpy as np
 import torch
 
 from ..stats import COUNTER_NAMES, COUNTERS, SiteCounters
-from . import fused_rows
 
 CHUNK_PER_THREAD = 1 << 19  # elements of the exact road's float64 chunks: 4 MiB each
 _FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+class FusedRoad:
+    """When a process starts using the compiled pass. Importing numba and loading the cached
+    kernels costs about 0.5 s once per process (measured: 0.43-0.49 s import, 0.33-0.5 s
+    first call, on the shared 2-core machine), more than a small model's whole scan on the
+    exact road (the 4-site sample: about 30 ms). So small activations stay on the exact
+    road until it has cost `AFTER_SECONDS` in this process; an activation of `AT_ONCE`
+    entries or more (3-6 ms a batch on the exact road) loads it at once."""
+
+    AT_ONCE = 1 << 20
+    AFTER_SECONDS = 0.25
+    kernels: Any = None  # the fused_rows module, once loaded
+    exact_seconds = 0.0
+
+    @classmethod
+    def wanted(cls, entries: int) -> Any:
+        if cls.kernels is None and (entries >= cls.AT_ONCE or cls.exact_seconds >= cls.AFTER_SECONDS):
+            cls.load()
+        return cls.kernels
+
+    @classmethod
+    def load(cls) -> None:
+        from . import fused_rows
+
+        cls.kernels = fused_rows
 
 
 def as_rows_positions_neurons(y: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:
@@ -142,13 +169,18 @@ class TorchSiteAccumulator:
         self.workspace.spent(time.perf_counter() - start, y3.numel())
 
     def _update_cpu(self, y3: torch.Tensor, red: int, threads: int) -> None:
-        if y3.dtype in _FUSED_DTYPES and y3.numel() and self._update_fused(y3, red, threads):
+        fusable = y3.dtype in _FUSED_DTYPES and y3.numel() > 0
+        kernels = FusedRoad.wanted(y3.numel()) if fusable else None
+        if kernels is not None and self._update_fused(kernels, y3, red, threads):
             return
+        start = time.perf_counter()
         step = max(1, CHUNK_PER_THREAD * threads // max(1, y3[0].numel()))
         for i in range(0, y3.shape[0], step):  # chunked: float64 temporaries stay small
             self._update_exact(y3[i: i + step], red)
+        if fusable:
+            FusedRoad.exact_seconds += time.perf_counter() - start
 
-    def _update_fused(self, y3: torch.Tensor, red: int, threads: int) -> bool:
+    def _update_fused(self, fused_rows: Any, y3: torch.Tensor, red: int, threads: int) -> bool:
         """Every result in one pass; False (nothing counted) if a value is not finite."""
         values = y3.detach().numpy()
         if self._fused is None:  # per-neuron minima and maxima of the batches reduced here

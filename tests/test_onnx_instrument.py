@@ -137,19 +137,29 @@ def _force_reduce(result: tuple) -> tuple:
 
 
 def test_tiny_positive_values_fire() -> None:
-    """Normal floats just above 0 count exactly; a subnormal positive still makes its neuron
-    not dead (the in-graph count scales y by 2**127, so subnormals count as a fraction)."""
+    """Every y > 0 counts exactly 1, subnormals included (as torch's y > 0 counts them):
+    the smallest normal float, one or many subnormals in a row, subnormals beside normal
+    values, the largest subnormal; -0.0 and tiny negatives count 0."""
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
-                              [helper.make_tensor_value_info("x", F, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("x", F, ["N", 6, 8, 8])],
                               [helper.make_tensor_value_info("y", F, None)])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
-    x = np.zeros((4, 3, 8, 8), np.float32)
+    smallest, largest = np.float32(2.0**-149), np.nextafter(np.float32(2.0**-126), np.float32(0))
+    x = np.zeros((4, 6, 8, 8), np.float32)
     x[:, 0, :2] = 1.2e-38  # smallest normal floats: 16 entries per sample
     x[1, 1, 0, 0] = 1e-44  # one subnormal
+    x[2, 2, 0, :5] = smallest  # five of the smallest subnormal in one row (2**-22 each, once)
+    x[3, 2, 1, 0], x[3, 2, 1, 1] = 1e-40, 1.0  # a subnormal beside a normal value
+    x[0, 3] = largest  # a whole row of the largest subnormal
+    x[1, 4, :4] = 3e-39
+    x[2, 5, 0, 0], x[2, 5, 0, 1] = -0.0, -smallest  # not positive
+    assert 0 < smallest < largest < 2.0**-126  # subnormal, and numpy keeps them: a sound reference
     site = rd.scan(m, data=x).sites[0]
-    assert site.counters.fires[0] == 4 * 16
-    assert site.counters.fires[1] >= 1 and site.dead_indices == [2]
+    want = (x > 0).sum((0, 2, 3))
+    np.testing.assert_array_equal(site.counters.fires, want)
+    np.testing.assert_array_equal(site.counters.sample_fires, (x > 0).any((2, 3)).sum(0))
+    assert want.tolist() == [64, 1, 7, 64, 32, 0] and site.dead_indices == [5]
 
 
 def _chain(op: str, layers: int = 4) -> tuple[onnx.ModelProto, np.ndarray]:

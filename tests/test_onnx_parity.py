@@ -103,3 +103,47 @@ def test_nan_inputs_give_the_same_extremes_in_onnx_and_torch(tmp_path: Path) -> 
     np.testing.assert_allclose(onnx_site.counters.min, torch_site.counters.min, rtol=1e-6)
     again = Report.from_dict(json.loads(onnx_report.to_json())).sites[0]
     assert again.saturated == 0
+
+
+class _Taps(torch.nn.Module):
+    """ReLU and ReLU6 on the input itself (a 1x1 identity conv keeps onnxruntime's NCHWc
+    layout and the pool road), so planted values reach the sites unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 1, bias=False)
+        torch.nn.init.eye_(self.conv.weight.data.view(4, 4))
+        self.relu, self.relu6 = torch.nn.ReLU(), torch.nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.relu(y) + self.relu6(y)
+
+
+def test_subnormals_zeros_and_the_bound_count_alike_in_onnx_and_torch(tmp_path: Path) -> None:
+    """Exact counts where float tricks could slip: subnormal positives (one, many, beside
+    normal values), -0.0, values exactly at ReLU6's bound (saturation), planted per neuron;
+    torch and ONNX must agree on every count and extreme, and with numpy."""
+    model = _Taps().eval()
+    path = tmp_path / "taps.onnx"
+    torch.onnx.export(model, (torch.zeros(2, 4, 6, 6),), str(path), input_names=["x"],
+                      dynamic_axes={"x": {0: "b"}}, dynamo=False, opset_version=ONNX_OPSET)
+    x = np.zeros((8, 4, 6, 6), np.float32)
+    x[:, 0] = np.float32(2.0**-149)  # channel 0: the smallest subnormal everywhere
+    x[::2, 1, 0, :3] = np.float32(1e-40)  # channel 1: a few subnormals beside normal values
+    x[::2, 1, 1] = 0.5
+    x[:, 2] = 6.0  # channel 2: exactly at ReLU6's bound everywhere (saturated; min 6)
+    x[:, 3] = -0.0  # channel 3: negative zero (dead)
+    x[1, 3, 0, 0] = np.float32(3e-39)  # ... but one subnormal positive in one sample
+    torch_report, onnx_report = rd.scan(model, x), rd.scan(path, x)
+    want = (x > 0).sum((0, 2, 3))
+    assert want.tolist() == [288, 36, 288, 1]
+    for t, o in zip(torch_report.sites, onnx_report.sites):
+        assert (t.kind, t.dead_indices, t.saturated) == (o.kind, o.dead_indices, o.saturated)
+        np.testing.assert_array_equal(o.counters.fires, want)
+        np.testing.assert_array_equal(t.counters.fires, want)
+        np.testing.assert_array_equal(o.counters.sample_fires, t.counters.sample_fires)
+        assert o.max == t.max == 6.0
+        if t.kind == "relu6":
+            np.testing.assert_array_equal(o.counters.min, t.counters.min)
+            assert o.counters.min.tolist() == [2.0**-149, 0.0, 6.0, 0.0] and o.saturated == 1

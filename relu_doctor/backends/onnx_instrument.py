@@ -5,9 +5,11 @@ Three ways to reduce a site's output y, picked per site (`plan_sites`):
 - "pool" (channel axis, float32, rank >= 3, static shape; every CNN activation): only ops
   that onnxruntime's NCHWc layout keeps in its blocked layout, so tapping a Conv+ReLU
   output adds no reorder: GlobalAveragePool(y) (sum), GlobalMaxPool(y) (max), and
-  GlobalAveragePool(Clip(depthwise 1x1 Conv(y, 2**127), 0, 1)) for the count of y > 0
-  (every normal float y > 0 becomes exactly 1). Measured on a ResNet-18: a
-  ReduceSum/Sign version cost 3x more, mostly in NCHWc-to-NCHW reorders.
+  GlobalAveragePool(HardSigmoid(depthwise 1x1 Conv(y, 2**23), alpha=2**127, beta=0)) for the
+  count of y > 0: every float y > 0, subnormals included, becomes exactly 1 (y * 2**150 >= 2;
+  both scalings by a power of two are exact, and onnxruntime fuses them into one NCHWc
+  convolution with a HardSigmoid activation). Measured on a ResNet-18: a ReduceSum/Sign
+  version cost 3x more, mostly in NCHWc-to-NCHW reorders.
 - "reduce" (any other static shape): Reduce* ops over every axis but the sample and the
   neuron axis.
 - "raw": y itself (rank <= 2, where y is already that small, or an unknown shape); the
@@ -34,7 +36,9 @@ from ..kinds import axis as neuron_axes
 from .onnx_graph import GraphSite, Step, default_opset
 
 POOL, REDUCE, RAW = "pool", "reduce", "raw"
-_INDICATOR_GAIN = 2.0**127  # y * 2**127 >= 1 for every normal float y > 0
+# y * 2**23 * 2**127 >= 2 for every float y > 0, the smallest subnormal (2**-149) included;
+# one gain of 2**127 (the largest power of two in float32) left subnormals as fractions of 1
+_INDICATOR_GAINS = (2.0**23, 2.0**127)
 MAX_POOL_POSITIONS = 2**21  # count / P round-trips exactly through float32 below this
 _PREFIX = "relu_doctor::"
 
@@ -206,12 +210,12 @@ class _Builder:
             return self.node(nodes, op, [x, self.const(np.array(axes, np.int64), ("axes", tuple(axes)))], keepdims=0)
         return self.node(nodes, op, [x], axes=axes, keepdims=0)
 
-    def clip01(self, nodes: list, x: str) -> str:
-        if self.opset >= 11:
-            lo = self.const(np.array(0, np.float32), "zero")
-            hi = self.const(np.array(1, np.float32), "one")
-            return self.node(nodes, "Clip", [x, lo, hi])
-        return self.node(nodes, "Clip", [x], min=0.0, max=1.0)
+    def indicator(self, nodes: list, y: str, channels: int, rank: int) -> str:
+        """1.0 where y > 0, else 0: min(max(y * 2**23 * 2**127, 0), 1) (a NaN row is re-run exactly:
+        its sum is NaN too)."""
+        first, second = _INDICATOR_GAINS
+        scaled = self.depthwise(nodes, y, channels, rank, first)
+        return self.node(nodes, "HardSigmoid", [scaled], alpha=second, beta=0.0)
 
     def depthwise(self, nodes: list, x: str, channels: int, rank: int, gain: float) -> str:
         shape = (channels, 1) + (1,) * (rank - 2)
@@ -234,7 +238,7 @@ def _emit(b: _Builder, plan: SitePlan, raw: bool, nodes: list, tail: list) -> li
     if plan.method == POOL:
         c = plan.neurons or 0
         parts = {"mean": b.node(nodes, "GlobalAveragePool", [y]), "max": b.node(nodes, "GlobalMaxPool", [y])}
-        indicator = b.clip01(nodes, b.depthwise(nodes, y, c, rank, _INDICATOR_GAIN))
+        indicator = b.indicator(nodes, y, c, rank)
         parts["count_mean"] = b.node(nodes, "GlobalAveragePool", [indicator])
         if not kind.nonnegative:  # sum|y| = 2 * sum(relu(y)) - sum(y)
             parts["pos_mean"] = b.node(nodes, "GlobalAveragePool", [b.node(nodes, "Relu", [y])])

@@ -71,6 +71,7 @@ def scan(
     progress: Progress | None = None,
     warn: bool = True,
     timeout: float | None = None,
+    observer: Any = None,
 ) -> Report:
     """Scan `model` (a path, nn.Module, ScriptModule, ExportedProgram or onnx.ModelProto).
 
@@ -114,7 +115,7 @@ def scan(
             sample = replace(sample, count=min(sample.count, max_batches * size))
 
         result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count),
-                                 neuron_extremes)
+                                 neuron_extremes, observer)
     finally:
         backend.restore()
     result.warnings += site_names.apply(result.sites, loaded.site_names)
@@ -293,9 +294,9 @@ class _Backend:
         return self.backend.auto_batch_size(self.model, sample)
 
     def capture(self, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
-                progress: Callable[[int], None], neuron_extremes: bool = False) -> Any:
+                progress: Callable[[int], None], neuron_extremes: bool = False, observer: Any = None) -> Any:
         return self.backend.capture(self.model, sample, batch_size, neuron_axis, include_smooth, progress,
-                                    neuron_extremes=neuron_extremes)
+                                    neuron_extremes=neuron_extremes, observer=observer)
 
 
 def build_sample(data: Any, specs: list, input_shape: Any, samples: int | None, seed: int,

@@ -5,6 +5,7 @@ stays zero, NaNs, values over a relu6 bound)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -76,3 +77,53 @@ def test_a_faithful_leak_has_no_problems() -> None:
     check.add(x, y, axis=1)
     assert check.problems() == []
     assert check.live_entries == 12 and check.leak_entries == 12
+
+
+@pytest.mark.parametrize("mode", [CHANNEL, LAYER])
+@pytest.mark.parametrize("axis", [1, 2])
+@pytest.mark.parametrize("nonfinite", [False, True])
+def test_a_faithful_leak_from_torch_matches_the_reference(mode: str, axis: int, nonfinite: bool) -> None:
+    """What torch's prelu / leaky_relu really return (the exact path of SiteCheck._exact when
+    nothing differs; a NaN or infinite input sends the check entry by entry): the same counts."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    shape = [3, 5, 5]
+    shape[axis] = 4
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    x[0, 0, 0] = -0.0
+    if nonfinite:
+        x[1, 1, 1], x[2, 2, 2] = np.nan, -np.inf
+    p = replace(_patch(mode, None), axis=axis)
+    t = torch.from_numpy(x)
+    if mode == CHANNEL:
+        y = torch.prelu(t.movedim(axis, 1), torch.from_numpy(p.slopes())).movedim(1, axis).numpy()
+    else:
+        y = torch.nn.functional.leaky_relu(t, p.slope).numpy()
+    check = SiteCheck(p)
+    check.add(x, y, axis=axis)
+    want = _reference(x, y, axis, p)
+    assert {k: getattr(check, k) for k in want} == want
+    assert (check.problems() == []) != (nonfinite and mode == CHANNEL)  # prelu(-inf) is NaN, ReLU's 0
+
+
+@pytest.mark.parametrize("mode", [CHANNEL, LAYER])
+def test_zeros_of_either_sign_at_a_zero_input_pass_as_in_the_reference(mode: str) -> None:
+    """onnxruntime's PRelu gives +0 at x = +0 where prelu's slope * x is -0: no problem,
+    whichever way the check goes; a non-zero there is one."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 6)).astype(np.float32)
+    x[0, :, 0], x[1, :, 1] = 0.0, -0.0
+    p = _patch(mode, None)
+    leaky = np.isin(np.arange(4), p.dead).reshape(1, 4, 1) if mode == CHANNEL else np.ones((1, 4, 1), bool)
+    y = np.where(x > 0, x, np.where(leaky, x * np.float32(0.01), np.float32(0)))
+    y[0, :, 0] = np.float32(0.0)
+    y[1, :, 1] = np.float32(-0.0)
+    for wrong in (False, True):
+        if wrong:
+            y[1, 2, 1] = 1e-30
+        check = SiteCheck(p)
+        check.add(x, y, axis=1)
+        want = _reference(x, y, 1, p)
+        assert {k: getattr(check, k) for k in want} == want
+        assert (check.problems() != []) == wrong

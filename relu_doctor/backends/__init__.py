@@ -44,4 +44,23 @@ class Backend(Protocol):
 
     def capture(self, model: Any, sample: Any, batch_size: int, neuron_axis: str = "auto",
                 include_smooth: bool = False, progress: Callable[[int], None] | None = None,
-                neuron_extremes: bool = False) -> CaptureResult: ...
+                neuron_extremes: bool = False, observer: Any = None) -> CaptureResult: ...
+
+
+class CaptureObserver(Protocol):
+    """What a capture tells an observer (patch verification: patching/verify_pass.py), so
+    that the checks of a patched model ride on its rescan instead of passes of their own.
+
+    Per batch: `start_batch()`, then (torch) `on_call` for every activation call in order,
+    then `finish_batch` with the model's outputs (torch: what forward returned; ONNX: the
+    graph outputs as numpy arrays, and the values of `onnx_fetch`'s names) and the
+    seconds the forward pass took (torch: under the capture; ONNX: the instrumented run)."""
+
+    def start_batch(self) -> None: ...
+
+    def on_call(self, call: Any) -> None: ...
+
+    def onnx_fetch(self, proto: Any) -> list[str]: ...  # extra tensors to return (ONNX)
+
+    def finish_batch(self, outputs: Any, valid: int, rows: int, seconds: float,
+                     fetched: dict[str, Any] | None = None) -> None: ...

@@ -9,6 +9,7 @@ This path never imports torch.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,9 +107,10 @@ def auto_batch_size(model: OnnxModel, sample: Sample) -> int:
 
 def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None,
-            neuron_extremes: bool = False) -> CaptureResult:
+            neuron_extremes: bool = False, observer: Any = None) -> CaptureResult:
     """Run the sample through the instrumented graph and return the counters of every site
-    (with `neuron_extremes`, also each neuron's max and min, reduced in the graph)."""
+    (with `neuron_extremes`, also each neuron's max and min, reduced in the graph;
+    `observer`: a backends.CaptureObserver, which also gets the model's outputs)."""
     rows = model.fixed_batch or batch_size
     shapes = static_shapes(model.proto, {s.name: [rows, *s.dims] for s in sample.specs})
     search = find_sites(model.proto, include_smooth, {name: dims for name, (_, dims) in shapes.items()})
@@ -116,8 +118,16 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
     for plan in plans:
         plan.extremes = neuron_extremes
     warnings = search.warnings + warnings
-    session = _session(model, plans)
+    extra: list[str] = []  # what the observer reads besides the model's outputs
+
+    def extend(instrumented: onnx.ModelProto) -> None:
+        extra.extend(observer.onnx_fetch(instrumented))
+
+    session = _session(model, plans, extend=extend if observer is not None else None)
     fetch = list(dict.fromkeys(name for p in plans for name in p.outputs.values()))
+    outputs = [o.name for o in model.proto.graph.output] if observer is not None else []
+    extra_only = {n for n in extra if n not in fetch}  # not a site's own output (a raw one)
+    fetch += [n for n in outputs + extra if n not in fetch]
     accumulators = [SiteAccumulator(p, neuron_axis) for p in plans]
     exact_sessions: dict[tuple[int, ...], tuple[Any, list[SitePlan]]] = {}
     nonfinite_inputs = 0
@@ -126,9 +136,20 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
         nonfinite_inputs += batch.nonfinite
         feeds = {s.name: np.asarray(a, model.input_dtypes.get(s.name)) for s, a in zip(sample.specs, batch.arrays)}
         # Copies: onnxruntime's outputs are views of its arena, and partials still alive in
-        # the next run pin their chunks there, so the arena grows (ResNet-18: +100 MiB).
-        results = {name: np.array(y, copy=True) for name, y in zip(fetch, _run(session, fetch or None, feeds))}
+        # the next run pin their chunks there, so the arena grows (ResNet-18: +100 MiB). The
+        # observer's tensors are read at once and dropped before the next run.
+        start = time.perf_counter()
+        ran = _run(session, fetch or None, feeds)
+        seconds = time.perf_counter() - start
+        results = {name: y if name in extra_only else np.array(y, copy=True) for name, y in zip(fetch, ran)}
+        del ran
         rows = len(batch.arrays[0]) if batch.arrays else batch.valid
+        if observer is not None:
+            observer.start_batch()
+            observer.finish_batch([results[n] for n in outputs], batch.valid, rows, seconds,
+                                  {n: results[n] for n in extra})
+            for n in extra_only:
+                results.pop(n, None)
         redo = [acc for acc in accumulators
                 if not acc.add({role: results[name] for role, name in acc.plan.outputs.items()}, batch.valid, rows)]
         if redo:
@@ -160,9 +181,13 @@ def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.nd
         acc.add_raw(y, valid, rows)
 
 
-def _session(model: OnnxModel, plans: list[SitePlan], raw: bool = False) -> Any:
-    """The session of the model instrumented for `plans` (fills their outputs, see instrument)."""
+def _session(model: OnnxModel, plans: list[SitePlan], raw: bool = False,
+             extend: Callable[[onnx.ModelProto], None] | None = None) -> Any:
+    """The session of the model instrumented for `plans` (fills their outputs, see instrument);
+    `extend` may add graph outputs to the instrumented model first."""
     instrumented = instrument(model.proto, plans, raw=raw)
+    if extend is not None:
+        extend(instrumented)
     serialized = session_bytes(instrumented)
     try:
         if serialized is None:  # past 2 GiB: through a file

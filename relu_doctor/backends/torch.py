@@ -8,6 +8,7 @@ ones are classified by the kinds registry and reduced on the spot into device co
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,6 +62,7 @@ class _CaptureMode(ActivationCalls):
         self._name_counts: dict[str, int] = {}
         super().__init__(include_smooth, origins, track_axes=neuron_axis == "auto")
         self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
+        self.observer: Any = None  # a backends.CaptureObserver
         self.start_batch(0, 0)
 
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
@@ -71,6 +73,8 @@ class _CaptureMode(ActivationCalls):
         self.workspace.start_batch()
 
     def on_call(self, call: ActivationCall) -> None:
+        if self.observer is not None:
+            self.observer.on_call(call)
         y, kind = call.output, call.activation.kind
         origin = call.origin
         name = site_name(origin, kind, self._name_counts)
@@ -120,12 +124,14 @@ def auto_batch_size(model: TorchModel, sample: Sample) -> int:
 
 def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str = "auto",
             include_smooth: bool = False, progress: Callable[[int], None] | None = None,
-            neuron_extremes: bool = False) -> CaptureResult:
+            neuron_extremes: bool = False, observer: Any = None) -> CaptureResult:
     """Run the sample through the model and return the counters of every site (with
-    `neuron_extremes`, also each neuron's max and min)."""
+    `neuron_extremes`, also each neuron's max and min; `observer`: a backends.CaptureObserver)."""
     warnings = _settle_input_dtypes(model, sample)
     origins = model.make_origins()
     mode = _CaptureMode(origins, neuron_axis, include_smooth, neuron_extremes)
+    mode.observer = observer
+    sync = torch.cuda.synchronize if model.device.type == "cuda" and observer is not None else None
     nonfinite_inputs = 0
     try:
         with torch.inference_mode():
@@ -134,15 +140,25 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
                         lambda: f"last site reached: {mode.last_site}" if mode.last_site else None)
                 nonfinite_inputs += batch.nonfinite
                 tensors = [_to_tensor(a, model) for a in batch.arrays]
-                mode.start_batch(batch.valid, len(batch.arrays[0]) if batch.arrays else 0)
+                rows = len(batch.arrays[0]) if batch.arrays else 0
+                mode.start_batch(batch.valid, rows)
+                if observer is not None:
+                    observer.start_batch()
                 try:
+                    start = time.perf_counter()
                     with mode:
-                        model.forward(*tensors)
+                        outputs = model.forward(*tensors)
                     mode.finish_pass()
+                    if sync is not None:
+                        sync()
+                    seconds = time.perf_counter() - start
                 except UserError:
                     raise
                 except Exception as e:
                     _blame(e, model, tensors, mode.last_site)
+                if observer is not None:
+                    observer.finish_batch(outputs, batch.valid, rows, seconds)
+                del outputs
                 if isinstance(origins, GraphOrigins):
                     problem = origins.check_count(mode.candidates)
                     if problem:

@@ -24,7 +24,8 @@ from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .plan import REVIVE, PatchPlan, plan_patch
 from .report_match import check_report_matches
-from .verify import Verification, check_rescan
+from .verify import Verification, check_rescan, new_checks, release_scratch
+from .verify_pass import OutputRecorder
 
 OUTPUT_FORMATS = formats.OUTPUT_FORMATS
 FRESH_SAMPLES = 32  # fresh random inputs the live-neuron check also runs
@@ -152,7 +153,8 @@ def patch_file(
 
         raise torchscript_refusal()
     fmt = output_format(loaded.format, to, out)
-    report = _report(loaded, report_path, opts, progress)
+    recorder = OutputRecorder()  # the original's outputs and timings, for the verification
+    report = _report(loaded, report_path, opts, progress, recorder)
     plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
     if report_path is not None:  # a report from a file: the model must agree with it (report_match.py)
         check_report_matches(report, _probe(loaded, report, opts), str(report_path), [p.name for p in plan.sites])
@@ -183,7 +185,12 @@ def patch_file(
         with atomic_path(out, suffix=formats.get(fmt).temp_suffix, force=force) as tmp:
             tmp.write_bytes(data)
             running(f"verifying the patched model written to {out}")
-            outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size)
+            try:
+                outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size,
+                                               recorder if report_path is None else None)
+            finally:
+                release_scratch()
+                recorder.outputs = []
             problems = outcome.verification.all_problems()
             if problems:
                 raise VerificationError("; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
@@ -194,7 +201,8 @@ def patch_file(
     return outcome
 
 
-def _report(loaded: LoadedModel, report_path: str | Path | None, opts: ScanOptions, progress: Any) -> Report:
+def _report(loaded: LoadedModel, report_path: str | Path | None, opts: ScanOptions, progress: Any,
+            recorder: OutputRecorder | None = None) -> Report:
     from .. import api
 
     if report_path is not None:
@@ -203,7 +211,7 @@ def _report(loaded: LoadedModel, report_path: str | Path | None, opts: ScanOptio
             raise UserError(f"{report_path} is not a report of {loaded.path} (its model.sha256 differs)",
                             "Scan this exact file again, or patch without --report.")
         return report
-    report = api.scan(loaded.obj, opts.data, progress=progress, warn=False, **opts.scan_kwargs())
+    report = api.scan(loaded.obj, opts.data, progress=progress, warn=False, observer=recorder, **opts.scan_kwargs())
     report.model = ModelInfo.from_dict(loaded.describe())
     return report
 
@@ -285,31 +293,53 @@ def _serialize(obj: Any, fmt: str, names: list[tuple[str, str]] | None = None) -
 
 
 def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sample: Sample, example: Any,
-            opts: ScanOptions, report: Report, batch_size: int) -> Verification:
-    """Reload what was written and check it (see verify.py); rescan it the way it was scanned."""
+            opts: ScanOptions, report: Report, batch_size: int, recorded: OutputRecorder | None) -> Verification:
+    """Reload what was written, rescan it the way the original was scanned, and check it
+    (see verify.py) on the rescan's own runs and on fresh random inputs.
+
+    The original's outputs come from its scan (`recorded`); where there was none to record
+    (a --report, an original in another format than the output) a scan of the original
+    records them here, so both timings are of a scan's runs."""
     from .. import api
 
     reloaded = load_model(written, trust_pickle=True)  # our own file, written a moment ago
     include_smooth = report.settings.include_smooth
     fresh = synthetic_sample(sample.specs, FRESH_SAMPLES, opts.seed + 1_000_003, sample.input_range)
-    if fmt == ONNX:
-        from .verify_onnx import verify_onnx
-
-        original = loaded.obj
-        if loaded.format != ONNX:  # --to onnx: compare with the original exported the same way
-            from .torch import onnx_proto
-
-            original = onnx_proto(loaded.obj, example, [s.name for s in sample.specs])
-        result = verify_onnx(original, reloaded.obj, plan, sample, fresh, batch_size, opts.device,
-                             include_smooth)
-    else:
-        from .verify_torch import verify_torch
-
-        result = verify_torch(loaded.obj, reloaded.obj, plan, sample, fresh, batch_size, opts.device,
-                              include_smooth)
     kwargs = opts.scan_kwargs()
-    kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis))
-    result.rescan = api.scan(reloaded, opts.data, warn=False, **kwargs)  # with the names it records
+    # the batches the original's scan ran (--batch-size auto: the size it chose)
+    kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis),
+                  batch_size=batch_size)
+    original = loaded.obj
+    if fmt == ONNX and loaded.format != ONNX:  # --to onnx: compare with the original exported the same way
+        from .torch import onnx_proto
+
+        original = onnx_proto(loaded.obj, example, [s.name for s in sample.specs])
+        recorded = None
+    if recorded is None:
+        recorded = OutputRecorder()
+        api.scan(original, opts.data, warn=False, observer=recorded, **kwargs)
+    checks = new_checks(plan)
+    result = Verification(list(checks.values()))
+    rescan = dict(warn=False, **kwargs)
+    if fmt == ONNX:
+        from . import verify_onnx
+
+        onnx_checks = verify_onnx.RescanChecks(reloaded.obj, checks, plan, result, recorded, include_smooth)
+        result.rescan = api.scan(reloaded, opts.data, observer=onnx_checks, **rescan)  # with the names it records
+        onnx_checks.finish()
+        verify_onnx.check_fresh(reloaded.obj, onnx_checks, fresh, batch_size, result, opts.device)
+        compared = onnx_checks.compared()
+    else:
+        from . import verify_torch
+
+        torch_checks = verify_torch.RescanChecks(checks, plan, result, recorded)
+        result.rescan = api.scan(reloaded, opts.data, observer=torch_checks, **rescan)
+        torch_checks.finish()
+        verify_torch.check_fresh(reloaded.obj, checks, plan, fresh, batch_size, result, opts.device, include_smooth)
+        compared = torch_checks.compared()
+    if not compared:  # the original's outputs were too large to keep: run both again
+        pair_change = verify_onnx.pair_change if fmt == ONNX else verify_torch.pair_change
+        result.max_abs_change = pair_change(original, reloaded.obj, sample, batch_size, opts.device)
     check_rescan(result, plan)
     if plan.mode == REVIVE and result.max_abs_change != 0:
         result.problems.append(f"revive changed the model's outputs on the sample (max |change| "

@@ -1,13 +1,15 @@
-"""Run the sample through an original and a reloaded patched ONNX model, and check them.
+"""Check a reloaded patched ONNX model: on the sample during its rescan (RescanChecks, see
+verify_pass.py), on fresh random inputs in a session of its own.
 
 The patched model's sites are found again with the backend's `find_sites` (same order
-as the original's report); a copy of it also returns the input and the output of each
-patched site's leak, which the checks of verify.py read. Never imports torch.
+as the original's report); the rescan's instrumented graph (and the fresh inputs' copy
+of the model) also returns the input and the output of each patched site's leak, which
+the checks of verify.py read. Never imports torch.
 """
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,54 +19,82 @@ from ..inputs import Sample
 from ..kinds import onnx_writer
 from .onnx import elem_types
 from .plan import CHANNEL, PatchPlan
-from .verify import PairTimer, SiteCheck, Verification, max_abs_change, new_checks
+from .verify import SiteCheck, Verification, max_abs_change
+from .verify_pass import OutputRecorder, RescanObserver
 
 
-def verify_onnx(original: onnx.ModelProto, patched: onnx.ModelProto, plan: PatchPlan, sample: Sample,
-                fresh: Sample, batch_size: int, device: str = "cpu", include_smooth: bool = False) -> Verification:
+class RescanChecks(RescanObserver):
+    """Observer of the rescan of the written model (a backends.CaptureObserver): the
+    instrumented graph also returns the input and output of each probed leak."""
+
+    def __init__(self, patched: onnx.ModelProto, checks: dict[int, SiteCheck], plan: PatchPlan,
+                 result: Verification, recorded: OutputRecorder | None, include_smooth: bool = False) -> None:
+        super().__init__(result, recorded)
+        self.checks = checks
+        self.fetch = _probe_outputs(patched, checks, plan, include_smooth, result)
+        self.slopes = _slope_shapes(patched, self.fetch)
+        self.names = list(dict.fromkeys(name for pair in self.fetch.values() for name in pair))
+        self.types = elem_types(patched) if self.names else {}
+
+    def on_call(self, call: Any) -> None:
+        pass
+
+    def onnx_fetch(self, proto: onnx.ModelProto) -> list[str]:
+        _add_outputs(proto, self.names, self.types)
+        return self.names
+
+    def check_fetched(self, fetched: dict[str, Any], valid: int) -> None:
+        _check(self.checks, self.fetch, self.slopes, fetched, valid)
+
+    def finish(self) -> None:
+        self.timings()
+
+
+def _check(checks: dict[int, SiteCheck], fetch: dict[int, tuple[str, str]], slopes: dict[int, tuple[int, ...]],
+           values: dict[str, np.ndarray], valid: int) -> None:
+    for index, (x, y) in fetch.items():
+        check = checks[index]
+        check.add(values[x][:valid], values[y][:valid], _axis(slopes.get(index), values[x].ndim, check.patch.axis))
+
+
+def check_fresh(patched: onnx.ModelProto, observer: RescanChecks, fresh: Sample, batch_size: int,
+                result: Verification, device: str = "cpu") -> None:
+    """Run the fresh random inputs through the patched model (returning each probed leak's
+    input and output) and check them."""
+    from ..backends.onnx import prepare, resolve_device
+    from ..backends.onnx_instrument import make_session
+
+    if not observer.names:
+        result.fresh += fresh.count
+        return
+    after = prepare(patched, resolve_device(device))
+    probe = make_session(_with_outputs(patched, observer.names, observer.types), after.providers)
+    for batch in fresh.batches(batch_size, after.fixed_batch):
+        values = dict(zip(observer.names, probe.run(observer.names, _feeds(after, fresh, batch.arrays))))
+        _check(observer.checks, observer.fetch, observer.slopes, values, batch.valid)
+        result.fresh += batch.valid
+
+
+def pair_change(original: onnx.ModelProto, patched: onnx.ModelProto, sample: Sample, batch_size: int,
+                device: str = "cpu") -> float:
+    """max |change| of the outputs, running both models on the sample (when the original's
+    outputs were too large to keep from its scan)."""
     from ..backends.onnx import prepare, resolve_device
     from ..backends.onnx_instrument import make_session
 
     providers = resolve_device(device)
     before, after = prepare(original, providers), prepare(patched, providers)
-    checks = new_checks(plan)
-    result = Verification(list(checks.values()))
-    fetch = _probe_outputs(patched, checks, plan, include_smooth, result)
-    slopes = _slope_shapes(patched, fetch)
-    names = list(dict.fromkeys(name for pair in fetch.values() for name in pair))
     sessions = [make_session(m.proto, providers) for m in (before, after)]
-    probe = make_session(_with_outputs(patched, names), providers)
-
-    def feeds(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return {s.name: np.asarray(a, after.input_dtypes.get(s.name)) for s, a in zip(sample.specs, arrays)}
-
-    def run_probe(arrays: list[np.ndarray], valid: int) -> None:
-        if not names:
-            return
-        values = dict(zip(names, probe.run(names, feeds(arrays))))
-        for index, (x, y) in fetch.items():
-            check = checks[index]
-            check.add(values[x][:valid], values[y][:valid], _axis(slopes.get(index), values[x].ndim, check.patch.axis))
-
-    timer = PairTimer()
-    first: dict[str, np.ndarray] | None = None
+    worst = 0.0
     for batch in sample.batches(batch_size, after.fixed_batch):
-        fed = feeds(batch.arrays)
-        first = fed if first is None else first
-        rows = len(batch.arrays[0]) if batch.arrays else 0
-        outputs = [[np.asarray(o)[: batch.valid] for o in timer.run(i, functools.partial(s.run, None, fed), rows)]
-                   for i, s in enumerate(sessions)]
-        result.max_abs_change = max(result.max_abs_change, max_abs_change(*outputs))
-        run_probe(batch.arrays, batch.valid)
-        result.samples += batch.valid
-    for batch in fresh.batches(batch_size, after.fixed_batch):
-        run_probe(batch.arrays, batch.valid)
-        result.fresh += batch.valid
-    if first is not None:
-        timer.top_up(functools.partial(sessions[0].run, None, first), functools.partial(sessions[1].run, None, first))
-    result.seconds_original, result.seconds_patched = timer.seconds()
-    result.timed_batch = timer.rows
-    return result
+        fed = _feeds(after, sample, batch.arrays)
+        outputs = [[np.asarray(o)[: batch.valid] for o in s.run(None, fed)] for s in sessions]
+        worst = max(worst, max_abs_change(*outputs))
+    return worst
+
+
+def _feeds(model: Any, sample: Sample, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return {s.name: np.asarray(a, model.input_dtypes.get(s.name)) for s, a in zip(sample.specs, arrays)}
 
 
 def _probe_outputs(model: onnx.ModelProto, checks: dict[int, SiteCheck], plan: PatchPlan, include_smooth: bool,
@@ -92,16 +122,19 @@ def _probe_outputs(model: onnx.ModelProto, checks: dict[int, SiteCheck], plan: P
     return fetch
 
 
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+def _with_outputs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    types = elem_types(model)
+    _add_outputs(copy, names, types)
+    return copy
+
+
+def _add_outputs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> None:
+    existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
-            copy.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT),
-                                                                   None))
-    return copy
+            model.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT),
+                                                                    None))
 
 
 def _slope_shapes(model: onnx.ModelProto, fetch: dict[int, tuple[str, str]]) -> dict[int, tuple[int, ...]]:

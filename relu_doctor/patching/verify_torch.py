@@ -1,7 +1,8 @@
-"""Run the sample through an original and a reloaded patched torch model, and check them.
+"""Check a reloaded patched torch model: on the sample during its rescan (RescanChecks,
+see verify_pass.py), on fresh random inputs under a checking mode of its own.
 
-The patched model runs under the capture's dispatch mode (backends/torch_calls.py), which
-sees every activation call, in order;
+The patched model runs under a dispatch mode (backends/torch_calls.py), which sees every
+activation call, in order;
 the k-th one of a forward pass is the k-th site of the original's report (a rewrite
 replaces each call by exactly one leaky call), so the plan says what it must compute.
 """
@@ -14,15 +15,40 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_flatten
 
 from ..backends.torch_calls import ActivationCall, ActivationCalls
 from ..inputs import Sample
 from .plan import CHANNEL, PatchPlan
-from .verify import PairTimer, SiteCheck, Verification, max_abs_change, new_checks
+from .verify import SiteCheck, Verification, max_abs_change
+from .verify_pass import OutputRecorder, RescanObserver, torch_outputs
+from .verify_pass import host as _host
+
+
+def check_call(checks: dict[int, SiteCheck], index: int, call: ActivationCall) -> None:
+    """The `index`-th activation call of a forward pass of the patched model, checked
+    against the plan when it is a patched site."""
+    check = checks.get(index)
+    if check is None:
+        return
+    want = "prelu" if check.patch.mode == CHANNEL else "leaky_relu"
+    x = call.input
+    if call.activation.kind != want or x is None:
+        check.notes.append(f"the model calls {call.op} ({call.activation.kind}) there, not a {want}")
+        return
+    # prelu's slopes run along dim 1 of its input (the rewrite moved the neuron axis there)
+    axis = min(1, x.dim() - 1) if check.patch.mode == CHANNEL else check.patch.axis
+    check.add(_host(x), _host(call.output), axis, rtol=1e-2 if x.dtype == torch.bfloat16 else None)
+
+
+def _miscount(result: Verification, sites: int, passes: int) -> None:
+    if passes:
+        result.problems.append(f"the patched model made a different number of activation calls than the "
+                               f"original's {sites} sites ({passes} forward passes)")
 
 
 class _Probe(ActivationCalls):
+    """The checks on inputs the rescan does not see (the fresh random batch)."""
+
     def __init__(self, checks: dict[int, SiteCheck], sites: int, include_smooth: bool) -> None:
         super().__init__(include_smooth)
         self.checks, self.sites = checks, sites
@@ -39,70 +65,79 @@ class _Probe(ActivationCalls):
             self.miscounts += 1
 
     def on_call(self, call: ActivationCall) -> None:
-        check = self.checks.get(self.calls)
+        check_call(self.checks, self.calls, call)
         self.calls += 1
-        if check is None:
-            return
-        want = "prelu" if check.patch.mode == CHANNEL else "leaky_relu"
-        x = call.input
-        if call.activation.kind != want or x is None:
-            check.notes.append(f"the model calls {call.op} ({call.activation.kind}) there, not a {want}")
-            return
-        # prelu's slopes run along dim 1 of its input (the rewrite moved the neuron axis there)
-        axis = min(1, x.dim() - 1) if check.patch.mode == CHANNEL else check.patch.axis
-        check.add(_host(x), _host(call.output), axis, rtol=1e-2 if x.dtype == torch.bfloat16 else None)
 
 
-def _host(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.cpu().numpy()
+class RescanChecks(RescanObserver):
+    """Observer of the rescan of the written model (a backends.CaptureObserver): the capture
+    sees every activation call in order, the k-th one of a pass is site k of the plan."""
+
+    def __init__(self, checks: dict[int, SiteCheck], plan: PatchPlan, result: Verification,
+                 recorded: OutputRecorder | None) -> None:
+        super().__init__(result, recorded)
+        self.checks, self.sites = checks, len(plan.site_names)
+        self.calls = 0
+        self.miscounts = 0
+
+    def start_batch(self) -> None:
+        super().start_batch()
+        self.calls = 0
+
+    def onnx_fetch(self, proto: Any) -> list[str]:
+        return []
+
+    def on_call(self, call: ActivationCall) -> None:
+        with self.checking():
+            check_call(self.checks, self.calls, call)
+        self.calls += 1
+
+    def finish_batch(self, outputs: Any, valid: int, rows: int, seconds: float,
+                     fetched: dict[str, Any] | None = None) -> None:
+        if self.calls != self.sites:
+            self.miscounts += 1
+        super().finish_batch(outputs, valid, rows, seconds, fetched)
+
+    def finish(self) -> None:
+        _miscount(self.result, self.sites, self.miscounts)
+        self.timings()
 
 
-def verify_torch(original: Any, patched: Any, plan: PatchPlan, sample: Sample, fresh: Sample,
-                 batch_size: int, device: str = "cpu", include_smooth: bool = False) -> Verification:
+def check_fresh(patched: Any, checks: dict[int, SiteCheck], plan: PatchPlan, fresh: Sample, batch_size: int,
+                result: Verification, device: str = "cpu", include_smooth: bool = False) -> None:
+    """Run the fresh random inputs through the patched model under the checks."""
+    from ..backends.torch import prepare, resolve_device
+
+    after = prepare(patched, resolve_device(device))
+    probe = _Probe(checks, len(plan.site_names), include_smooth)
+    try:
+        with torch.inference_mode():
+            for batch in fresh.batches(batch_size, after.fixed_batch):
+                probe.forward(functools.partial(after.forward, *_inputs(batch.arrays, after)))
+                result.fresh += batch.valid
+    finally:
+        after.restore()
+    _miscount(result, len(plan.site_names), probe.miscounts)
+
+
+def pair_change(original: Any, patched: Any, sample: Sample, batch_size: int, device: str = "cpu") -> float:
+    """max |change| of the outputs, running both models on the sample (when the original's
+    outputs were too large to keep from its scan)."""
     from ..backends.torch import prepare, resolve_device
 
     dev = resolve_device(device)
     before, after = prepare(original, dev), prepare(patched, dev)
-    checks = new_checks(plan)
-    result = Verification(list(checks.values()))
-    probe = _Probe(checks, len(plan.site_names), include_smooth)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-
-    def run(model: Any, arrays: list[np.ndarray]) -> Any:
-        return model.forward(*_inputs(arrays, model))
-
-    timer = PairTimer(sync)
-    first: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    worst = 0.0
     try:
         with torch.inference_mode():
             for batch in sample.batches(batch_size, after.fixed_batch):
-                rows = len(batch.arrays[0]) if batch.arrays else 0
-                ta, tb = _inputs(batch.arrays, before), _inputs(batch.arrays, after)
-                if first is None:  # reused by the timing's top-up (only the timing reads them)
-                    first = (_inputs(batch.arrays, before), _inputs(batch.arrays, after))
-                ya = timer.run(0, functools.partial(before.forward, *ta), rows)
-                yb = timer.run(1, functools.partial(after.forward, *tb), rows)
-                result.max_abs_change = max(result.max_abs_change,
-                                            max_abs_change(_outputs(ya, batch.valid), _outputs(yb, batch.valid)))
-                probe.forward(functools.partial(run, after, batch.arrays))
-                result.samples += batch.valid
-            for batch in fresh.batches(batch_size, after.fixed_batch):
-                probe.forward(functools.partial(run, after, batch.arrays))
-                result.fresh += batch.valid
-            if first is not None:
-                timer.top_up(functools.partial(before.forward, *first[0]), functools.partial(after.forward, *first[1]))
-            result.seconds_original, result.seconds_patched = timer.seconds()
-            result.timed_batch = timer.rows
+                ya = before.forward(*_inputs(batch.arrays, before))
+                yb = after.forward(*_inputs(batch.arrays, after))
+                worst = max(worst, max_abs_change(torch_outputs(ya, batch.valid), torch_outputs(yb, batch.valid)))
     finally:
         before.restore()
         after.restore()
-    if probe.miscounts:
-        result.problems.append(f"the patched model made a different number of activation calls than the "
-                               f"original's {len(plan.site_names)} sites ({probe.miscounts} forward passes)")
-    return result
+    return worst
 
 
 def _inputs(arrays: list[np.ndarray], model: Any) -> list[torch.Tensor]:
@@ -114,8 +149,3 @@ def _inputs(arrays: list[np.ndarray], model: Any) -> list[torch.Tensor]:
             t = t.to(model.dtype)
         out.append(t.to(model.device))
     return out
-
-
-def _outputs(y: Any, valid: int) -> list[np.ndarray]:
-    leaves = [t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)]
-    return [_host(t[:valid] if t.dim() else t) for t in leaves]

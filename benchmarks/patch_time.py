@@ -56,6 +56,21 @@ def _planted(name: str) -> torch.nn.Module:
     return model
 
 
+def _onnxruntime_threads(threads: int) -> None:
+    """onnxruntime ignores OMP_NUM_THREADS and relu-doctor leaves its thread count to it (one
+    per core): the sessions that patch makes are given `threads`, as the docstring says,
+    so their CPU time is not that of threads spinning on a shared machine."""
+    from relu_doctor.backends import onnx as onnx_backend
+    from relu_doctor.backends import onnx_instrument
+
+    make = onnx_instrument.make_session
+
+    def make_session(model: object, providers: list, n: int | None = None, options: object = None) -> object:
+        return make(model, providers, n or threads, options)
+
+    onnx_instrument.make_session = onnx_backend.make_session = make_session  # type: ignore[assignment]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18", choices=["resnet18", "mobilenet_v2"])
@@ -64,6 +79,7 @@ def main() -> None:
     parser.add_argument("--cases", default="pt2,state-dict-onnx")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    _onnxruntime_threads(args.threads)
     shape = input_shape(args.model)
     model = _planted(args.model)
     example = torch.randn(2, *shape)

@@ -114,6 +114,7 @@ def scan(
         if max_batches is not None:
             sample = replace(sample, count=min(sample.count, max_batches * size))
 
+        loaded = _lend_weights(loaded, backend, model)
         result = backend.capture(sample, size, neuron_axis, include_smooth, _progress_reporter(progress, sample.count),
                                  neuron_extremes, observer)
     finally:
@@ -141,7 +142,8 @@ def scan(
     if prove or fail_provably_dead is not None:
         from .analysis import prove_report
 
-        prove_report(loaded.obj, loaded.format, report, (float(bounds[0]), float(bounds[1])) if bounds else None)
+        graph = backend.model.full_proto() if loaded.obj is None else loaded.obj  # weights lent: read back
+        prove_report(graph, loaded.format, report, (float(bounds[0]), float(bounds[1])) if bounds else None)
     report.gates = gating.gate(sites, select, ignore, fail_dead_ratio, fail_total_dead_ratio, fail_provably_dead)
     if shard is not None:  # a shard records its gates unjudged: `merge` judges the whole (SPEC 11)
         report.gates = Gates(checked=report.gates.checked)
@@ -152,6 +154,18 @@ def scan(
     if warn:
         notices.emit([*report.warnings, *(report.diff.warnings if report.diff else [])])
     return report
+
+
+def _lend_weights(loaded: LoadedModel, backend: _Backend, model: Any) -> LoadedModel:
+    """An ONNX file this scan read itself: leave the backend's proto as the only reference to
+    it, so that the capture can let the weights go once onnxruntime holds its own copy
+    (backends/onnx.py, OnnxModel.source). A proto the caller passed in stays untouched."""
+    if not (backend.is_onnx and isinstance(model, (str, Path)) and loaded.path and loaded.sha256):
+        return loaded
+    if backend.model.proto is not loaded.obj:  # a relaxed batch: a proto the file does not hold
+        return loaded
+    backend.model.source = (loaded.path, loaded.sha256)
+    return replace(loaded, obj=None)
 
 
 def _baseline(baseline: str | Path | Report | None, fail_increase: float | None) -> Report | None:

@@ -85,6 +85,7 @@ class Sample:
             if fixed_batch and valid < fixed_batch:
                 arrays = [np.concatenate([a, np.repeat(a[:1], fixed_batch - valid, 0)]) for a in arrays]
             yield Batch(arrays, valid, nonfinite)
+            del arrays  # not alive while the next batch is made
 
     def head(self, rows: int) -> list[np.ndarray]:
         """The first `rows` rows of every input, as a batch would serve them (not counted)."""
@@ -100,7 +101,12 @@ class Sample:
             if rows.dtype.kind != np.dtype(spec.dtype).kind:
                 return np.array(rows, dtype=spec.dtype, order="C")
             return np.array(rows, order="C", copy=True)
-        return np.stack([self._synthetic(spec, input_index, i) for i in range(start, stop)])
+        # Filled in place: stacking a list of per-sample arrays would hold the batch twice
+        # (19 MB more at the peak of a ResNet-18 scan, batch 32).
+        batch = np.empty((stop - start, *spec.dims), np.dtype(spec.dtype))
+        for row, i in enumerate(range(start, stop)):
+            batch[row] = self._synthetic(spec, input_index, i)
+        return batch
 
     def _synthetic(self, spec: InputSpec, input_index: int, sample_index: int) -> np.ndarray:
         # One generator per (seed, sample, input): sample i is the same whatever the batch

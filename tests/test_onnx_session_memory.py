@@ -3,18 +3,30 @@ shape inference, no model bytes kept by the session, no partials pinning onnxrun
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
+import relu_doctor as rd
 from relu_doctor.backends import onnx as onnx_backend
 from relu_doctor.backends import onnx_counters
-from relu_doctor.backends.onnx_instrument import _without_weights, make_session, static_shapes
+from relu_doctor.backends.onnx_instrument import make_session, static_shapes, without_weights
 from relu_doctor.inputs import InputSpec, Sample
 from tests.test_onnx_instrument import data, two_convs
 
 CPU = ["CPUExecutionProvider"]
+
+
+def saved(path: Path, channels: int = 16) -> onnx.ModelProto:
+    """two_convs with its output's shape spelt out, as onnx.checker wants it in a file."""
+    m = two_convs(channels)
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, 8, 8]))
+    onnx.save(m, str(path))
+    return m
 
 
 def test_the_shape_skeleton_drops_large_weights_only() -> None:
@@ -25,7 +37,7 @@ def test_the_shape_skeleton_drops_large_weights_only() -> None:
     for init in reference.graph.initializer:
         if init.name == "w2":
             init.ClearField("raw_data")
-    skeleton = _without_weights(m)
+    skeleton = without_weights(m)
     assert skeleton == reference
     assert m.SerializeToString() == before  # the model itself is untouched
     w2 = next(t for t in skeleton.graph.initializer if t.name == "w2")
@@ -64,3 +76,44 @@ def test_capture_hands_the_accumulators_arrays_of_their_own(monkeypatch: pytest.
     (y,) = ort.InferenceSession(two_convs().SerializeToString(), providers=CPU).run(None, {"x": x})
     np.testing.assert_array_equal(result.sites[1].counters.fires, (y > 0).sum((0, 2, 3)))
     assert result.sites[0].counters.fires[3] == 0  # planted dead
+
+
+def test_a_scan_of_a_file_lets_the_weights_go_and_reads_them_back(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once onnxruntime has its own copy, a scan of a path drops the proto's weights; the exact
+    re-run of a batch with non-finite values and --prove read them back from the file."""
+    path = tmp_path / "m.onnx"
+    m = saved(path)
+    before = m.SerializeToString()
+    x = data(12)
+    x[2, 0, 1, 1], x[9, 1, 2, 2] = np.nan, np.inf  # non-finite partials: batches 1 and 3 run again, raw
+    weightless: list[int] = []
+    drop = onnx_backend.OnnxModel.drop_weights
+
+    def recording(self: onnx_backend.OnnxModel) -> None:
+        drop(self)
+        weightless.append(self.proto.ByteSize() if self.weightless else -1)
+
+    monkeypatch.setattr(onnx_backend.OnnxModel, "drop_weights", recording)
+    by_path = rd.scan(str(path), data=x, batch_size=4, prove=True, warn=False)
+    in_memory = rd.scan(m, data=x, batch_size=4, prove=True, warn=False)
+    assert weightless[0] > 0 and weightless[0] < len(before) - 16 * 16 * 9 * 4  # w2 (9 KiB) was let go
+    assert weightless[1] == -1  # a proto the caller passed in is never touched
+    assert m.SerializeToString() == before
+    assert by_path.sites[0].proof is not None and 3 in by_path.sites[0].proof.indices  # planted: w1[3] = 0
+    assert any(s.nonfinite for s in by_path.sites)
+    assert [s.to_dict() for s in by_path.sites] == [s.to_dict() for s in in_memory.sites]
+
+
+def test_a_file_changed_during_the_scan_is_not_read_back(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.onnx"
+    saved(path)
+    capture = onnx_backend.capture
+
+    def then_rewrite(*args: object, **kwargs: object) -> object:
+        result = capture(*args, **kwargs)  # type: ignore[arg-type]
+        saved(path, channels=8)
+        return result
+
+    monkeypatch.setattr(onnx_backend, "capture", then_rewrite)
+    with pytest.raises(rd.UserError, match="changed while relu-doctor was scanning it"):
+        rd.scan(str(path), data=data(), batch_size=4, prove=True, warn=False)

@@ -78,7 +78,7 @@ def neuron_axis(rank: int, rule: int | None, override: str) -> int:
 def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, tuple[int, list | None]]:
     """tensor name -> (element type, dims or None), from shape inference with the batch's
     concrete input shapes (so a symbolic batch or image size becomes a number)."""
-    skeleton = _without_weights(model)
+    skeleton = without_weights(model)
     for inp in skeleton.graph.input:
         if inp.name in input_shapes and inp.type.HasField("tensor_type"):
             dims = inp.type.tensor_type.shape.dim
@@ -105,7 +105,7 @@ def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) ->
 _SMALL_TENSOR = 4096  # bytes: shape and index constants, which data propagation reads
 
 
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` for shape inference, its large initializers with dims and type but no
     data. Built field by field: copying the whole model and clearing the weights afterwards
     would hold a second copy of them (46 MB on a ResNet-18) until the copy is freed."""

@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..guest import running
 from ..inputs import InputSpec, Sample
 from . import CapturedSite, CaptureResult
+from .onnx_chunks import sub_batch_rows, workers
 from .onnx_counters import SiteAccumulator
 from .onnx_graph import find_sites
 from .onnx_instrument import (
@@ -149,12 +150,17 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
     def extend(instrumented: onnx.ModelProto) -> None:
         extra.extend(observer.onnx_fetch(instrumented))
 
-    session = _session(model, plans, extend=extend if observer is not None else None)
+    on_cpu = all((p[0] if isinstance(p, tuple) else p) == CPU for p in model.providers)
+    sub = sub_batch_rows(model.proto, shapes, plans, rows) \
+        if on_cpu and not model.fixed_batch and observer is None else None
+    runs_on = dataclasses.replace(model, threads=1) if sub else model  # sub-batches: one thread per worker
+    session = _session(runs_on, plans, extend=extend if observer is not None else None)
     model.drop_weights()  # onnxruntime has its own copy now (see OnnxModel.source)
     fetch = list(dict.fromkeys(name for p in plans for name in p.outputs.values()))
     outputs = [o.name for o in model.proto.graph.output] if observer is not None else []
     extra_only = {n for n in extra if n not in fetch}  # not a site's own output (a raw one)
     fetch += [n for n in outputs + extra if n not in fetch]
+    split = _SubBatches(session, fetch, plans, sub, model.threads) if sub else None
     accumulators = [SiteAccumulator(p, neuron_axis) for p in plans]
     exact_sessions: dict[tuple[int, ...], tuple[Any, list[SitePlan]]] = {}
     nonfinite_inputs = 0
@@ -170,11 +176,13 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
         # the next run pin their chunks there, so the arena grows (ResNet-18: +100 MiB). The
         # observer's tensors are read at once and dropped before the next run.
         start = time.perf_counter()
-        ran = _run(session, fetch or None, feeds)
-        seconds = time.perf_counter() - start
-        results = {name: y if name in extra_only else np.array(y, copy=True) for name, y in zip(fetch, ran)}
-        del ran
         rows = len(batch.arrays[0]) if batch.arrays else batch.valid
+        results = split.run(feeds, rows) if split is not None and batch.valid == rows else None
+        if results is None:
+            ran = _run(session, fetch or None, feeds)
+            results = {name: y if name in extra_only else np.array(y, copy=True) for name, y in zip(fetch, ran)}
+            del ran
+        seconds = time.perf_counter() - start
         if observer is not None:
             observer.start_batch()
             observer.finish_batch([results[n] for n in outputs], batch.valid, rows, seconds,
@@ -188,6 +196,8 @@ def capture(model: OnnxModel, sample: Sample, batch_size: int, neuron_axis: str 
         if progress:
             progress(batch.valid)
         del batch, feeds, results  # before the next batch is made: one batch of inputs alive, not two
+    if split is not None:
+        split.close()
     sites = []
     for acc in accumulators:
         warnings += acc.warnings
@@ -211,6 +221,55 @@ def _exact(model: OnnxModel, redo: list[SiteAccumulator], feeds: dict[str, np.nd
     fetch = [p.outputs["raw"] for p in plans]
     for acc, y in zip(redo, _run(session, fetch, feeds)):
         acc.add_raw(y, valid, rows)
+
+
+class _SubBatches:
+    """A batch run as sub-batches on parallel single-threaded workers (onnx_chunks.py): the
+    sub-batches' per-row partials stacked back into the batch's, the same numbers a whole
+    run gives, so the host adds each batch once whatever the split."""
+
+    def __init__(self, session: Any, fetch: list[str], plans: list[SitePlan], rows: int,
+                 threads: int | None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.session, self.fetch, self.plans, self.rows = session, fetch, plans, rows
+        self.pool: Any = ThreadPoolExecutor(workers(threads), thread_name_prefix="relu-doctor-onnx")
+
+    def run(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray] | None:
+        """{output name: partials} of the batch, or None (from then on) when the graph does
+        not split: a run failed, or a site's rows did not follow the sub-batch (a shape pinned
+        in the graph); the caller runs whole batches then."""
+        if self.pool is None:
+            return None
+        parts = [{k: v[i:i + self.rows] for k, v in feeds.items()} for i in range(0, rows, self.rows)]
+        try:
+            results = list(self.pool.map(self._partials, parts))
+        except UserError:
+            results = []
+        sizes = [len(next(iter(part.values()))) for part in parts]
+        if not results or not all(self._rows_split(r, n) for r, n in zip(results, sizes)):
+            self.close()
+            return None
+        # per-row partials stack; the one scalar (the reduce road's batch maximum) is a max
+        return {name: np.concatenate([r[name] for r in results]) if results[0][name].ndim
+                else np.max([r[name] for r in results]) for name in self.fetch}
+
+    def _partials(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # copies: onnxruntime's outputs are views of its arena (see capture)
+        return {name: np.array(y, copy=True) for name, y in zip(self.fetch, _run(self.session, self.fetch, feeds))}
+
+    def _rows_split(self, results: dict[str, np.ndarray], rows: int) -> bool:
+        """Each site's partials have one row per sample of the part, as planned at full size."""
+        for plan in self.plans:
+            name = plan.outputs.get("pool") or plan.outputs.get("sum")
+            if name is None or results[name].ndim == 0 or results[name].shape[0] != rows:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
 
 def _session(model: OnnxModel, plans: list[SitePlan], raw: bool = False,

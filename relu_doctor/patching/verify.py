@@ -206,7 +206,9 @@ class Verification:
     samples: int = 0  # sample inputs run through both models
     fresh: int = 0  # fresh random inputs run through the patched model
     max_abs_change: float = 0.0  # model outputs, patched vs original, on the sample
-    seconds_original: float = 0.0  # inference time per batch of the sample (see PairTimer)
+    # seconds per batch of the sample, timed on the original's scan and the output's rescan:
+    # both under the same capture, the checks' own time left out (verify_pass.best_seconds)
+    seconds_original: float = 0.0
     seconds_patched: float = 0.0
     timed_batch: int = 0  # rows per timed batch
     problems: list[str] = field(default_factory=list)
@@ -267,10 +269,12 @@ def check_rescan(verification: Verification, plan: PatchPlan) -> None:
 
 
 class PairTimer:
-    """Seconds per batch of the original and the patched model, timed on the verification's
-    own runs: both models run every batch of the sample anyway, so timing those runs costs
-    nothing (a separate timing loop of 4 batches x 6 rounds x 2 models cost ResNet-18 about
-    six times a scan).
+    """(prune's check; patch times the runs of its scans instead, verify_pass.py.)
+
+    Seconds per batch of the original and the pruned model, timed on the check's own runs:
+    both models run every batch of the sample anyway, so timing those runs costs nothing (a
+    separate timing loop of 4 batches x 6 rounds x 2 models cost ResNet-18 about six times a
+    scan).
 
     Each model's first run is a warm-up (allocations, kernel choice) and is not counted; only
     batches of the first batch's size count. The fastest run is the figure: other work on

@@ -162,6 +162,8 @@ def _lend_weights(loaded: LoadedModel, backend: _Backend, model: Any) -> LoadedM
     (backends/onnx.py, OnnxModel.source). A proto the caller passed in stays untouched."""
     if not (backend.is_onnx and isinstance(model, (str, Path)) and loaded.path and loaded.sha256):
         return loaded
+    if loaded.data_files:  # weights from external-data files too, which the file's sha256 does not cover
+        return loaded
     if backend.model.proto is not loaded.obj:  # a relaxed batch: a proto the file does not hold
         return loaded
     backend.model.source = (loaded.path, loaded.sha256)

@@ -31,6 +31,7 @@ class LoadedModel:
     path: Path | None = None
     sha256: str | None = None
     site_names: list[tuple[str, str]] | None = None  # recorded by a patch (site_names.py)
+    data_files: tuple[Path, ...] = ()  # files besides `path` its tensors were read from (ONNX external data)
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "format": self.format, "sha256": self.sha256}
@@ -110,9 +111,10 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | st
 # The loaders the registry names: (path, options) -> LoadedModel (format, object, site names)
 
 def load_onnx_file(path: Path, options: LoadOptions) -> LoadedModel:
-    from .backends.onnx_loading import load_onnx
+    from .backends.onnx_loading import load_onnx_and_data_files
 
-    return LoadedModel(ONNX, load_onnx(path))
+    model, data_files = load_onnx_and_data_files(path)
+    return LoadedModel(ONNX, model, data_files=data_files)
 
 
 def load_torchscript_file(path: Path, options: LoadOptions) -> LoadedModel:

@@ -117,3 +117,24 @@ def test_a_file_changed_during_the_scan_is_not_read_back(tmp_path, monkeypatch: 
     monkeypatch.setattr(onnx_backend, "capture", then_rewrite)
     with pytest.raises(rd.UserError, match="changed while relu-doctor was scanning it"):
         rd.scan(str(path), data=data(), batch_size=4, prove=True, warn=False)
+
+
+def test_a_model_with_external_data_keeps_its_weights(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sha256 taken at load covers the model file, not its external data: such weights
+    could not be read back with the same check, so they stay in memory."""
+    m = saved(tmp_path / "inline.onnx")
+    path = tmp_path / "m.onnx"
+    onnx.save_model(m, str(path), save_as_external_data=True, location="m.bin", size_threshold=1024)
+    states: list[bool] = []
+    drop = onnx_backend.OnnxModel.drop_weights
+
+    def recording(self: onnx_backend.OnnxModel) -> None:
+        drop(self)
+        states.append(self.weightless)
+
+    monkeypatch.setattr(onnx_backend.OnnxModel, "drop_weights", recording)
+    x = data(8)
+    external = rd.scan(str(path), data=x, batch_size=4, prove=True, warn=False)
+    inline = rd.scan(str(tmp_path / "inline.onnx"), data=x, batch_size=4, prove=True, warn=False)
+    assert states == [False, True]
+    assert [s.to_dict() for s in external.sites] == [s.to_dict() for s in inline.sites]

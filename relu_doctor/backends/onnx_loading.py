@@ -27,6 +27,11 @@ _OUTSIDE_HINT = "relu-doctor only reads external data stored beside the model; r
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """The model at `path` with its external data read in, after onnx.checker accepted it."""
+    return load_onnx_and_data_files(path)[0]
+
+
+def load_onnx_and_data_files(path: str | Path) -> tuple[onnx.ModelProto, tuple[Path, ...]]:
+    """`load_onnx`, and the external-data files it read the model's tensors from."""
     path = Path(path)
     try:
         model = onnx.load_model(str(path), load_external_data=False)
@@ -46,7 +51,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise UserError(f"{path} is not a valid ONNX model: {_first_line(e)}", _REEXPORT) from None
     for tensor, target, offset, length in sources:
         _read_in(tensor, target, offset, length, path)
-    return model
+    return model, tuple(dict.fromkeys(target for _, target, _, _ in sources))
 
 
 def external_tensors(model: Message) -> Iterator[onnx.TensorProto]:

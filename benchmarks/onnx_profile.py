@@ -1,11 +1,12 @@
 """Where an ONNX scan's time goes: onnxruntime's own per-node profile, bare against instrumented.
 
-    .venv/bin/python benchmarks/onnx_profile.py resnet18|mobilenet_v2|mlp
+    .venv/bin/python benchmarks/onnx_profile.py resnet18|mobilenet_v2|mlp [BATCH]
 
 Exports the model (bench_models.py) to a temporary folder, builds relu-doctor's
-instrumented graph, runs 4 batches of 32 on 1 and 2 intra-op threads with onnxruntime's
-profiler on, and prints the kernel time per batch: of all nodes, and of the reduction
-nodes relu-doctor added, by op type.
+instrumented graph, runs 4 batches of BATCH (default 32; the scan of a memory-bound graph
+runs sub-batches of 2, backends/onnx_chunks.py) on 1 and 2 intra-op threads with
+onnxruntime's profiler on, and prints the kernel time per batch: of all nodes, and of the
+reduction nodes relu-doctor added, by op type.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import bench_models  # noqa: E402
 from relu_doctor.backends.onnx_graph import find_sites  # noqa: E402
 from relu_doctor.backends.onnx_instrument import instrument, plan_sites, static_shapes  # noqa: E402
 
-BATCH, RUNS = 32, 4
+RUNS = 4
+BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 32
 
 
 def kernel_ms(model: onnx.ModelProto, threads: int, x: np.ndarray, prefix: str, ordered: bool) -> tuple[float, dict]:

@@ -1,0 +1,79 @@
+"""What the torch scan's per-activation reduction costs per entry, against one read.
+
+    .venv/bin/python benchmarks/fused_pass.py [--threads 1]
+
+On one MobileNetV2-sized activation (32 x 96 x 112 x 112 float32, 154 MB: far beyond the
+caches), the best of 5 runs, in ns per entry:
+- one torch `sum` over it: one read from memory, the least any reduction costs;
+- relu-doctor's update of a ReLU6 site and of a leaky ReLU site on the compiled one-pass
+  road (backends/fused_rows.py), and on the exact float64 road it falls back to;
+then the one-pass kernel alone on rows of 12544 down to 49 positions (the same number of
+entries), where short rows leave its vectorized loop unused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from relu_doctor.backends import fused_rows
+from relu_doctor.backends.torch_reduce import FusedRoad, TorchSiteAccumulator
+
+SHAPE = (32, 96, 112, 112)
+
+
+def best_ns_per_entry(f: Callable[[], object], entries: int, reps: int = 5) -> float:
+    f()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return min(times) / entries * 1e9
+
+
+def update(y: torch.Tensor, nonnegative: bool, road: str) -> Callable[[], None]:
+    acc = TorchSiteAccumulator(y.shape[1], torch.device("cpu"), nonnegative, keep_min=nonnegative)
+    acc.workspace.start_batch()
+
+    def run() -> None:
+        saved = FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS
+        if road == "fused":
+            FusedRoad.load()
+        else:
+            FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = None, 2**62, float("inf")
+        try:
+            acc.update(y, 1)
+        finally:
+            FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = saved
+
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    x = torch.randn(SHAPE)
+    relu6, leaky = torch.nn.functional.relu6(x), torch.nn.functional.leaky_relu(x)
+    n = x.numel()
+    print(f"{args.threads} thread(s), {'x'.join(map(str, SHAPE))} float32; ns per entry, best of 5\n")
+    print("| what | ns per entry |\n|---|---:|")
+    print(f"| one torch sum (a read from memory) | {best_ns_per_entry(relu6.sum, n):.3f} |")
+    for name, y, nonnegative in (("ReLU6", relu6, True), ("leaky ReLU", leaky, False)):
+        for road in ("fused", "exact"):
+            print(f"| update, {name}, {road} road | {best_ns_per_entry(update(y, nonnegative, road), n):.3f} |")
+    print("\n| positions per row | rows | one-pass kernel, ns per entry |\n|---:|---:|---:|")
+    flat = relu6.numpy().reshape(-1)
+    for positions in (12544, 3136, 784, 196, 49):
+        rows = flat.reshape(SHAPE[0], -1, positions)
+        cost = best_ns_per_entry(lambda r=rows: fused_rows.row_stats(r, 2, signed=False, threads=args.threads), n)
+        print(f"| {positions} | {rows.shape[1]} | {cost:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,9 @@ both memory layouts, strided views, threads, and NaN / inf (which must reach the
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -133,3 +136,15 @@ def test_accumulator_on_a_channels_last_activation_matches_numpy(signed: bool) -
     np.testing.assert_array_equal(c.min, a.min((0, 2, 3)))
     np.testing.assert_array_equal(c.neuron_max, a.max((0, 2, 3)))
     assert c.max == a.max() and c.nonfinite == 0 and c.rows == 5 * 7 * 3 and c.samples == 5
+
+
+def test_kernels_compile_without_a_place_for_numbas_cache() -> None:
+    """A read-only install in a container with no home: numba finds no cache folder and
+    would raise at import; the kernels are compiled in memory instead."""
+    code = ("import numpy as np; from relu_doctor.backends.fused_rows import row_stats; "
+            "print(row_stats(np.ones((2, 3, 4), np.float32), 2).counts.sum())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"  # usable only with NUMBA_CACHE_DIR
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "24"

@@ -25,11 +25,31 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 _FAST = {"reassoc"}
+
+
+def _compiled(**options: Any) -> Any:
+    """numba.njit with the kernels cached on disk where numba finds a writable place (beside
+    this file, or the user's cache folder); without a cache where it finds none (a read-only
+    install in a container without a home), instead of numba's RuntimeError at import. Then
+    each process compiles them once (about 1.5 s)."""
+
+    def compile_(f: Any) -> Any:
+        try:
+            return njit(cache=True, **options)(f)
+        except RuntimeError as e:
+            if "no locator available" not in str(e):
+                raise
+            return njit(cache=False, **options)(f)
+
+    return compile_
+
+
 _MIN_ENTRIES_PER_THREAD = 1 << 20  # below this a thread costs more than it saves
 _pool: ThreadPoolExecutor | None = None
 
@@ -46,7 +66,7 @@ class RowStats:
     highs: np.ndarray
 
 
-@njit(nogil=True, cache=True, fastmath=_FAST)
+@_compiled(nogil=True, fastmath=_FAST)
 def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (rows, positions) -> one result per row. `sign` is the sign bit's position
     and `below_sign` 0x7fff..., both in the bits' own type (so the keys stay that wide).
@@ -84,7 +104,7 @@ def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, count
         highs[r] = hi
 
 
-@njit(nogil=True, cache=True, fastmath=_FAST)
+@_compiled(nogil=True, fastmath=_FAST)
 def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (samples, positions, neurons) -> results (samples, neurons); the inner loop
     runs along the neurons, contiguous in memory. Arguments as in _neurons_first."""
@@ -164,7 +184,7 @@ def fold(rows: RowStats, dtype: np.dtype, fires: np.ndarray, sample_fires: np.nd
     return (total, top) if np.isfinite(total) else None
 
 
-@njit(nogil=True, cache=True)
+@_compiled(nogil=True)
 def _fold(sums, abs_sums, counts, lows, highs, fires, sample_fires, abs_sum, low, high):  # pragma: no cover - compiled
     magnitude = 0.0
     for n in range(sums.shape[0]):

@@ -155,6 +155,7 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     out = RowStats(sums, np.empty((n, c)) if signed else sums, np.empty((n, c), np.int64),
                    np.empty((n, c), bits_type), np.empty((n, c), bits_type))
     results = [out.sums, out.abs_sums, out.counts, out.lows, out.highs]
+    kernel: Any  # a numba dispatcher
     if red == 2:
         kernel, values = _neurons_first, y3.reshape(n * c, y3.shape[2])
         results = [a.reshape(n * c) for a in results]

@@ -168,7 +168,8 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
         return out
     bounds = np.linspace(0, len(values), pieces + 1).astype(int)
     spans = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    futures = [_threads().submit(kernel, values[s], bits[s], *key, *(r[s] for r in results)) for s in spans]
+    parts: list[tuple[Any, ...]] = [(values[s], bits[s], *key, *(r[s] for r in results)) for s in spans]
+    futures = [_threads().submit(kernel, *part) for part in parts]
     for f in futures:
         f.result()
     return out

@@ -31,6 +31,8 @@ import numpy as np
 from numba import njit
 
 _FAST = {"reassoc"}
+_MIN_ENTRIES_PER_THREAD = 1 << 20  # below this a thread costs more than it saves
+_pool: ThreadPoolExecutor | None = None
 
 
 def _compiled(**options: Any) -> Any:
@@ -48,10 +50,6 @@ def _compiled(**options: Any) -> Any:
             return njit(cache=False, **options)(f)
 
     return compile_
-
-
-_MIN_ENTRIES_PER_THREAD = 1 << 20  # below this a thread costs more than it saves
-_pool: ThreadPoolExecutor | None = None
 
 
 @dataclass

@@ -40,15 +40,8 @@ def update(y: torch.Tensor, nonnegative: bool, road: str) -> Callable[[], None]:
     acc.workspace.start_batch()
 
     def run() -> None:
-        saved = FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS
-        if road == "fused":
-            FusedRoad.load()
-        else:
-            FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = None, 2**62, float("inf")
-        try:
+        with FusedRoad.pinned(road):
             acc.update(y, 1)
-        finally:
-            FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = saved
 
     return run
 

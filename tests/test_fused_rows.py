@@ -15,14 +15,13 @@ import pytest
 import torch
 
 from relu_doctor.backends.fused_rows import row_stats
-from relu_doctor.backends.torch_reduce import TorchSiteAccumulator
-from tests.test_stats import reduction_road
+from relu_doctor.backends.torch_reduce import FusedRoad, TorchSiteAccumulator
 
 
 @pytest.fixture(autouse=True)
 def fused_road() -> Iterator[None]:
     """The accumulator tests here are about the fused road, whatever the sizes."""
-    with reduction_road("fused"):
+    with FusedRoad.pinned("fused"):
         yield
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
@@ -37,21 +34,6 @@ def naive(y: np.ndarray, axis: int, bound: float | None, tau: float) -> dict:
         "max": float(m.max()),
         "min": m.min(0),
     }
-
-
-@contextmanager
-def reduction_road(road: str) -> Iterator[None]:
-    """Reduce on the compiled one-pass road ("fused") or the float64 torch road ("exact"),
-    whatever the activation's size (FusedRoad picks by size and time otherwise)."""
-    saved = FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS
-    if road == "fused":
-        FusedRoad.load()
-    else:
-        FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = None, 2**62, float("inf")
-    try:
-        yield
-    finally:
-        FusedRoad.kernels, FusedRoad.AT_ONCE, FusedRoad.AFTER_SECONDS = saved
 
 
 def stream(y: np.ndarray, axis: int, cuts: list[int], nonnegative: bool, keep_min: bool) -> SiteCounters:
@@ -96,7 +78,7 @@ def activations(draw: st.DrawFn) -> tuple[np.ndarray, int, list[int], str]:
 def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, list[int], str], road: str) -> None:
     y, axis, cuts, kind = case
     bound = 6.0 if kind == "relu6" else None
-    with reduction_road(road):
+    with FusedRoad.pinned(road):
         counters = stream(y, axis, cuts, nonnegative=kind != "leaky", keep_min=bound is not None)
     ref = naive(y, axis, bound, 0.025)
     np.testing.assert_array_equal(counters.fires, ref["fires"])
@@ -117,9 +99,9 @@ def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, l
 def test_split_scans_merge_exactly(case: tuple[np.ndarray, int, list[int], str], at: int) -> None:
     y, axis, _, kind = case
     at = min(at, y.shape[0])
-    with reduction_road("exact"):  # one scan on each road: they agree
+    with FusedRoad.pinned("exact"):  # one scan on each road: they agree
         whole = stream(y, axis, [], kind != "leaky", kind == "relu6")
-    with reduction_road("fused"):
+    with FusedRoad.pinned("fused"):
         first = stream(y[:at], axis, [], kind != "leaky", kind == "relu6")
     second = stream(y[at:], axis, [], kind != "leaky", kind == "relu6")
     merged = first.merge(second)

@@ -27,6 +27,8 @@ On CPU this reduction is most of what a scan costs on top of the model
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -44,24 +46,34 @@ class FusedRoad:
     first call, on the shared 2-core machine), more than a small model's whole scan on the
     exact road (the 4-site sample: about 30 ms). So small activations stay on the exact
     road until it has cost `AFTER_SECONDS` in this process; an activation of `AT_ONCE`
-    entries or more (3-6 ms a batch on the exact road) loads it at once."""
+    entries or more (3-6 ms a batch on the exact road) loads it at once. `pinned` makes
+    every float activation take one road (tests and benchmarks compare them)."""
 
     AT_ONCE = 1 << 20
     AFTER_SECONDS = 0.25
     kernels: Any = None  # the fused_rows module, once loaded
     exact_seconds = 0.0
+    forced: str | None = None  # "fused" or "exact", inside `pinned`
 
     @classmethod
     def wanted(cls, entries: int) -> Any:
-        if cls.kernels is None and (entries >= cls.AT_ONCE or cls.exact_seconds >= cls.AFTER_SECONDS):
-            cls.load()
+        if cls.forced == "exact":
+            return None
+        if cls.kernels is None and (cls.forced == "fused" or entries >= cls.AT_ONCE
+                                    or cls.exact_seconds >= cls.AFTER_SECONDS):
+            from . import fused_rows
+
+            cls.kernels = fused_rows
         return cls.kernels
 
     @classmethod
-    def load(cls) -> None:
-        from . import fused_rows
-
-        cls.kernels = fused_rows
+    @contextmanager
+    def pinned(cls, road: str) -> Iterator[None]:
+        saved, cls.forced = cls.forced, road
+        try:
+            yield
+        finally:
+            cls.forced = saved
 
 
 def as_rows_positions_neurons(y: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:

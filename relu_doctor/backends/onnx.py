@@ -228,11 +228,11 @@ class _SubBatches:
     sub-batches' per-row partials stacked back into the batch's, the same numbers a whole
     run gives, so the host adds each batch once whatever the split."""
 
-    def __init__(self, session: Any, fetch: list[str], plans: list[SitePlan], rows: int,
+    def __init__(self, session: Any, fetch: list[str], plans: list[SitePlan], part_rows: int,
                  threads: int | None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.session, self.fetch, self.plans, self.rows = session, fetch, plans, rows
+        self.session, self.fetch, self.plans, self.part_rows = session, fetch, plans, part_rows
         self.pool: Any = ThreadPoolExecutor(workers(threads), thread_name_prefix="relu-doctor-onnx")
 
     def run(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray] | None:
@@ -241,7 +241,7 @@ class _SubBatches:
         in the graph); the caller runs whole batches then."""
         if self.pool is None:
             return None
-        parts = [{k: v[i:i + self.rows] for k, v in feeds.items()} for i in range(0, rows, self.rows)]
+        parts = [{k: v[i:i + self.part_rows] for k, v in feeds.items()} for i in range(0, rows, self.part_rows)]
         try:
             results = list(self.pool.map(self._partials, parts))
         except UserError:

@@ -192,13 +192,13 @@ class TorchSiteAccumulator:
         if fusable:
             FusedRoad.exact_seconds += time.perf_counter() - start
 
-    def _update_fused(self, fused_rows: Any, y3: torch.Tensor, red: int, threads: int) -> bool:
+    def _update_fused(self, kernels: Any, y3: torch.Tensor, red: int, threads: int) -> bool:
         """Every result in one pass; False (nothing counted) if a value is not finite."""
         values = y3.detach().numpy()
         if self._fused is None:  # per-neuron minima and maxima of the batches reduced here
             self._fused = np.full(self.neurons, np.inf), np.full(self.neurons, -np.inf)
-        rows = fused_rows.row_stats(values, red, signed=not self.nonnegative, threads=threads)
-        folded = fused_rows.fold(rows, values.dtype, self.fires.numpy(), self.sample_fires.numpy(),
+        rows = kernels.row_stats(values, red, signed=not self.nonnegative, threads=threads)
+        folded = kernels.fold(rows, values.dtype, self.fires.numpy(), self.sample_fires.numpy(),
                                  self.abs_sum.numpy(), *self._fused)
         if folded is None:
             return False

@@ -12,8 +12,9 @@ The model (bench_models.py, random weights) gets planted dead channels (the stem
 - state-dict-onnx: patch a state dict (--arch bench_models:build) into ONNX.
 
 For each case, in this process and in this order: the scan alone (relu_doctor.scan of the
-same file and sample), the export alone (torch.export + save of the eager model, or the
-TorchScript-based ONNX export), then `patching.run.patch_file` end to end. Figures are
+same file and sample, after one untimed scan that pays the process's first-use costs), the
+export alone (torch.export + save of the eager model, or the TorchScript-based ONNX
+export), then `patching.run.patch_file` end to end. Figures are
 process CPU time (torch and onnxruntime on --threads threads), which other processes on a
 shared machine disturb less than wall time; wall time is printed too.
 """
@@ -58,17 +59,17 @@ def _planted(name: str) -> torch.nn.Module:
 
 def _onnxruntime_threads(threads: int) -> None:
     """onnxruntime ignores OMP_NUM_THREADS and relu-doctor leaves its thread count to it (one
-    per core): the sessions that patch makes are given `threads`, as the docstring says,
-    so their CPU time is not that of threads spinning on a shared machine."""
-    from relu_doctor.backends import onnx as onnx_backend
+    per core): every session patch makes is given `threads`, as the docstring says, so their
+    CPU time is not that of threads spinning on a shared machine. All sessions are made in
+    onnx_instrument._new_session (make_session and session_from_bytes both call it)."""
     from relu_doctor.backends import onnx_instrument
 
-    make = onnx_instrument.make_session
+    new_session = onnx_instrument._new_session
 
-    def make_session(model: object, providers: list, n: int | None = None, options: object = None) -> object:
-        return make(model, providers, n or threads, options)
+    def pinned(model: object, providers: list, n: int | None, options: object) -> object:
+        return new_session(model, providers, n or threads, options)
 
-    onnx_instrument.make_session = onnx_backend.make_session = make_session  # type: ignore[assignment]
+    onnx_instrument._new_session = pinned  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -95,6 +96,7 @@ def main() -> None:
                 src = Path(tmp) / "m.pt2"
                 _export_pt2(model, example, batch, src)
                 out = Path(tmp) / "out.pt2"
+                relu_doctor.scan(str(src), warn=False, **opts)  # warm-up: imports, kernels, first-run costs
                 scan_cpu, _ = _timed(relu_doctor.scan, str(src), warn=False, **opts)
                 export_cpu, _ = _timed(_export_pt2, model, example, batch, Path(tmp) / "e.pt2")
                 options = ScanOptions(input_shape=opts["input_shape"], samples=args.samples)
@@ -103,6 +105,7 @@ def main() -> None:
                 torch.save(model.state_dict(), str(src))
                 out = Path(tmp) / "out.onnx"
                 arch, kwargs = "bench_models:build", {"name": args.model}
+                relu_doctor.scan(str(src), arch=arch, arch_kwargs=kwargs, warn=False, **opts)  # warm-up
                 scan_cpu, _ = _timed(relu_doctor.scan, str(src), arch=arch, arch_kwargs=kwargs, warn=False, **opts)
                 export_cpu, _ = _timed(export_onnx, model, str(Path(tmp) / "e.onnx"), example)
                 options = ScanOptions(input_shape=opts["input_shape"], samples=args.samples, arch=arch,

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 import relu_doctor as rd
 from relu_doctor.errors import VerificationError
 from relu_doctor.patching import ScanOptions, patch_file, plan, verify_pass
+from relu_doctor.render.patch import print_outcome
 from tests.models import case, run_saved, sample_data, save_model
 
 SAMPLES = 40  # a batch of 32 and a padded-out one of 8: both count in max |change|
@@ -54,7 +56,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], Pa
 
 @pytest.mark.parametrize(("fmt", "how"), [("pt2", "recorded"), ("pt", "report"), ("pt", "too-large"),
                                           ("onnx", "recorded"), ("onnx", "too-large"), ("pt-to-onnx", "recorded"),
-                                          ("pt-to-onnx", "report")])
+                                          ("pt-to-onnx", "report"), ("pt-to-onnx", "too-large")])
 def test_max_change_and_timings_match_an_answer_computed_here(fmt: str, how: str, files: tuple, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     paths, data_path, data = files
@@ -76,6 +78,23 @@ def test_max_change_and_timings_match_an_answer_computed_here(fmt: str, how: str
     assert v.max_abs_change == pytest.approx(want, rel=1e-5)
     assert v.timed_batch == 32 and v.seconds_original > 0 and v.seconds_patched > 0
     assert sum(c.live_entries for c in v.checks) > 0 and v.leaking == v.negative_inputs > 0
+    # an eager model written as ONNX is compared with itself in torch, and the summary says so
+    cross = fmt == "pt-to-onnx"
+    assert (v.original_runtime, v.patched_runtime) == (("torch", "onnxruntime") if cross else (None, None))
+    console = Console(record=True, width=200)
+    print_outcome(outcome, console)
+    assert ("original in torch" in console.export_text()) == cross
+
+
+def test_revive_to_onnx_compares_with_the_original_exported_to_onnx(tmp_path: Path) -> None:
+    """Revive promises bit-identical outputs, which torch against onnxruntime cannot show."""
+    c = case("mlp")
+    src = save_model(c.build(), c.input_shape, "pt", tmp_path / "m.pt")
+    outcome = patch_file(src, tmp_path / "out.onnx",
+                         options=ScanOptions(input_shape=c.input_shape, samples=64, trust_pickle=True), mode="revive")
+    v = outcome.verification
+    assert outcome.written and v is not None and v.ok
+    assert v.max_abs_change == 0 and v.original_runtime is None
 
 
 @pytest.mark.parametrize("fmt", ["pt", "onnx"])

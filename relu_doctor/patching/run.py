@@ -8,7 +8,7 @@ that file, and renamed into place only when verification passes; any failure on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .plan import REVIVE, PatchPlan, plan_patch
 from .report_match import check_report_matches
-from .verify import Verification, check_rescan, new_checks, release_scratch
+from .verify import Verification, check_rescan, new_checks, pair_change, release_scratch
 from .verify_pass import OutputRecorder
 
 OUTPUT_FORMATS = formats.OUTPUT_FORMATS
@@ -298,8 +298,11 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
     (see verify.py) on the rescan's own runs and on fresh random inputs.
 
     The original's outputs come from its scan (`recorded`); where there was none to record
-    (a --report, an original in another format than the output) a scan of the original
-    records them here, so both timings are of a scan's runs."""
+    (a --report) a scan of the original records them here, so both timings are of a scan's
+    runs. An eager model patched --to onnx is compared with itself, run by torch: the
+    model the user has against the file they get, export rounding included (see
+    Verification.original_runtime). Only revive, whose outputs must be bit-identical,
+    exports the original too and compares within onnxruntime."""
     from .. import api
 
     reloaded = load_model(written, trust_pickle=True)  # our own file, written a moment ago
@@ -309,17 +312,20 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
     # the batches the original's scan ran (--batch-size auto: the size it chose)
     kwargs.update(include_smooth=include_smooth, neuron_axis=report.settings.get("neuron_axis", opts.neuron_axis),
                   batch_size=batch_size)
-    original = loaded.obj
-    if fmt == ONNX and loaded.format != ONNX:  # --to onnx: compare with the original exported the same way
+    original, original_onnx = loaded.obj, loaded.format == ONNX
+    if fmt == ONNX and not original_onnx and plan.mode == REVIVE:
         from .torch import onnx_proto
 
-        original = onnx_proto(loaded.obj, example, [s.name for s in sample.specs])
+        original, original_onnx = onnx_proto(loaded.obj, example, [s.name for s in sample.specs]), True
         recorded = None
     if recorded is None:
         recorded = OutputRecorder()
         api.scan(original, opts.data, warn=False, observer=recorded, **kwargs)
     checks = new_checks(plan)
     result = Verification(list(checks.values()))
+    if original_onnx != (fmt == ONNX):
+        result.original_runtime, result.patched_runtime = ("onnxruntime", "torch") if original_onnx \
+            else ("torch", "onnxruntime")
     rescan = dict(warn=False, **kwargs)
     if fmt == ONNX:
         from . import verify_onnx
@@ -338,10 +344,19 @@ def _verify(loaded: LoadedModel, written: Path, fmt: str, plan: PatchPlan, sampl
         verify_torch.check_fresh(reloaded.obj, checks, plan, fresh, batch_size, result, opts.device, include_smooth)
         compared = torch_checks.compared()
     if not compared:  # the original's outputs were too large to keep: run both again
-        pair_change = verify_onnx.pair_change if fmt == ONNX else verify_torch.pair_change
-        result.max_abs_change = pair_change(original, reloaded.obj, sample, batch_size, opts.device)
+        result.max_abs_change = pair_change(_outputs(original, original_onnx, sample, batch_size, opts.device),
+                                            _outputs(reloaded.obj, fmt == ONNX, sample, batch_size, opts.device))
     check_rescan(result, plan)
     if plan.mode == REVIVE and result.max_abs_change != 0:
         result.problems.append(f"revive changed the model's outputs on the sample (max |change| "
                                f"{result.max_abs_change:.3g}); they must be identical")
     return result
+
+
+def _outputs(model: Any, onnx_model: bool, sample: Sample, batch_size: int, device: str) -> Iterator[list[Any]]:
+    """The model's outputs on the sample, batch by batch (onnx_model: run by onnxruntime)."""
+    if onnx_model:
+        from .verify_onnx import batch_outputs
+    else:
+        from .verify_torch import batch_outputs
+    return batch_outputs(model, sample, batch_size, device)

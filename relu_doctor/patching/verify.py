@@ -17,7 +17,7 @@ module only needs numpy.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,11 @@ class Verification:
     seconds_original: float = 0.0
     seconds_patched: float = 0.0
     timed_batch: int = 0  # rows per timed batch
+    # set where the original and the written model ran in different runtimes (an eager model
+    # patched --to onnx): max |change| then includes the export's rounding, and the times
+    # compare runtimes as much as the patch
+    original_runtime: str | None = None
+    patched_runtime: str | None = None
     problems: list[str] = field(default_factory=list)
     rescan: Any = None  # the Report of a rescan of the output
     notes: list[str] = field(default_factory=list)
@@ -252,6 +257,11 @@ def max_abs_change(a: list[np.ndarray], b: list[np.ndarray]) -> float:
             return float("inf")
         worst = max(worst, float(diff.max()))
     return worst
+
+
+def pair_change(original: Iterator[list[np.ndarray]], patched: Iterator[list[np.ndarray]]) -> float:
+    """max |change| over two models' outputs on the same batches."""
+    return max((max_abs_change(a, b) for a, b in zip(original, patched, strict=True)), default=0.0)
 
 
 def check_rescan(verification: Verification, plan: PatchPlan) -> None:

@@ -9,6 +9,7 @@ the checks of verify.py read. Never imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..inputs import Sample
 from ..kinds import onnx_writer
 from .onnx import elem_types
 from .plan import CHANNEL, PatchPlan
-from .verify import SiteCheck, Verification, max_abs_change
+from .verify import SiteCheck, Verification
 from .verify_pass import OutputRecorder, RescanObserver
 
 
@@ -75,22 +76,17 @@ def check_fresh(patched: onnx.ModelProto, observer: RescanChecks, fresh: Sample,
         result.fresh += batch.valid
 
 
-def pair_change(original: onnx.ModelProto, patched: onnx.ModelProto, sample: Sample, batch_size: int,
-                device: str = "cpu") -> float:
-    """max |change| of the outputs, running both models on the sample (when the original's
-    outputs were too large to keep from its scan)."""
+def batch_outputs(model: onnx.ModelProto, sample: Sample, batch_size: int,
+                  device: str = "cpu") -> Iterator[list[np.ndarray]]:
+    """The model's outputs on the sample, batch by batch, sample rows only (for a comparison
+    when the original's outputs were too large to keep from its scan)."""
     from ..backends.onnx import prepare, resolve_device
     from ..backends.onnx_instrument import make_session
 
-    providers = resolve_device(device)
-    before, after = prepare(original, providers), prepare(patched, providers)
-    sessions = [make_session(m.proto, providers) for m in (before, after)]
-    worst = 0.0
-    for batch in sample.batches(batch_size, after.fixed_batch):
-        fed = _feeds(after, sample, batch.arrays)
-        outputs = [[np.asarray(o)[: batch.valid] for o in s.run(None, fed)] for s in sessions]
-        worst = max(worst, max_abs_change(*outputs))
-    return worst
+    prepared = prepare(model, resolve_device(device))
+    session = make_session(prepared.proto, prepared.providers)
+    for batch in sample.batches(batch_size, prepared.fixed_batch):
+        yield [np.asarray(o)[: batch.valid] for o in session.run(None, _feeds(prepared, sample, batch.arrays))]
 
 
 def _feeds(model: Any, sample: Sample, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:

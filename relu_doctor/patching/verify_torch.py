@@ -10,7 +10,7 @@ replaces each call by exactly one leaky call), so the plan says what it must com
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from ..backends.torch_calls import ActivationCall, ActivationCalls
 from ..inputs import Sample
 from .plan import CHANNEL, PatchPlan
-from .verify import SiteCheck, Verification, max_abs_change
+from .verify import SiteCheck, Verification
 from .verify_pass import OutputRecorder, RescanObserver, torch_outputs
 from .verify_pass import host as _host
 
@@ -120,24 +120,18 @@ def check_fresh(patched: Any, checks: dict[int, SiteCheck], plan: PatchPlan, fre
     _miscount(result, len(plan.site_names), probe.miscounts)
 
 
-def pair_change(original: Any, patched: Any, sample: Sample, batch_size: int, device: str = "cpu") -> float:
-    """max |change| of the outputs, running both models on the sample (when the original's
-    outputs were too large to keep from its scan)."""
+def batch_outputs(model: Any, sample: Sample, batch_size: int, device: str = "cpu") -> Iterator[list[np.ndarray]]:
+    """The model's outputs on the sample, batch by batch, sample rows only (for a comparison
+    when the original's outputs were too large to keep from its scan)."""
     from ..backends.torch import prepare, resolve_device
 
-    dev = resolve_device(device)
-    before, after = prepare(original, dev), prepare(patched, dev)
-    worst = 0.0
+    prepared = prepare(model, resolve_device(device))
     try:
         with torch.inference_mode():
-            for batch in sample.batches(batch_size, after.fixed_batch):
-                ya = before.forward(*_inputs(batch.arrays, before))
-                yb = after.forward(*_inputs(batch.arrays, after))
-                worst = max(worst, max_abs_change(torch_outputs(ya, batch.valid), torch_outputs(yb, batch.valid)))
+            for batch in sample.batches(batch_size, prepared.fixed_batch):
+                yield torch_outputs(prepared.forward(*_inputs(batch.arrays, prepared)), batch.valid)
     finally:
-        before.restore()
-        after.restore()
-    return worst
+        prepared.restore()
 
 
 def _inputs(arrays: list[np.ndarray], model: Any) -> list[torch.Tensor]:

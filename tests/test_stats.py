@@ -36,9 +36,13 @@ def naive(y: np.ndarray, axis: int, bound: float | None, tau: float) -> dict:
     }
 
 
-def stream(y: np.ndarray, axis: int, cuts: list[int], nonnegative: bool, keep_min: bool) -> SiteCounters:
+def stream(y: np.ndarray, axis: int, cuts: list[int], nonnegative: bool, keep_min: bool,
+           accelerator: bool = False) -> SiteCounters:
+    """`accelerator`: the road a GPU's activations take (no host-side finiteness check), here
+    on the host, where CI can run it."""
     neurons = y.shape[axis] if y.ndim > 1 else 1
     acc = TorchSiteAccumulator(neurons, torch.device("cpu"), nonnegative, keep_min)
+    acc.on_cpu = not accelerator
     for part in np.split(y, cuts):
         if len(part):
             acc.update(torch.from_numpy(part), axis)
@@ -72,14 +76,15 @@ def activations(draw: st.DrawFn) -> tuple[np.ndarray, int, list[int], str]:
     return y, axis, cuts, kind
 
 
-@pytest.mark.parametrize("road", ["exact", "fused"])
+@pytest.mark.parametrize("road", ["exact", "fused", "accelerator"])
 @settings(max_examples=150, deadline=None)
 @given(case=activations())
 def test_streaming_counters_equal_naive_reference(case: tuple[np.ndarray, int, list[int], str], road: str) -> None:
     y, axis, cuts, kind = case
     bound = 6.0 if kind == "relu6" else None
-    with FusedRoad.pinned(road):
-        counters = stream(y, axis, cuts, nonnegative=kind != "leaky", keep_min=bound is not None)
+    with FusedRoad.pinned("fused" if road == "fused" else "exact"):
+        counters = stream(y, axis, cuts, nonnegative=kind != "leaky", keep_min=bound is not None,
+                          accelerator=road == "accelerator")
     ref = naive(y, axis, bound, 0.025)
     np.testing.assert_array_equal(counters.fires, ref["fires"])
     np.testing.assert_array_equal(counters.sample_fires, ref["sample_fires"])
@@ -112,12 +117,13 @@ def test_split_scans_merge_exactly(case: tuple[np.ndarray, int, list[int], str],
     assert SiteCounters.from_dict(merged.to_dict()).to_dict() == merged.to_dict()
 
 
-def test_nonfinite_entries_are_counted_and_never_fire() -> None:
+@pytest.mark.parametrize("accelerator", [False, True])
+def test_nonfinite_entries_are_counted_and_never_fire(accelerator: bool) -> None:
     y = np.zeros((4, 3), np.float32)
     y[0, 0] = np.nan
     y[1, 1] = np.inf
     y[2, 1] = 1.0
-    c = stream(y, 1, [], nonnegative=True, keep_min=False)
+    c = stream(y, 1, [], nonnegative=True, keep_min=False, accelerator=accelerator)
     m = site_metrics(c, None)
     assert m.nonfinite == 2
     assert m.dead_indices == [0, 2]  # NaN is not > 0; inf is

@@ -12,7 +12,8 @@ import relu_doctor as rd
 from relu_doctor.backends import onnx as onnx_backend
 from relu_doctor.backends import onnx_chunks
 from relu_doctor.backends.onnx_graph import find_sites
-from relu_doctor.backends.onnx_instrument import plan_sites, static_shapes
+from relu_doctor.backends.onnx_instrument import plan_sites
+from relu_doctor.backends.onnx_shapes import static_shapes
 
 F = TensorProto.FLOAT
 

@@ -15,15 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 import relu_doctor as rd
 from relu_doctor.backends import onnx as onnx_backend
 from relu_doctor.backends.onnx_graph import find_sites
-from relu_doctor.backends.onnx_instrument import (
-    POOL,
-    RAW,
-    REDUCE,
-    instrument,
-    make_session,
-    plan_sites,
-    static_shapes,
-)
+from relu_doctor.backends.onnx_instrument import POOL, RAW, REDUCE, instrument, plan_sites
+from relu_doctor.backends.onnx_session import make_session
+from relu_doctor.backends.onnx_shapes import static_shapes
 
 F = TensorProto.FLOAT
 

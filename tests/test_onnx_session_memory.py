@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 import relu_doctor as rd
 from relu_doctor.backends import onnx as onnx_backend
 from relu_doctor.backends import onnx_counters
-from relu_doctor.backends.onnx_instrument import make_session, static_shapes, without_weights
+from relu_doctor.backends.onnx_session import make_session
+from relu_doctor.backends.onnx_shapes import static_shapes, without_weights
 from relu_doctor.inputs import InputSpec, Sample
 from tests.test_onnx_instrument import data, two_convs
 

@@ -26,16 +26,9 @@ from . import CapturedSite, CaptureResult
 from .onnx_chunks import sub_batch_rows, workers
 from .onnx_counters import SiteAccumulator
 from .onnx_graph import find_sites
-from .onnx_instrument import (
-    SitePlan,
-    instrument,
-    make_session,
-    plan_sites,
-    session_bytes,
-    session_from_bytes,
-    static_shapes,
-    without_weights,
-)
+from .onnx_instrument import SitePlan, instrument, plan_sites
+from .onnx_session import make_session, session_bytes, session_from_bytes
+from .onnx_shapes import static_shapes, without_weights
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .onnx_instrument import make_session
+from .onnx_session import make_session
 
 BATCH_DIM = "batch"
 

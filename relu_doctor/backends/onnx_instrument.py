@@ -20,16 +20,13 @@ Outputs are (samples, neurons, ...) per batch, never the activations of a big si
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.message import EncodeError, Message
-from onnx import TensorProto, helper, numpy_helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper
 
 from ..kinds import KINDS
 from ..kinds import axis as neuron_axes
@@ -73,78 +70,6 @@ class SitePlan:
 def neuron_axis(rank: int, rule: int | None, override: str) -> int:
     """The neuron-axis rule (kinds/axis.py), shared with the torch backend."""
     return neuron_axes.neuron_axis(rank, rule, override)
-
-
-def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, tuple[int, list | None]]:
-    """tensor name -> (element type, dims or None), from shape inference with the batch's
-    concrete input shapes (so a symbolic batch or image size becomes a number)."""
-    skeleton = without_weights(model)
-    for inp in skeleton.graph.input:
-        if inp.name in input_shapes and inp.type.HasField("tensor_type"):
-            dims = inp.type.tensor_type.shape.dim
-            for d, size in zip(dims, input_shapes[inp.name]):
-                d.Clear()
-                d.dim_value = int(size)
-    try:
-        inferred = shape_inference.infer_shapes(skeleton, data_prop=True)
-    except Exception:  # an op onnx cannot infer, a model too big: fall back to raw capture
-        return {}
-    found: dict[str, tuple[int, list | None]] = {}
-    for graph in _graphs(inferred.graph):
-        for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
-            t = vi.type.tensor_type
-            if not vi.type.HasField("tensor_type"):
-                continue
-            dims = None
-            if t.HasField("shape"):
-                dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-            found[vi.name] = (t.elem_type, dims)
-    return found
-
-
-_SMALL_TENSOR = 4096  # bytes: shape and index constants, which data propagation reads
-
-
-def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` for shape inference, its large initializers with dims and type but no
-    data. Built field by field: copying the whole model and clearing the weights afterwards
-    would hold a second copy of them (46 MB on a ResNet-18) until the copy is freed."""
-    skeleton = onnx.ModelProto()
-    _copy_fields(model, skeleton, skip="graph")
-    _copy_fields(model.graph, skeleton.graph, skip="initializer")
-    for init in model.graph.initializer:
-        if init.HasField("raw_data") and init.ByteSize() > _SMALL_TENSOR:
-            _copy_fields(init, skeleton.graph.initializer.add(), skip="raw_data")
-        else:
-            skeleton.graph.initializer.add().CopyFrom(init)
-    return skeleton
-
-
-def _copy_fields(source: Message, target: Message, skip: str) -> None:
-    """Copy every set field of `source` but `skip` into `target` (of the same type)."""
-    for descriptor in source.DESCRIPTOR.fields:
-        name = descriptor.name
-        if name == skip:
-            continue
-        repeated = (descriptor.is_repeated if hasattr(descriptor, "is_repeated")
-                    else descriptor.label == descriptor.LABEL_REPEATED)
-        if repeated:
-            if len(getattr(source, name)):
-                getattr(target, name).extend(getattr(source, name))
-        elif source.HasField(name):
-            if descriptor.type == descriptor.TYPE_MESSAGE:
-                getattr(target, name).CopyFrom(getattr(source, name))
-            else:
-                setattr(target, name, getattr(source, name))
-
-
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    out = [graph]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                out += _graphs(attr.g)
-    return out
 
 
 def plan_sites(sites: Sequence[GraphSite], shapes: dict[str, tuple[int, list | None]],
@@ -311,7 +236,7 @@ def _instrument_graph(graph: onnx.GraphProto, path: tuple[Step, ...], by_scope: 
                     exported.append((role, name, elem_type, rank, plan))
                 tails.append(group)
     # Where the reductions run decides how long each activation stays in memory, and
-    # onnxruntime picks the order. Its PRIORITY_BASED order (make_session) runs the ready node
+    # onnxruntime picks the order. Its PRIORITY_BASED order (onnx_session.make_session) runs the ready node
     # listed first: reductions listed right after their site run right after it. But the
     # NCHWc layout pass renumbers nodes in its own order, a depth-first walk back from the
     # graph's leaves, the last-listed leaf first: so each site's last node (its leaf) is
@@ -355,58 +280,3 @@ def _output_info(name: str, elem_type: int) -> onnx.ValueInfoProto:
     if elem_type == TensorProto.UNDEFINED:  # a raw output whose type inference did not find
         return onnx.ValueInfoProto(name=name)
     return helper.make_tensor_value_info(name, elem_type, None)
-
-
-def make_session(model: onnx.ModelProto, providers: list, threads: int | None = None, options: Any = None) -> Any:
-    """An onnxruntime session for an in-memory model (through a temporary file past 2 GiB)."""
-    serialized = session_bytes(model)
-    if serialized is not None:
-        return session_from_bytes(serialized, providers, threads, options)
-    with tempfile.TemporaryDirectory(prefix="relu-doctor-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin")
-        return _new_session(str(path), providers, threads, options)
-
-
-def session_bytes(model: onnx.ModelProto) -> bytes | None:
-    """The model serialized for `session_from_bytes`, after checking that it holds no external
-    references (onnxruntime would resolve them against the current directory); None past
-    protobuf's 2 GiB (make_session then goes through a file). A caller that drops its proto
-    before creating the session keeps one copy of the weights fewer while onnxruntime parses."""
-    from .onnx_loading import require_in_memory
-
-    require_in_memory(model)
-    try:
-        return model.SerializeToString()
-    except (ValueError, EncodeError):  # over protobuf's 2 GiB
-        return None
-
-
-def session_from_bytes(serialized: bytes, providers: list, threads: int | None = None, options: Any = None) -> Any:
-    """A session for bytes from `session_bytes` (only those: they were checked there)."""
-    session = _new_session(serialized, providers, threads, options)
-    # onnxruntime's Python session keeps the bytes it was built from for as long as it lives
-    # (46 MB on a ResNet-18, as much as the weights), only to rebuild itself on another
-    # provider when one fails. With the CPU provider alone there is nothing to fall back to.
-    if all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers) \
-            and hasattr(session, "_model_bytes"):
-        session.disable_fallback()
-        session._model_bytes = None
-    return session
-
-
-def _new_session(model: str | bytes, providers: list, threads: int | None, options: Any) -> Any:
-    import onnxruntime as ort
-
-    options = options or ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime warns about our shared constants; not the user's concern
-    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # see _instrument_graph
-    # onnxruntime's memory pattern plans one block for all of a run's buffers from the first
-    # run and allocates it on the second, while the first run's buffers stay in the arena: on
-    # ResNet-18 (batch 32, instrumented) peak RSS went from 577 MiB after one run to 773 MiB
-    # after two. Without it the arena serves every run: 577 MiB throughout (bare inference
-    # with the pattern: 549), at the same CPU time per run (1.165 s against 1.172 s).
-    options.enable_mem_pattern = False
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, options, providers=providers)

@@ -188,7 +188,7 @@ def _runner(obj: Any, device: str) -> tuple[Any, Any]:
     """(run arrays -> list of output arrays, close)."""
     if type(obj).__name__ == "ModelProto":
         from ..backends.onnx import prepare, resolve_device
-        from ..backends.onnx_instrument import make_session
+        from ..backends.onnx_session import make_session
 
         prepared = prepare(obj, resolve_device(device))
         session = make_session(prepared.proto, resolve_device(device))

@@ -63,7 +63,7 @@ def check_fresh(patched: onnx.ModelProto, observer: RescanChecks, fresh: Sample,
     """Run the fresh random inputs through the patched model (returning each probed leak's
     input and output) and check them."""
     from ..backends.onnx import prepare, resolve_device
-    from ..backends.onnx_instrument import make_session
+    from ..backends.onnx_session import make_session
 
     if not observer.names:
         result.fresh += fresh.count
@@ -81,7 +81,7 @@ def batch_outputs(model: onnx.ModelProto, sample: Sample, batch_size: int,
     """The model's outputs on the sample, batch by batch, sample rows only (for a comparison
     when the original's outputs were too large to keep from its scan)."""
     from ..backends.onnx import prepare, resolve_device
-    from ..backends.onnx_instrument import make_session
+    from ..backends.onnx_session import make_session
 
     prepared = prepare(model, resolve_device(device))
     session = make_session(prepared.proto, prepared.providers)

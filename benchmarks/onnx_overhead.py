@@ -40,7 +40,9 @@ from bench_models import MODELS, build, export_onnx, input_shape  # noqa: E402
 from relu_doctor.backends import onnx as backend  # noqa: E402
 from relu_doctor.backends.onnx_counters import SiteAccumulator  # noqa: E402
 from relu_doctor.backends.onnx_graph import find_sites  # noqa: E402
-from relu_doctor.backends.onnx_instrument import instrument, make_session, plan_sites, static_shapes  # noqa: E402
+from relu_doctor.backends.onnx_instrument import instrument, plan_sites  # noqa: E402
+from relu_doctor.backends.onnx_session import make_session  # noqa: E402
+from relu_doctor.backends.onnx_shapes import static_shapes  # noqa: E402
 from relu_doctor.inputs import InputSpec, Sample  # noqa: E402
 
 

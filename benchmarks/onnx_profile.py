@@ -28,7 +28,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import bench_models  # noqa: E402
 
 from relu_doctor.backends.onnx_graph import find_sites  # noqa: E402
-from relu_doctor.backends.onnx_instrument import instrument, plan_sites, static_shapes  # noqa: E402
+from relu_doctor.backends.onnx_instrument import instrument, plan_sites  # noqa: E402
+from relu_doctor.backends.onnx_shapes import static_shapes  # noqa: E402
 
 RUNS = 4
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 32
@@ -40,7 +41,7 @@ def kernel_ms(model: onnx.ModelProto, threads: int, x: np.ndarray, prefix: str, 
     options.intra_op_num_threads = threads
     options.enable_profiling = True
     options.profile_file_prefix = prefix
-    if ordered:  # as relu-doctor runs it (backends/onnx_instrument.make_session)
+    if ordered:  # as relu-doctor runs it (backends/onnx_session.make_session)
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     for _ in range(RUNS):

@@ -61,15 +61,15 @@ def _onnxruntime_threads(threads: int) -> None:
     """onnxruntime ignores OMP_NUM_THREADS and relu-doctor leaves its thread count to it (one
     per core): every session patch makes is given `threads`, as the docstring says, so their
     CPU time is not that of threads spinning on a shared machine. All sessions are made in
-    onnx_instrument._new_session (make_session and session_from_bytes both call it)."""
-    from relu_doctor.backends import onnx_instrument
+    onnx_session._new_session (make_session and session_from_bytes both call it)."""
+    from relu_doctor.backends import onnx_session
 
-    new_session = onnx_instrument._new_session
+    new_session = onnx_session._new_session
 
     def pinned(model: object, providers: list, n: int | None, options: object) -> object:
         return new_session(model, providers, n or threads, options)
 
-    onnx_instrument._new_session = pinned  # type: ignore[assignment]
+    onnx_session._new_session = pinned  # type: ignore[assignment]
 
 
 def main() -> None:

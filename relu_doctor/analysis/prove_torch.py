@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .proof import ProofResult, add_saturated, neuron_lower, neuron_upper, site_proof, unit_roundoff
-from .torch_bounds import TOP, IntervalMode, SiteBounds
+from .proof import TOP, ProofResult, add_saturated, neuron_lower, neuron_upper, site_proof, unit_roundoff
+from .torch_bounds import IntervalMode, SiteBounds
 
 
 def prove_torch(obj: Any, inputs: list[dict[str, Any]], sites: list[Any], input_range: tuple[float, float] | None,

@@ -33,6 +33,9 @@ def prove_onnx(model: onnx.ModelProto, inputs: list[dict[str, Any]], sites: list
         if g is None or g.scope:
             result.warnings.append(f"site {site.name}: inside a subgraph (If branch), nothing proven")
             continue
+        if g.rnn_states:  # onnx_bounds has no rule for an RNN node: nothing to prove
+            result.sites[site.name] = site_proof(None, None, None)
+            continue
         s_hi = _upper(structural.values.get(g.output), site)
         r_hi = _upper(ranged.values.get(g.output), site) if ranged is not None else None
         if s_hi is None and r_hi is None:

@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from ..kinds import ABSENT, KINDS, ONNX_CANDIDATE_OPS, Activation, classify_onnx
 from ..kinds import axis as neuron_axes
-from ..kinds.onnx_fused import FUSED_OP_TYPES, holds_activation
+from ..kinds.onnx_fused import FUSED_OP_TYPES, holds_activation, is_relu_rnn
 from ..kinds.onnx_patterns import PATTERN_OPS, match_pattern
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -49,6 +49,10 @@ class GraphSite:
     scope: tuple[Step, ...] = ()  # If branches from the main graph down to the site
     axis_rule: int | None = None  # the neuron-axis tag from the producer walk (kinds/axis.py), None if unknown
     data_input: str = ""  # the tensor the activation reads (what a leak reads)
+    # a relu RNN node's Y (kinds/onnx_fused.py), (seq, directions, batch, hidden): the
+    # instrumented graph measures it viewed as (batch, seq, directions x hidden); no patch
+    # can reach an activation inside the node. (onnxruntime runs no RNN of layout 1.)
+    rnn_states: bool = False
 
 
 @dataclass
@@ -195,6 +199,10 @@ def _walk(scope: _Scope, include_smooth: bool, search: SiteSearch, names: dict[s
             _walk(child, include_smooth, search, names)
         if node.op_type in FUSED_OP_TYPES and holds_activation(node.domain, node.op_type, _attributes(node)):
             name = _unique(_base_name(scope, node, index), names)
+            if is_relu_rnn(node.domain, node.op_type, _attributes(node), node.output) and not scope.in_loop:
+                search.sites.append(GraphSite(name, "relu", node.op_type, {}, node.output[0], scope.path,
+                                              neuron_axes.LAST, rnn_states=True))
+                continue
             search.warnings.append(f"site {name} ({node.op_type}) applies a ReLU-family activation inside the "
                                    "node: not measured")
             search.unmeasured.append(name)

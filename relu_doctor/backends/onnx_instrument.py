@@ -78,6 +78,8 @@ def plan_sites(sites: Sequence[GraphSite], shapes: dict[str, tuple[int, list | N
     plans, warnings, unsized = [], [], []
     for i, site in enumerate(sites):
         elem_type, dims = shapes.get(site.output, (0, None))
+        if site.rnn_states:
+            dims = _rnn_view_dims(dims)
         static = dims is not None and len(dims) >= 1 and all(d is not None and d > 0 for d in dims)
         if dims is not None and len(dims) == 0:
             warnings.append(f"site {site.name} outputs a scalar: not measured")
@@ -103,6 +105,15 @@ def plan_sites(sites: Sequence[GraphSite], shapes: dict[str, tuple[int, list | N
         warnings.append(f"shape inference could not size {len(unsized)} site(s) ({', '.join(unsized[:3])}"
                         f"{', ...' if len(unsized) > 3 else ''}): their outputs are reduced on the host, slower")
     return plans, warnings
+
+
+def _rnn_view_dims(dims: list | None) -> list | None:
+    """The dims of a relu RNN's Y, (seq, directions, batch, hidden), viewed batch first:
+    (batch, seq, directions x hidden)."""
+    if dims is None or len(dims) != 4:
+        return None
+    seq, directions, batch, hidden = dims
+    return [batch, seq, directions * hidden if directions and hidden else None]
 
 
 class _Builder:
@@ -135,6 +146,14 @@ class _Builder:
             return self.node(nodes, op, [x, self.const(np.array(axes, np.int64), ("axes", tuple(axes)))], keepdims=0)
         return self.node(nodes, op, [x], axes=axes, keepdims=0)
 
+    def batch_first(self, nodes: list, y: str) -> str:
+        """A relu RNN's Y, (seq, directions, batch, hidden), as (batch, seq, directions x
+        hidden): the layer output torch's RNN gives batch first, [forward, backward] along
+        the last axis."""
+        moved = self.node(nodes, "Transpose", [y], perm=[2, 0, 1, 3])
+        shape = self.const(np.array([0, 0, -1], np.int64), ("shape", (0, 0, -1)))
+        return self.node(nodes, "Reshape", [moved, shape])
+
     def indicator(self, nodes: list, y: str, channels: int, rank: int) -> str:
         """1.0 where y > 0, else 0: min(max(y * 2**23 * 2**127, 0), 1) (a NaN row is re-run exactly:
         its sum is NaN too)."""
@@ -152,6 +171,8 @@ def _emit(b: _Builder, plan: SitePlan, raw: bool, nodes: list, tail: list) -> li
     """Nodes that reduce one site (`tail`: the ones to list after every site's, see
     _instrument_graph); returns (role, tensor, elem type, rank) per output."""
     y = plan.site.output
+    if plan.site.rnn_states:
+        y = b.batch_first(nodes, y)
     kind = KINDS[plan.site.kind]
     bounded = kind.bounded
     if raw or plan.method == RAW:

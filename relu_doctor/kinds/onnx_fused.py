@@ -1,10 +1,14 @@
 """ONNX nodes that apply a ReLU-family activation inside them (an RNN with Relu
-activations, onnxruntime's fused Conv / Gemm). Their activations are not measured: the
-scan lists them with a warning, and never reports "no ReLU" for a model that has one."""
+activations, onnxruntime's fused Conv / Gemm).
+
+A relu RNN's hidden states are its output Y, so that node is a site, measured as torch
+measures a relu RNN layer: batch first, (batch, seq, directions x hidden), the neurons
+last. The others are not measured: the scan lists them with a warning, and never reports
+"no ReLU" for a model that has one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _RELU_NAMES = frozenset({"Relu", "LeakyRelu", "ThresholdedRelu", "Clip", "HardSigmoid"})
@@ -34,3 +38,11 @@ FUSED_OP_TYPES = frozenset(op for _, op in ONNX_FUSED)
 def holds_activation(domain: str, op_type: str, attrs: Mapping[str, Any]) -> bool:
     check = ONNX_FUSED.get(("" if domain == "ai.onnx" else domain, op_type))
     return check is not None and check(attrs)
+
+
+def is_relu_rnn(domain: str, op_type: str, attrs: Mapping[str, Any], outputs: Sequence[str]) -> bool:
+    """An RNN node whose every activation is Relu and whose Y (all hidden states) is computed."""
+    if ("" if domain == "ai.onnx" else domain, op_type) != ("", "RNN") or not outputs or not outputs[0]:
+        return False
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in attrs.get("activations") or []]
+    return bool(names) and all(n == "Relu" for n in names)  # the default is Tanh

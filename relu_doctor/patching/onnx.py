@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..kinds import onnx_writer
 from .plan import CHANNEL, PatchPlan, SitePatch
 
+INSIDE_RNN = "its activation is applied inside an RNN node, which no rewrite of the graph can reach"
 _PROTO_LIMIT = 2**31 - 2**27  # protobuf cannot write a message of 2 GiB or more (kept: room for the graph)
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -46,6 +47,9 @@ def patch_onnx(model: onnx.ModelProto, plan: PatchPlan, include_smooth: bool = F
     types = elem_types(new)
     taken = _all_names(new)
     by_name = plan.by_name()
+    inside = [s.name for s in sites if s.rnn_states and s.name in by_name]
+    if inside:
+        raise UserError(f"site {inside[0]} cannot be patched: {INSIDE_RNN}", f"Skip it with --ignore '{inside[0]}'.")
     orphans: set[str] = set()  # inputs of replaced nodes (Clip's bounds, Max's zero)
     scopes: dict[tuple, list[GraphSite]] = {}
     for s in sites:

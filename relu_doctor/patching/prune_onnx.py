@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..backends.onnx_graph import find_sites
+from .onnx import INSIDE_RNN
 from .plan import LeftAlone
 from .prune_plan import PruneGroup, PrunePlan
 from .revive_onnx import _consumers, _shapes
@@ -40,6 +41,9 @@ def plan_prune_onnx(model: onnx.ModelProto, targets: dict[str, tuple[list[int], 
         site = sites.get(name)
         if site is None or site.scope:
             plan.left_alone.append(LeftAlone(name, len(neurons), "it is inside an If branch"))
+            continue
+        if site.rnn_states:
+            plan.left_alone.append(LeftAlone(name, len(neurons), INSIDE_RNN))
             continue
         if len(neurons) >= total:
             plan.left_alone.append(LeftAlone(name, len(neurons), "every neuron of the site is dead: removing them "

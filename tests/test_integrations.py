@@ -139,6 +139,39 @@ def test_transformers_callback_logs_through_the_trainer(tmp_path) -> None:
     assert [v for _, v in logged] == [r.sites[0].dead_ratio for r in callback.reports]
 
 
+@pytest.mark.parametrize("attached", [True, False])
+def test_transformers_callback_reaches_report_to_tensorboard_when_attached(tmp_path, monkeypatch,
+                                                                          attached: bool) -> None:
+    """report_to loggers come before the callbacks given to the Trainer: only an attached
+    callback's scalars reach TensorBoard's event file (read back with TensorBoard's reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import Trainer, TrainingArguments
+
+    from relu_doctor.integrations.transformers import DeadReLUCallback
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="tensorboard", max_steps=10,
+                             per_device_train_batch_size=4, logging_steps=100, save_strategy="no", use_cpu=True,
+                             disable_tqdm=True, remove_unused_columns=False, seed=0)
+    callback = DeadReLUCallback(every=4, window=2)
+    trainer = Trainer(model=_tiny_bert(), args=args, train_dataset=_token_data(),
+                      callbacks=[] if attached else [callback])
+    if attached:
+        assert callback.attach(trainer) is callback
+        assert trainer.callback_handler.callbacks[0] is callback
+    trainer.train()
+    # the event files under output_dir (TENSORBOARD_LOGGING_DIR unset: output_dir/runs/...)
+    events = [EventAccumulator(str(p)).Reload() for p in tmp_path.rglob("events.out.tfevents.*")]
+    tag = f"train/relu_doctor/dead_ratio/{ACT}"
+    found = [[(e.step, e.value) for e in acc.Scalars(tag)] for acc in events if tag in acc.Tags()["scalars"]]
+    if not attached:
+        assert found == []
+        return
+    (steps_values,) = found
+    assert [step for step, _ in steps_values] == [2, 6, 10]
+    assert [v for _, v in steps_values] == pytest.approx([r.sites[0].dead_ratio for r in callback.reports])
+
+
 def test_transformers_callback_stops_training(tmp_path) -> None:
     from relu_doctor.integrations.transformers import DeadReLUCallback
 

@@ -5,9 +5,13 @@
 
 Each finished window's scalars join the Trainer's next log entry (`state.log_history`, and
 the `logs` that callbacks after this one receive); a window asks the Trainer to log at its
-step. Callbacks listed before it (report_to integrations come first) do not see them: give
-`writer=` a SummaryWriter, or `history=`, for those. With a breached threshold and
-stop_on_alert=True it sets control.should_training_stop.
+step. The Trainer puts its report_to loggers (TensorBoard, W&B, ...) before the callbacks
+it is given, so they would log each entry before these scalars join it: `attach` puts the
+callback first instead, and every logger sees them:
+
+    DeadReLUCallback(every=100).attach(trainer)     # instead of callbacks=[...]
+
+With a breached threshold and stop_on_alert=True it sets control.should_training_stop.
 Importing this module imports transformers; relu_doctor itself never does.
 """
 
@@ -38,6 +42,15 @@ class DeadReLUCallback(TrainerCallback):
         self._pending: dict[str, float] = {}
         self._logged = 0  # reports already handed to the Trainer's log
         self._breached = False
+
+    def attach(self, trainer: Any) -> DeadReLUCallback:
+        """Make this the Trainer's first callback (moved there if it was given already), so
+        its scalars join each log entry before the report_to loggers write it."""
+        callbacks = trainer.callback_handler.callbacks
+        if self in callbacks:
+            callbacks.remove(self)
+        callbacks.insert(0, self)
+        return self
 
     @property
     def reports(self) -> list[Report]:

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import relu_doctor as rd
-from relu_doctor.analysis.consumers import find_consumers, find_producer, trace, traced_sites
+from relu_doctor.analysis.consumers import find_consumers
+from relu_doctor.analysis.fx_graphs import trace, traced_sites
+from relu_doctor.analysis.producers import find_producer
 from relu_doctor.patching.torch_export import graph_sites
 
 DEAD_1, DEAD_2 = [1, 4, 9], [0, 7]

@@ -149,7 +149,7 @@ def _plan(loaded: LoadedModel, targets: dict[str, tuple[list[int], int, int]], s
         from .prune_onnx import plan_prune_onnx
 
         return plan_prune_onnx(loaded.obj, targets, source, include_smooth)
-    from ..analysis.consumers import export_graph
+    from ..analysis.fx_graphs import export_graph
     from .prune_torch import plan_prune_torch
     from .torch_export import graph_sites
 

@@ -2,9 +2,9 @@
 
 The plan comes from a torch.export graph of the model, where every weight is a get_attr
 node named by its state-dict key: the activation's producer chain (Conv / Linear, then
-an optional BatchNorm) and its consumers (analysis/consumers.py). The rewrite slices
-those parameters and buffers in a copy of the model, by name; Conv, Linear and
-BatchNorm modules also get their channel counts updated. A program is exported again
+an optional BatchNorm: analysis/producers.py) and its consumers (analysis/consumers.py).
+The rewrite slices those parameters and buffers in a copy of the model, by name; Conv,
+Linear and BatchNorm modules also get their channel counts updated. A program is exported again
 from its sliced module, with its own example inputs and dynamic dimensions.
 """
 
@@ -26,7 +26,8 @@ from .prune_plan import PruneGroup, PrunePlan
 def plan_prune_torch(gm: fx.GraphModule, sites: dict[str, fx.Node], targets: dict[str, tuple[list[int], int, int]],
                      source: str) -> PrunePlan:
     """`targets`: site name -> (neurons to remove, neuron axis, neurons of the site)."""
-    from ..analysis.consumers import find_consumers, find_producer
+    from ..analysis.consumers import find_consumers
+    from ..analysis.producers import find_producer
 
     plan = PrunePlan(source)
     for name, (neurons, axis, total) in targets.items():

@@ -29,7 +29,8 @@ from .plan import LeftAlone, PatchPlan
 def revive_torch(obj: Any, plan: PatchPlan, example: Sequence[torch.Tensor] | None,
                  include_smooth: bool = False) -> tuple[Any, PatchPlan, list[str]]:
     """The revived copy of an nn.Module or ExportedProgram, the plan as carried out, and warnings."""
-    from ..analysis.consumers import export_graph, find_consumers
+    from ..analysis.consumers import find_consumers
+    from ..analysis.fx_graphs import export_graph
     from .torch import patch_torch
     from .torch_export import graph_sites
 

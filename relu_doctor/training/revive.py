@@ -34,7 +34,8 @@ from ..report import Report, Site
 from ..stats import dormant_mask
 
 if TYPE_CHECKING:
-    from ..analysis.consumers import Producer, WeightCut
+    from ..analysis.consumers import WeightCut
+    from ..analysis.producers import Producer
 
 METHODS = ("redo", "leak")
 TARGETS = ("dead", "dormant")
@@ -115,7 +116,9 @@ Around = tuple["Producer", list["WeightCut"]]  # a site's producer and the weigh
 def _neighbours(model: nn.Module, report: Report, names: list[str]) -> dict[str, Around | str]:
     """Per site, its producer and the weights reading it, in a symbolic_trace graph of the live
     model (revive() has no example input to export it with), or why it cannot be revived."""
-    from ..analysis.consumers import find_consumers, find_producer, same_count, trace, traced_sites
+    from ..analysis.consumers import find_consumers
+    from ..analysis.fx_graphs import same_count, trace, traced_sites
+    from ..analysis.producers import find_producer
 
     gm = trace(model)
     if isinstance(gm, str):

@@ -12,22 +12,13 @@ import numpy as np
 from . import formats, notices, site_names
 from . import gates as gating
 from .backends import Backend
+from .data_sources import as_arrays, load_data_file
 from .distributed import all_reduce_count, all_reduce_sites, current_world
 from .errors import UserError
 from .guest import guarded, running
 from .images import ImageOptions, image_options
-from .inputs import (
-    DEFAULT_BATCH_SIZE,
-    Sample,
-    array_sample,
-    as_arrays,
-    check_batch_size,
-    load_data_file,
-    parse_range,
-    parse_shard,
-    resolve_specs,
-    synthetic_sample,
-)
+from .input_options import parse_range, parse_shard, resolve_specs
+from .inputs import DEFAULT_BATCH_SIZE, Sample, array_sample, check_batch_size, synthetic_sample
 from .loading import LoadedModel, load_model
 from .notices import Notice
 from .report import Gates, ModelInfo, Report, SampleInfo, Settings, Site

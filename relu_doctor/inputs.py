@@ -1,20 +1,21 @@
-"""Sample inputs: data files, in-memory arrays or seeded synthetic data, served in batches.
+"""Sample inputs: data arrays or seeded synthetic data, matched to the model's inputs and
+served in batches.
 
 Arrays stay numpy here (an ONNX scan never needs torch); backends convert a batch when
 they run it. A sample is a list of per-input arrays whose first axis is the sample.
+The arrays are read by data_sources.py; the options that shape a sample (--input-shape,
+--shard, --input-range) are parsed by input_options.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .archives import check_zip
 from .errors import UserError
 from .limits import check_sample_bytes, human_size
 from .notices import SYNTHETIC_DATA, Notice
@@ -124,79 +125,6 @@ class Sample:
 
     def describe_inputs(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "shape": list(s.shape or ()), "dtype": s.dtype} for s in self.specs]
-
-
-def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
-    """'3,224,224' or 'name=3,224,224' -> (name or None, shape)."""
-    name, _, dims = text.rpartition("=") if "=" in text else ("", "", text)
-    try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise UserError(f"--input-shape {text!r} is not a shape",
-                        "Write it like 3,224,224 or input=3,224,224.") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise UserError(f"--input-shape {text!r} has a zero or negative dimension", "Every dimension must be >= 1.")
-    return (name or None), shape
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'2/3' -> (2, 3): shard 2 of 3, counted from 0."""
-    if text is None:
-        return None
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r} is not I/N", "Write it like 0/4 (shard 0 of 4, counted from 0).") from None
-    if not 0 <= index < count:
-        raise UserError(f"--shard {text!r}: I must be in 0..N-1", "Shards are counted from 0: 0/4 ... 3/4.")
-    return index, count
-
-
-def parse_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--input-range {text!r} is not LO,HI", "Write it like 0,1.") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise UserError(f"--input-range {text!r}: LO and HI must be finite numbers", "Write it like 0,1.")
-    if not lo < hi:
-        raise UserError(f"--input-range {text!r}: LO must be below HI")
-    return lo, hi
-
-
-def resolve_specs(
-    model_specs: Sequence[InputSpec], input_shapes: Sequence[str] | dict | tuple | None
-) -> list[InputSpec]:
-    """Fill the model's input specs with --input-shape values (positional or by name)."""
-    overrides = _shape_overrides(input_shapes)
-    specs = list(model_specs)  # new specs replace entries of this copy; the caller's are not changed
-    if not specs:  # an eager module says nothing about its inputs: one per given shape
-        specs = [InputSpec(name or f"input{i}") for i, (name, _) in enumerate(overrides)]
-    position = {s.name: i for i, s in enumerate(specs)}
-    for i, (name, shape) in enumerate(overrides):
-        if name is not None:
-            if name not in position:
-                raise UserError(f"--input-shape names {name!r}, but the model's inputs are "
-                                f"{', '.join(position)}")
-            i = position[name]
-        elif i >= len(specs):
-            raise UserError(f"--input-shape given {len(overrides)} times, but the model has {len(specs)} inputs")
-        specs[i] = replace(specs[i], shape=shape)
-    return specs
-
-
-def _shape_overrides(input_shapes: Sequence[str] | dict | tuple | None) -> list[tuple[str | None, tuple[int, ...]]]:
-    if input_shapes is None:
-        return []
-    if isinstance(input_shapes, dict):
-        return [(name, tuple(int(d) for d in shape)) for name, shape in input_shapes.items()]
-    if isinstance(input_shapes, tuple) and all(isinstance(d, int) for d in input_shapes):
-        return [(None, input_shapes)]
-    if isinstance(input_shapes, str):
-        return [parse_shape(input_shapes)]
-    return [parse_shape(s) if isinstance(s, str) else (None, tuple(s)) for s in input_shapes]
 
 
 def synthetic_sample(specs: list[InputSpec], samples: int | None, seed: int,
@@ -336,69 +264,3 @@ def check_batch_size(batch_size: int, specs: list[InputSpec]) -> None:
             f"one batch of {batch_size} inputs would need {need / 2**30:.1f} GiB before the model even runs",
             "Lower --batch-size or --input-shape.",
         )
-
-
-def load_data_file(path: Path, images: Any = None) -> dict[str, np.ndarray] | list[np.ndarray]:
-    """Read --data: .npy, .npz, .pt (tensors loaded with weights_only=True) or a folder of
-    images (`images`: images.ImageOptions)."""
-    if not path.exists():
-        raise UserError(f"data file not found: {path}")
-    if path.is_dir():
-        from .images import ImageOptions, load_image_folder
-
-        return [load_image_folder(path, images or ImageOptions()).array]
-    require_regular_file(path, "--data")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return [np.load(path, mmap_mode="r", allow_pickle=False)]
-        if suffix == ".npz":
-            check_zip(path)
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        if suffix == ".pt":
-            check_zip(path)
-            return _load_torch_data(path)
-    except UserError:
-        raise
-    except Exception as e:  # numpy and zipfile raise many types for a corrupt file
-        raise UserError(f"cannot read data file {path}: {e}", "Pass a valid .npy, .npz or .pt file.") from None
-    raise UserError(f"unknown data format {suffix or '(no extension)'}: {path}", "Use .npy, .npz or .pt.")
-
-
-def require_regular_file(path: Path, what: str) -> None:
-    """Refuse a FIFO, a device or a socket: reading one could block forever or never end."""
-    if not path.is_file():
-        raise UserError(f"{what} {path} is not a regular file (a FIFO, a device or a socket?)",
-                        "Save the data to a file and pass that.")
-
-
-def _load_torch_data(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
-    import torch
-
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, torch.Tensor):
-        return [obj.numpy()]
-    if isinstance(obj, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in obj):
-        return [t.numpy() for t in obj]
-    if isinstance(obj, dict) and all(isinstance(t, torch.Tensor) for t in obj.values()):
-        return {str(k): t.numpy() for k, t in obj.items()}
-    raise UserError(f"{path} holds a {type(obj).__name__}, not a tensor, a list of tensors or a dict of tensors")
-
-
-def as_arrays(data: Any) -> dict[str, np.ndarray] | list[np.ndarray]:
-    """The API's `data=`: an array, a tensor, a list of batches or a dict by input name."""
-    if isinstance(data, dict):
-        return {str(k): _to_numpy(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        batches = [_to_numpy(b) if not isinstance(b, (list, tuple)) else [_to_numpy(t) for t in b] for b in data]
-        if all(isinstance(b, np.ndarray) for b in batches):
-            return [np.concatenate(batches)]
-        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
-    return [_to_numpy(data)]
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
-        return x.detach().cpu().numpy()
-    return np.asarray(x)

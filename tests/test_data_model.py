@@ -12,7 +12,8 @@ import torch
 
 import relu_doctor as rd
 from relu_doctor import notices
-from relu_doctor.inputs import InputSpec, array_sample, resolve_specs, synthetic_sample
+from relu_doctor.input_options import resolve_specs
+from relu_doctor.inputs import InputSpec, array_sample, synthetic_sample
 from relu_doctor.merge import merge_reports
 from relu_doctor.notices import Notice
 from relu_doctor.report import Report, Site

@@ -138,19 +138,19 @@ def _at_least(flag: str, low: int, high: int | None = None) -> Callable[[int], N
 
 
 def _range(text: str) -> object:
-    from ..inputs import parse_range
+    from ..input_options import parse_range
 
     return parse_range(text)
 
 
 def _shapes(texts: list[str]) -> object:
-    from ..inputs import parse_shape
+    from ..input_options import parse_shape
 
     return [parse_shape(t) for t in texts]
 
 
 def _shard(text: str) -> object:
-    from ..inputs import parse_shard
+    from ..input_options import parse_shard
 
     return parse_shard(text)
 

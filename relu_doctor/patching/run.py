@@ -247,7 +247,7 @@ def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | Non
 
 
 def _range(value: Any) -> tuple[float, float] | None:
-    from ..inputs import parse_range
+    from ..input_options import parse_range
 
     return parse_range(value) if isinstance(value, str) else value
 

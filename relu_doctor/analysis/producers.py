@@ -1,11 +1,10 @@
 """Which layer makes an activation's neurons, in a torch.fx graph (fx_graphs.py): the Conv
 or Linear feeding it, and a BatchNorm between them, when nothing else ties their channels.
 
-For `patch --mode revive`, `prune` (slice the producer's output channels) and
-relu_doctor.revive() in training (ReDo: re-initialise the producer's row). The layer
-must be read by the activation alone and own its weight: a residual add, a concat, a
-grouped or transposed convolution or a shared weight ties the channels to other layers,
-and the answer is then why.
+For `prune` (slice the producer's output channels) and relu_doctor.revive() in training
+(ReDo: re-initialise the producer's row). The layer must be read by the activation alone
+and own its weight: a residual add, a concat, a grouped or transposed convolution or a
+shared weight ties the channels to other layers, and the answer is then why.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ Rows and the scripts that measure them:
 - ResNet-18 ONNX, 32 samples, session creation in both: onnx_overhead.py
 - patch ResNet-18 .pt2 -> .pt2 and state dict -> ONNX against scan + one export: patch_time.py
 - CLI scan of the 4-site TorchScript sample against `import torch`: here, interleaved
+- ResNet-18 at batch 256 on a CUDA device, scan / bare: cuda_scan.py (where there is one)
 Each script's output goes to DIR (default benchmarks/out-issue19, not kept in git) and to
 stdout, so one file holds the whole run.
 """
@@ -45,6 +46,7 @@ def rows(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
             PY, str(bench / "onnx_overhead.py"), "--model", "resnet18", "--samples", "32", "--repeats", reps,
             "--threads", "1"]),
         ("patch ResNet-18", [PY, str(bench / "patch_time.py"), "--threads", "1"]),
+        ("ResNet-18 on CUDA, batch 256", [PY, str(bench / "cuda_scan.py"), "--reps", reps, "--if-available"]),
     ]
 
 

@@ -19,12 +19,12 @@ from .guest import guarded, running
 from .images import ImageOptions, image_options
 from .input_options import parse_range, parse_shard, resolve_specs
 from .inputs import DEFAULT_BATCH_SIZE, Sample, array_sample, check_batch_size, synthetic_sample
+from .kinds.axis import NEURON_AXES
 from .loading import LoadedModel, load_model
 from .notices import Notice
 from .report import Gates, ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import DEFAULT_TAU, small_sample_warning
 
-NEURON_AXES = ("auto", "channel", "last")
 Progress = Callable[[int, int], None]  # (samples done so far, total)
 
 

@@ -63,19 +63,62 @@ def _load_torch_data(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
     raise UserError(f"{path} holds a {type(obj).__name__}, not a tensor, a list of tensors or a dict of tensors")
 
 
+_DATA_HINT = "Give an array or tensor (samples first), a list of such batches, or {input name: array}."
+
+
 def as_arrays(data: Any) -> dict[str, np.ndarray] | list[np.ndarray]:
-    """The API's `data=`: an array, a tensor, a list of batches or a dict by input name."""
+    """The API's `data=`: an array, a tensor, a list of batches (each an array, or a tuple
+    with one array per input), a dict by input name, or nested lists of numbers (one array)."""
     if isinstance(data, dict):
-        return {str(k): _to_numpy(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        batches = [_to_numpy(b) if not isinstance(b, (list, tuple)) else [_to_numpy(t) for t in b] for b in data]
-        if all(isinstance(b, np.ndarray) for b in batches):
-            return [np.concatenate(batches)]
-        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
-    return [_to_numpy(data)]
+        if not data:
+            raise UserError("data= is an empty dict: no input to run", _DATA_HINT)
+        return {str(k): _to_numpy(v, f"data[{k!r}]") for k, v in data.items()}
+    if not isinstance(data, (list, tuple)) or not any(_holds_arrays(b) for b in data):
+        if isinstance(data, (list, tuple)) and not data:
+            raise UserError("data= is an empty list: no batch to run", _DATA_HINT)
+        return [_to_numpy(data, "data=")]
+    if all(_is_array(b) for b in data):
+        return [_joined([_to_numpy(b, f"data[{i}]") for i, b in enumerate(data)], "data=")]
+    widths = {len(b) if isinstance(b, (list, tuple)) else -1 for b in data}
+    if len(widths) != 1 or -1 in widths:
+        raise UserError("data=: the batches hold different numbers of inputs (an array here, a tuple of "
+                        "another length there)", "Give every batch as one array, or every one as a tuple with "
+                        "one array per model input, in the same order.")
+    per_input = zip(*[[_to_numpy(t, f"data[{i}][{j}]") for j, t in enumerate(b)] for i, b in enumerate(data)])
+    return [_joined(list(arrays), f"data=, input {j}") for j, arrays in enumerate(per_input)]
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or hasattr(x, "detach")  # a tensor, without importing torch
+
+
+def _holds_arrays(x: Any) -> bool:
+    return _is_array(x) or (isinstance(x, (list, tuple)) and any(_is_array(t) for t in x))
+
+
+def _joined(batches: list[np.ndarray], what: str) -> np.ndarray:
+    """The batches as one sample, along the first axis."""
+    if any(b.ndim == 0 for b in batches):
+        raise UserError(f"{what}: a batch is a single number, not samples", _DATA_HINT)
+    try:
+        return np.concatenate(batches)
+    except ValueError:
+        shapes = ", ".join(str(tuple(b.shape)) for b in batches[:4])
+        raise UserError(f"{what}: the batches do not join into one sample: shapes {shapes}"
+                        f"{', ...' if len(batches) > 4 else ''}",
+                        "Give batches whose shapes agree after the first (samples) axis.") from None
+
+
+def _to_numpy(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, without importing torch here
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+        t = x.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds every value
+            t = t.float()
+        return t.numpy()
+    try:
+        array = np.asarray(x)
+    except ValueError as e:  # ragged nested lists
+        raise UserError(f"{what} is not an array: {e}", _DATA_HINT) from None
+    if array.dtype == object:
+        raise UserError(f"{what} holds {type(x).__name__} values, not numbers", _DATA_HINT)
+    return array

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import UserError
+from .kinds.axis import NEURON_AXES
 from .stats import DEFAULT_TAU, SiteCounters, model_metrics
 from .validate_site import check_site
 from .validate_values import (
@@ -35,7 +36,6 @@ from .validate_values import (
 
 SCHEMA = "relu-doctor/report/v1"
 MAX_REPORT_BYTES = 1 << 30  # 1 GiB of JSON: about 50 million neurons' counters
-NEURON_AXES = ("auto", "channel", "last")
 _SHARD = re.compile(r"^(\d{1,9})/(\d{1,9})$")
 _HINT = "Pass a report written by `relu-doctor scan --format json` (or merge), unedited."
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..kinds import KINDS
+from ..kinds.axis import neuron_axis
 from ..stats import SiteCounters
-from .onnx_instrument import POOL, REDUCE, SitePlan, neuron_axis
+from .onnx_instrument import POOL, REDUCE, SitePlan
 
 
 class SiteAccumulator:

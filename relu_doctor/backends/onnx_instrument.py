@@ -67,11 +67,6 @@ class SitePlan:
         return int(np.prod(dims, dtype=np.int64))
 
 
-def neuron_axis(rank: int, rule: int | None, override: str) -> int:
-    """The neuron-axis rule (kinds/axis.py), shared with the torch backend."""
-    return neuron_axes.neuron_axis(rank, rule, override)
-
-
 def plan_sites(sites: Sequence[GraphSite], shapes: dict[str, tuple[int, list | None]],
                neuron_axis_override: str) -> tuple[list[SitePlan], list[str]]:
     """Choose pool / reduce / raw per site; sites that cannot be measured become warnings."""
@@ -92,7 +87,7 @@ def plan_sites(sites: Sequence[GraphSite], shapes: dict[str, tuple[int, list | N
             unsized.append(site.name)
             continue
         rank = len(dims)  # type: ignore[arg-type]
-        axis = neuron_axis(rank, site.axis_rule, neuron_axis_override)
+        axis = neuron_axes.neuron_axis(rank, site.axis_rule, neuron_axis_override)
         plan = SitePlan(i, site, RAW, axis, list(dims[1:]), elem_type)  # type: ignore[index]
         positions = plan.positions
         if rank >= 3 and axis == 1 and elem_type == TensorProto.FLOAT and positions is not None \

@@ -150,6 +150,9 @@ def broadcast(tag: Tag, in_rank: int, out_rank: int) -> Tag:
     return tag + (out_rank - in_rank) if tag >= 0 and out_rank > in_rank else tag
 
 
+NEURON_AXES = ("auto", "channel", "last")  # the values of --neuron-axis (`override` below)
+
+
 def neuron_axis(rank: int, tag: Tag | None, override: str = "auto") -> int:
     """The neuron axis of an activation output of `rank` dims (batch first).
 

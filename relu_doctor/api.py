@@ -22,6 +22,7 @@ from .inputs import DEFAULT_BATCH_SIZE, Sample, array_sample, check_batch_size, 
 from .kinds.axis import NEURON_AXES
 from .loading import LoadedModel, load_model
 from .notices import Notice
+from .option_values import number, whole
 from .report import Gates, ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import DEFAULT_TAU, small_sample_warning
 
@@ -78,10 +79,10 @@ def scan(
     `neuron_min`; what `--neurons` writes), at the cost of two more reductions per site.
     """
     auto_batch = batch_size == "auto"
-    _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches)
+    _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches, seed)
     base = _baseline(baseline, fail_increase)
     gating.check_threshold("fail_provably_dead", fail_provably_dead)
-    bounds = input_range if not isinstance(input_range, str) else parse_range(input_range)
+    bounds = parse_range(input_range)
     running("loading the model")
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
     running("preparing the model")
@@ -91,7 +92,7 @@ def scan(
         sample = build_sample(data, backend.specs, input_shape, samples, seed, bounds,
                               image_options(image_size, mean, std))
         whole = sample.count
-        shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+        shard = parse_shard(shard)
         if shard is not None:
             sample = sample.shard(*shard)
             if sample.count == 0:
@@ -214,15 +215,16 @@ def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> lis
     return warnings
 
 
-def _check_settings(samples: int | None, batch_size: Any, tau: float, neuron_axis: str,
-                    max_batches: int | None) -> None:
-    if samples is not None and samples < 1:
-        raise UserError(f"--samples must be at least 1 (got {samples})")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, or auto (got {batch_size})")
-    if max_batches is not None and max_batches < 1:
-        raise UserError(f"--max-batches must be at least 1 (got {max_batches})")
-    if not 0 < tau < 1:
+def _check_settings(samples: Any, batch_size: Any, tau: Any, neuron_axis: str, max_batches: Any,
+                    seed: Any) -> None:
+    if samples is not None:
+        whole("samples", samples)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, or auto (got {batch_size!r})")
+    if max_batches is not None:
+        whole("max_batches", max_batches)
+    whole("seed", seed, minimum=0)
+    if not 0 < number("tau", tau) < 1:
         raise UserError(f"--tau must be between 0 and 1 (got {tau})", "The ReDo paper uses 0.025 (default) to 0.1.")
     if neuron_axis not in NEURON_AXES:
         raise UserError(f"--neuron-axis must be one of {', '.join(NEURON_AXES)} (got {neuron_axis!r})")

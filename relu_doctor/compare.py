@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import UserError
 from .gates import selected, unmatched
+from .option_values import number
 from .report import Report, Site
 
 SCHEMA = "relu-doctor/diff/v1"
@@ -125,7 +126,7 @@ class Diff:
 
 def check_increase(pp: float | None) -> None:
     """--fail-increase is in percentage points: 0 (any growth fails) to 100."""
-    if pp is not None and (math.isnan(pp) or not 0.0 <= pp <= 100.0):
+    if pp is not None and (math.isnan(number("fail_increase", pp)) or not 0.0 <= pp <= 100.0):
         raise UserError(f"--fail-increase is in percentage points, between 0 and 100 (got {pp:g})",
                         "For example --fail-increase 2 fails when a site's dead ratio grows by more than 2 points.")
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from .errors import UserError
+from .option_values import number
 from .report import Gates, Site, Violation, summarize
 
 RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio", "fail_provably_dead")
@@ -21,6 +22,7 @@ def check_threshold(flag: str, value: float | None) -> None:
     """Refuse a ratio outside [0, 1]: `--fail-dead-ratio 25` (meant as 25%) would never trip."""
     if value is None:
         return
+    value = number(flag, value)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         hint = f"For {value:g}% pass {value / 100:g}." if 1 < value <= 100 else None
         raise UserError(f"--{flag.replace('_', '-')} is a fraction between 0 and 1 (got {value:g})", hint)

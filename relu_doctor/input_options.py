@@ -6,8 +6,10 @@ model's input specs.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from .errors import UserError
 from .inputs import InputSpec
@@ -26,25 +28,32 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name or None), shape
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'2/3' -> (2, 3): shard 2 of 3, counted from 0."""
+def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """'2/3' (or the API's (2, 3)) -> (2, 3): shard 2 of 3, counted from 0."""
     if text is None:
         return None
     try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
+        parts = text.split("/") if isinstance(text, str) else list(text)
+        index, count = (int(v) for v in parts)
+        if not isinstance(text, str) and any(isinstance(v, bool) or int(v) != v for v in parts):
+            raise ValueError
+    except (ValueError, TypeError):
         raise UserError(f"--shard {text!r} is not I/N", "Write it like 0/4 (shard 0 of 4, counted from 0).") from None
     if not 0 <= index < count:
         raise UserError(f"--shard {text!r}: I must be in 0..N-1", "Shards are counted from 0: 0/4 ... 3/4.")
     return index, count
 
 
-def parse_range(text: str | None) -> tuple[float, float] | None:
+def parse_range(text: str | Sequence[float] | None) -> tuple[float, float] | None:
+    """'0,1' (or the API's (0, 1)) -> (0.0, 1.0)."""
     if text is None:
         return None
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
+        parts = text.split(",") if isinstance(text, str) else list(text)
+        lo, hi = (float(v) for v in parts)
+        if not isinstance(text, str) and any(isinstance(v, (bool, str)) for v in parts):
+            raise ValueError
+    except (ValueError, TypeError):
         raise UserError(f"--input-range {text!r} is not LO,HI", "Write it like 0,1.") from None
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise UserError(f"--input-range {text!r}: LO and HI must be finite numbers", "Write it like 0,1.")
@@ -78,9 +87,26 @@ def _shape_overrides(input_shapes: Sequence[str] | dict | tuple | None) -> list[
     if input_shapes is None:
         return []
     if isinstance(input_shapes, dict):
-        return [(name, tuple(int(d) for d in shape)) for name, shape in input_shapes.items()]
+        return [(str(name), _dims(shape)) for name, shape in input_shapes.items()]
     if isinstance(input_shapes, tuple) and all(isinstance(d, int) for d in input_shapes):
-        return [(None, input_shapes)]
+        return [(None, _dims(input_shapes))]
     if isinstance(input_shapes, str):
         return [parse_shape(input_shapes)]
-    return [parse_shape(s) if isinstance(s, str) else (None, tuple(s)) for s in input_shapes]
+    if not isinstance(input_shapes, (list, tuple)):
+        raise UserError(f"input_shape={input_shapes!r} is not a shape",
+                        "Give '3,224,224', a tuple of dims, a list of those, or {input name: shape}.")
+    return [parse_shape(s) if isinstance(s, str) else (None, _dims(s)) for s in input_shapes]
+
+
+def _dims(shape: Any) -> tuple[int, ...]:
+    """A shape given as numbers (the API's tuples), each a whole number >= 1."""
+    if isinstance(shape, str):
+        return parse_shape(shape)[1]
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise UserError(f"input shape {shape!r} is not a sequence of dims", "Write it like (3, 224, 224).") from None
+    if not dims or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims):
+        raise UserError(f"input shape {shape!r}: every dimension must be a whole number >= 1",
+                        "Write it like (3, 224, 224).")
+    return tuple(int(d) for d in dims)

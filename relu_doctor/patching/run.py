@@ -249,7 +249,7 @@ def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | Non
 def _range(value: Any) -> tuple[float, float] | None:
     from ..input_options import parse_range
 
-    return parse_range(value) if isinstance(value, str) else value
+    return parse_range(value)
 
 
 def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: int | None, fmt: str,

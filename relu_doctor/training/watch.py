@@ -70,7 +70,7 @@ class Watch:
             raise UserError(f"every must be a positive number of steps (got {every!r})")
         if probe is None and (not isinstance(window, int) or not 1 <= window <= every):
             raise UserError(f"window must be between 1 and every={every} steps (got {window!r})")
-        _check_settings(None, 1, tau, neuron_axis, None)
+        _check_settings(None, 1, tau, neuron_axis, None, 0)
         gating.check_threshold("fail_dead_ratio", fail_dead_ratio)
         gating.check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
         self.model = model

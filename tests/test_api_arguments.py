@@ -1,0 +1,57 @@
+"""The API's keyword arguments are checked as the CLI's flags are: a wrong type or value
+is a UserError naming the flag, never a TypeError or ZeroDivisionError from deep inside."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import relu_doctor as rd
+from relu_doctor.errors import UserError
+
+X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+
+
+@pytest.mark.parametrize(("keyword", "value", "message"), [
+    ("samples", "8", "--samples must be a whole number"),
+    ("samples", 1.5, "--samples must be a whole number"),
+    ("samples", True, "--samples must be a whole number"),
+    ("max_batches", "x", "--max-batches must be a whole number"),
+    ("max_batches", 0, "--max-batches must be at least 1"),
+    ("batch_size", True, "--batch-size must be at least 1, or auto"),
+    ("seed", -1, "--seed must be at least 0"),
+    ("seed", "x", "--seed must be a whole number"),
+    ("tau", "0.1", "--tau must be a number"),
+    ("fail_dead_ratio", "0.5", "--fail-dead-ratio must be a number"),
+    ("shard", (1, 0), "I must be in 0..N-1"),
+    ("shard", (0.5, 2), "is not I/N"),
+    ("input_range", (0,), "is not LO,HI"),
+    ("input_range", (1, 0), "LO must be below HI"),
+    ("input_range", (0, float("inf")), "finite"),
+    ("input_shape", 3.5, "is not a shape"),
+    ("input_shape", (3, -1), "every dimension must be a whole number >= 1"),
+    ("input_shape", {"input": (3.0,)}, "every dimension must be a whole number >= 1"),
+])
+def test_a_wrong_keyword_value_is_a_user_error_naming_the_flag(keyword: str, value: Any, message: str) -> None:
+    kwargs: dict[str, Any] = {"input_shape": "3", "samples": 4} if keyword in ("seed", "input_shape") else {"data": X}
+    kwargs[keyword] = value
+    with pytest.raises(UserError, match=re.escape(message)):
+        rd.scan(_net(), warn=False, **kwargs)
+
+
+def test_numpy_numbers_and_tuples_are_taken_as_their_values() -> None:
+    want = rd.scan(_net(), X, warn=False, tau=0.1, shard="0/2", fail_dead_ratio=0.5, input_range="0,1")
+    got = rd.scan(_net(), X, warn=False, tau=np.float32(0.1), shard=(0, 2), fail_dead_ratio=np.float64(0.5),
+                  input_range=(0, 1))
+    assert got.sites[0].counters.fires.tolist() == want.sites[0].counters.fires.tolist()
+    assert got.settings.tau == pytest.approx(want.settings.tau) and got.sample.samples == want.sample.samples == 2

@@ -34,5 +34,5 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     # The lazy attributes are not in the module's namespace until used: list them anyway
-    # (tab completion, dir(relu_doctor)).
-    return sorted(set(globals()) | set(__all__))
+    # (tab completion, dir(relu_doctor)); not the names this file imports for itself.
+    return sorted((set(globals()) - {"Any", "annotations"}) | set(__all__))

@@ -22,7 +22,7 @@ from .inputs import DEFAULT_BATCH_SIZE, Sample, array_sample, check_batch_size, 
 from .kinds.axis import NEURON_AXES
 from .loading import LoadedModel, load_model
 from .notices import Notice
-from .option_values import number, whole
+from .option_values import globs, number, whole
 from .report import Gates, ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import DEFAULT_TAU, small_sample_warning
 
@@ -78,6 +78,7 @@ def scan(
     `neuron_extremes=True` also measures each neuron's max and min (counters `neuron_max`,
     `neuron_min`; what `--neurons` writes), at the cost of two more reductions per site.
     """
+    select, ignore = globs("select", select), globs("ignore", ignore)
     auto_batch = batch_size == "auto"
     _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches, seed)
     base = _baseline(baseline, fail_increase)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from .errors import UserError
-from .option_values import number
+from .option_values import globs, number
 from .report import Gates, Site, Violation, summarize
 
 RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio", "fail_provably_dead")
@@ -30,6 +30,7 @@ def check_threshold(flag: str, value: float | None) -> None:
 
 def selected(sites: Iterable[Site], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[Site]:
     """Sites whose name matches a --select glob (all when none) and no --ignore glob."""
+    select, ignore = globs("select", select), globs("ignore", ignore)
     return [
         s for s in sites
         if (not select or any(fnmatchcase(s.name, g) for g in select))
@@ -37,9 +38,9 @@ def selected(sites: Iterable[Site], select: Sequence[str] = (), ignore: Sequence
     ]
 
 
-def unmatched(sites: Sequence[Site], globs: Sequence[str]) -> list[str]:
+def unmatched(sites: Sequence[Site], patterns: Sequence[str]) -> list[str]:
     """The globs that match no site name: usually a typo that makes a gate count nothing."""
-    return [g for g in globs if not any(fnmatchcase(s.name, g) for s in sites)]
+    return [g for g in globs("select", patterns) if not any(fnmatchcase(s.name, g) for s in sites)]
 
 
 def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
@@ -78,6 +79,7 @@ def gate(sites: list[Site], select: Sequence[str] = (), ignore: Sequence[str] = 
     A --select that matches no site is refused when a gate is set: the gate would count
     nothing and pass silently (a typo in a CI job would never fail it).
     """
+    select, ignore = globs("select", select), globs("ignore", ignore)
     gated = fail_dead_ratio is not None or fail_total_dead_ratio is not None or fail_provably_dead is not None
     if gated and select and len(unmatched(sites, select)) == len(select):
         raise UserError(f"--select {' '.join(select)} matches none of the {len(sites)} sites, so the gates "

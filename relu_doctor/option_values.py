@@ -27,3 +27,18 @@ def whole(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise UserError(f"{flag(name)} must be at least {minimum} (got {value})")
     return int(value)
+
+
+def globs(name: str, value: Any) -> list[str]:
+    """--select / --ignore patterns: one string is one pattern (not one per character)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        patterns = list(value)
+    except TypeError:
+        patterns = [value]
+    if not all(isinstance(p, str) for p in patterns):
+        raise UserError(f"{flag(name)} takes glob patterns (got {value!r})", "Give a string or a list of them.")
+    return patterns

@@ -4,6 +4,7 @@ is a UserError naming the flag, never a TypeError or ZeroDivisionError from deep
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import nn
 
 import relu_doctor as rd
 from relu_doctor.errors import UserError
+from relu_doctor.patching.plan import plan_patch
 
 X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
 
@@ -55,3 +57,19 @@ def test_numpy_numbers_and_tuples_are_taken_as_their_values() -> None:
                   input_range=(0, 1))
     assert got.sites[0].counters.fires.tolist() == want.sites[0].counters.fires.tolist()
     assert got.settings.tau == pytest.approx(want.settings.tau) and got.sample.samples == want.sample.samples == 2
+
+
+def test_one_select_string_is_one_glob_not_one_per_character() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict(fc1=nn.Linear(3, 4), act1=nn.ReLU(), fc2=nn.Linear(4, 4), act2=nn.ReLU()))
+    with torch.no_grad():  # planted: neuron 0 of each site never fires
+        for fc in (net.fc1, net.fc2):
+            fc.weight[0], fc.bias[0] = 0, -1
+    # as characters, "act2" matches no site: a gate would refuse the --select
+    report = rd.scan(net, X, warn=False, select="act2", fail_dead_ratio=1.0)
+    assert report.settings.select == ["act2"] and report.gates.passed
+    assert all(0 in s.dead_indices for s in report.sites)
+    plan = plan_patch(report, select="act*", ignore="act1")
+    assert [p.name for p in plan.sites] == ["act2"]
+    with pytest.raises(UserError, match="--select takes glob patterns"):
+        rd.scan(net, X, warn=False, select=[3])

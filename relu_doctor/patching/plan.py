@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..gates import selected, unmatched
+from ..option_values import globs, number
 from ..report import Report, Site
 
 CHANNEL, LAYER, REVIVE = "channel", "layer", "revive"
@@ -92,9 +93,9 @@ class PatchPlan:
 def check_options(slope: float, mode: str, min_dead_ratio: float) -> None:
     if mode not in MODES:
         raise UserError(f"--mode must be channel, layer or revive (got {mode!r})")
-    if not (math.isfinite(slope) and 0 < slope <= 1):
+    if not (math.isfinite(number("slope", slope)) and 0 < slope <= 1):
         raise UserError(f"--slope must be in (0, 1] (got {slope:g})", "LeakyReLU's usual slope is 0.01.")
-    if math.isnan(min_dead_ratio) or not 0 <= min_dead_ratio <= 1:
+    if math.isnan(number("min_dead_ratio", min_dead_ratio)) or not 0 <= min_dead_ratio <= 1:
         raise UserError(f"--min-dead-ratio is a fraction between 0 and 1 (got {min_dead_ratio:g})")
 
 
@@ -109,6 +110,7 @@ def plan_patch(
 ) -> PatchPlan:
     """The sites to rewrite: grad-blocked, with dead neurons, dead ratio >= min_dead_ratio."""
     check_options(slope, mode, min_dead_ratio)
+    select, ignore = globs("select", select), globs("ignore", ignore)
     missing = unmatched(report.sites, select)
     if select and len(missing) == len(select):
         raise UserError(f"--select {' '.join(select)} matches none of the {len(report.sites)} sites",

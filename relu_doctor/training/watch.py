@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import gates as gating
 from ..errors import UserError
+from ..option_values import globs
 from ..report import ModelInfo, Report, SampleInfo, Settings, Site
 from ..stats import DEFAULT_TAU, small_sample_warning
 from .sinks import Sinks
@@ -78,7 +79,7 @@ class Watch:
         self.probe = probe
         self.tau, self.neuron_axis, self.include_smooth = tau, neuron_axis, include_smooth
         self.neuron_extremes = neuron_extremes  # per-neuron max/min in every report (timeline --neurons)
-        self.select, self.ignore = list(select), list(ignore)
+        self.select, self.ignore = globs("select", select), globs("ignore", ignore)
         self.fail_dead_ratio, self.fail_total_dead_ratio = fail_dead_ratio, fail_total_dead_ratio
         self.world = current_world()
         self.sinks = Sinks(history, writer, on_alert, self.world.is_writer, log_wandb)

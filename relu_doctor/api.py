@@ -173,7 +173,7 @@ def _baseline(baseline: str | Path | Report | None, fail_increase: float | None)
                             "Pass baseline= (a Report or the path of its JSON).")
         return None
     check_increase(fail_increase)
-    return baseline if isinstance(baseline, Report) else Report.load(baseline)
+    return Report.of(baseline, "baseline")
 
 
 def site_names_of(model: Any, sample: Sample, include_smooth: bool, neuron_axis: str, device: str) -> list[str]:

@@ -381,6 +381,18 @@ class Report:
 
         return cls.from_dict(load_report_dict(path))
 
+    @classmethod
+    def of(cls, value: Any, what: str = "report") -> Report:
+        """The API's report arguments: a Report, or the path of its JSON (read and checked)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, (str, Path)):
+            return cls.load(value)
+        from .errors import UserError
+
+        raise UserError(f"{what} must be a Report or the path of its JSON (got {type(value).__name__})",
+                        "Pass what relu_doctor.scan returned, or the file `relu-doctor scan -f json -o` wrote.")
+
 
 def _legacy_code(text: str, samples: int) -> str:
     """The code of a warning in a report written before `warning_codes`: the sample-size

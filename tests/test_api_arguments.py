@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,3 +74,35 @@ def test_one_select_string_is_one_glob_not_one_per_character() -> None:
     assert [p.name for p in plan.sites] == ["act2"]
     with pytest.raises(UserError, match="--select takes glob patterns"):
         rd.scan(net, X, warn=False, select=[3])
+
+
+@pytest.mark.parametrize("call", ["patch", "revive", "baseline"])
+def test_a_report_argument_is_a_report_or_its_json_path(call: str, tmp_path: Path) -> None:
+    net = _net()
+    report = rd.scan(net, X, warn=False)
+    path = tmp_path / "r.json"
+    path.write_text(report.to_json())
+
+    def run(value: Any) -> Any:
+        if call == "baseline":
+            return rd.scan(net, X, warn=False, baseline=value)
+        return getattr(rd, call)(net, value)
+
+    run(str(path))  # read and checked like `relu-doctor ... --report`
+    for bad, message in ((3, "must be a Report or the path of its JSON"), (None, "must be a Report or the path"),
+                         (tmp_path / "missing.json", "not found")):
+        if call == "baseline" and bad is None:
+            continue  # baseline=None means no comparison
+        with pytest.raises(UserError, match=message):
+            run(bad)
+
+
+@pytest.mark.parametrize(("keyword", "value", "message"), [
+    ("slope", "x", "--slope must be a number"), ("slope", 2, "--slope must be in (0, 1]"),
+    ("optimizer", "adam", "optimizer must be the torch.optim.Optimizer"), ("tau", "x", "--tau must be a number"),
+])
+def test_revive_checks_its_keywords(keyword: str, value: Any, message: str) -> None:
+    net = _net()
+    report = rd.scan(net, X, warn=False)
+    with pytest.raises(UserError, match=re.escape(message)):
+        rd.revive(net, report, **{keyword: value})

@@ -28,7 +28,7 @@ __all__ = ["CHANNEL", "LAYER", "REVIVE", "PatchOutcome", "PatchPlan", "ScanOptio
 @guarded
 def patch(
     model: Any,
-    report: Report,
+    report: Report | str | Path,
     *,
     slope: float = 0.01,
     mode: str = CHANNEL,
@@ -42,11 +42,13 @@ def patch(
     mode="revive" also zeroes the weights that read those neurons (SPEC 14), so the
     outputs stay the same; sites it cannot cut off are left alone, with a warning.
 
-    `model` is what `report` was scanned from: an nn.Module, an ExportedProgram, an
-    onnx.ModelProto or a model file path (loaded safely: no pickles). Site names are
-    matched against the model's calls, so a report of another model is refused.
+    `report`: a Report or the path of its JSON. `model` is what it was scanned from: an
+    nn.Module, an ExportedProgram, an onnx.ModelProto or a model file path (loaded safely:
+    no pickles). Site names are matched against the model's calls, so a report of another
+    model is refused.
     `timeout` (seconds): UserError saying what was running when it expired (see guest.py).
     """
+    report = Report.of(report)
     plan = plan_patch(report, slope=slope, mode=mode, min_dead_ratio=min_dead_ratio, select=select, ignore=ignore)
     include_smooth = report.settings.include_smooth
     if isinstance(model, (str, Path)):

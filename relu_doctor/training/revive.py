@@ -30,6 +30,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..gates import selected
+from ..option_values import number
+from ..patching.plan import CHANNEL, check_options
 from ..report import Report, Site
 from ..stats import dormant_mask
 
@@ -75,8 +77,12 @@ def revive(model: nn.Module, report: Report, optimizer: torch.optim.Optimizer | 
         raise UserError(f"revive target must be one of {', '.join(TARGETS)} (got {target!r})")
     if not isinstance(model, nn.Module):
         raise UserError(f"revive() needs the nn.Module being trained (got {type(model).__name__})")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise UserError(f"optimizer must be the torch.optim.Optimizer training the model (got {optimizer!r})")
+    check_options(slope, CHANNEL, 0.0)  # the leak's slope, as patch's
+    report = Report.of(report)
     model = unwrap(model)
-    tau = float(report.settings.tau) if tau is None else tau
+    tau = float(report.settings.tau) if tau is None else number("tau", tau)
     chosen = {s.name: idx for s in selected(report.sites, select, ignore) if s.grad_blocked
               for idx in [_targets(s, target, tau)] if idx}
     result = ReviveResult()

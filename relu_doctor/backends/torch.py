@@ -302,12 +302,12 @@ def _prepare_script(module: torch.jit.ScriptModule, device: torch.device) -> Tor
 
 
 def _prepare_exported(program: torch.export.ExportedProgram, device: torch.device) -> TorchModel:
-    module = program.module()
-    if device.type != "cpu":
-        module = module.to(device)
+    from .torch_program import ProgramForward, program_dtype
+
     specs, fixed_batch = _exported_specs(program)
-    return TorchModel(forward=module, specs=specs, device=device, dtype=_param_dtype(module),
-                      fixed_batch=fixed_batch, make_origins=lambda: export_origins(program.graph))
+    return TorchModel(forward=ProgramForward(program, device), specs=specs, device=device,
+                      dtype=program_dtype(program), fixed_batch=fixed_batch,
+                      make_origins=lambda: export_origins(program.graph))
 
 
 def _exported_specs(program: torch.export.ExportedProgram) -> tuple[list[InputSpec], int | None]:

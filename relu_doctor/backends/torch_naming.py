@@ -137,16 +137,26 @@ def torchscript_origins(module: torch.jit.ScriptModule) -> GraphOrigins:
 _GENERIC = "TorchScript control flow holds activations: site names are generic"
 
 
+# Nodes that never hold blocks (control flow is prim::If, prim::Loop, prim::With ...):
+# asking each of a graph's nodes for its blocks costs 20 us a node, 17 ms for MobileNetV2
+# (815 nodes: 472 GetAttr, 209 ListConstruct), 0.8% of its scan.
+_BLOCKLESS = frozenset({"prim::GetAttr", "prim::Constant", "prim::ListConstruct", "prim::TupleConstruct",
+                        "prim::ListUnpack", "prim::TupleUnpack", "prim::NumToTensor"})
+
+
 def _candidates(block: Any, root: torch.jit.ScriptModule, conditional: bool,
                 found: list[tuple[str, CallOrigin, bool]]) -> bool:
     """Collect the block's candidate nodes (recursively); False when a loop holds one."""
     for node in block.nodes():
-        if _is_candidate_kind(node.kind()):
-            namespace, name = split_op_name(node.kind())
+        kind = node.kind()
+        if _is_candidate_kind(kind):
+            namespace, name = split_op_name(kind)
             found.append((f"{namespace}.{name}", _origin_from_hierarchy(node.getModuleHierarchy(), root),
                           conditional))
+        if kind.startswith("aten::") or kind in _BLOCKLESS:
+            continue
         for inner in node.blocks():
-            if node.kind() != "prim::If" and _has_candidate(inner):
+            if kind != "prim::If" and _has_candidate(inner):
                 return False  # a loop: its calls repeat a number of times known at run time
             if not _candidates(inner, root, True, found):
                 return False

@@ -2,9 +2,10 @@
 reduction should use, measured inside a scan.
 
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 \\
-        .venv/bin/python benchmarks/scan_reduction_threads.py [--threads 2] [--torchscript]
+        .venv/bin/python benchmarks/scan_reduction_threads.py [--threads 2] [--torchscript | --pt2]
 
-MobileNetV2 (bench_models.py; traced with --torchscript), 128 samples at batch 32, torch on
+MobileNetV2 (bench_models.py; traced with --torchscript, exported with a static batch with
+--pt2: bare inference runs `program.module()`, built once), 128 samples at batch 32, torch on
 --threads threads. Interleaved, best of 4 wall and CPU times: bare inference; the scan
 with its reduction switched off (what the capture alone costs); the scan with the
 reduction's threads pinned to 1, pinned to --threads, and chosen by
@@ -38,12 +39,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torchscript", action="store_true", help="scan the traced model")
+    p.add_argument("--pt2", action="store_true", help="scan the model exported with torch.export (batch 32)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     model = bench_models.build("mobilenet_v2")
     if args.torchscript:
         model = torch.jit.trace(model, torch.randn(2, 3, 224, 224))
+    forward = model
+    if args.pt2:
+        model = torch.export.export(model, (torch.randn(BATCH, 3, 224, 224),))
+        forward = model.module()
     data = np.random.default_rng(0).standard_normal((SAMPLES, 3, 224, 224)).astype(np.float32)
 
     pinned = [0]  # 0: the Workspace chooses
@@ -80,7 +86,7 @@ def main() -> None:
     def bare() -> None:
         with torch.inference_mode():
             for i in range(0, SAMPLES, BATCH):
-                model(torch.from_numpy(data[i: i + BATCH]))
+                forward(torch.from_numpy(data[i: i + BATCH]))
 
     def scan(threads: int, reducing: bool = True) -> None:
         pinned[0], reduce[0] = threads, reducing
@@ -103,7 +109,7 @@ def main() -> None:
             results[name].append((time.perf_counter() - start, time.process_time() - start_cpu, spent[0],
                                   large[0] / max(1, large[1]) * 1e9))
     wall0, cpu0 = (min(r[i] for r in results["bare"]) for i in (0, 1))
-    kind = "TorchScript" if args.torchscript else "eager"
+    kind = "TorchScript" if args.torchscript else "pt2" if args.pt2 else "eager"
     print(f"MobileNetV2 ({kind}), {SAMPLES} samples, batch {BATCH}, torch on {args.threads} threads; best of 4\n")
     print("| run | wall s | / bare | CPU / bare | updates s | ns per entry, large activations |\n"
           "|---|---:|---:|---:|---:|---:|")

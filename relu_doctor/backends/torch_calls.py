@@ -12,13 +12,13 @@ axis is (kinds/axis.py). Subclasses get each activation as an `ActivationCall`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..kinds import ATEN, Activation, classify_aten, fused_kernel, is_graph_candidate, torch_op_label
 from ..kinds import axis as neuron_axes
@@ -74,8 +74,8 @@ class ActivationCalls(TorchDispatchMode):
         self.candidates = 0  # candidate calls seen in this pass (graph formats align on it)
         self._op_calls: dict[str, int] = {}  # candidate calls per op in this pass
         self._nth = 0  # which call of its op the current candidate is
-        self._tags = WeakTensorKeyDictionary()
-        self._shifted = WeakTensorKeyDictionary()  # x + 3 -> x
+        self._tags = TensorMap()
+        self._shifted = TensorMap()  # x + 3 -> x
         self._pending: list[tuple[ActivationCall, hard_swish.Pending]] = []
 
     def finish_pass(self) -> None:
@@ -217,6 +217,42 @@ class ActivationCalls(TorchDispatchMode):
             return
         for t in _tensors_in(out):
             tags[t] = tag
+
+
+class TensorMap:
+    """Values keyed by tensors, for one forward pass: a key is the tensor itself (identity),
+    and a key keeps no tensor alive, as torch's WeakTensorKeyDictionary. That one builds a
+    Python WeakIdRef object for every lookup; here a lookup is a dict get and a call of the
+    C weakref kept beside the value. Every aten call of a pass looks up its inputs' neuron
+    axes, and after a memory-bound op that Python runs from cold caches: on MobileNetV2
+    (batch 32, 224x224, one thread) the axis tracking took 4.5 ms per forward pass with
+    WeakTensorKeyDictionary, 3.7 with this (benchmarks/README.md, "The capture alone").
+
+    An entry whose tensor died stays until its id is set again or the pass ends (a new
+    TensorMap each pass); it never matches: a dead weakref gives None, and a live tensor
+    with a reused id is not the dead one."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def get(self, t: torch.Tensor, default: Any = None) -> Any:
+        item = self._items.get(id(t))
+        return item[1] if item is not None and item[0]() is t else default
+
+    def __setitem__(self, t: torch.Tensor, value: Any) -> None:
+        self._items[id(t)] = (weakref.ref(t), value)
+
+    def __contains__(self, t: torch.Tensor) -> bool:
+        item = self._items.get(id(t))
+        return item is not None and item[0]() is t
+
+    def __delitem__(self, t: torch.Tensor) -> None:
+        self._items.pop(id(t), None)
+
+    def __len__(self) -> int:
+        return sum(1 for ref, _ in self._items.values() if ref() is not None)
 
 
 def qualified_name(aten_op: str) -> str:

@@ -113,7 +113,8 @@ class _CaptureMode(ActivationCalls):
                 self.warnings.append(f"site {name}: its first axis ({y.shape[0]}) is not the batch ({rows}), "
                                      "so its per-sample counts (sample_fires) count rows, not inputs")
             return y, axis
-        return y[: self.valid_rows], axis
+        # all rows valid (every batch but a padded last one): no view to make
+        return (y if self.valid_rows == rows else y[: self.valid_rows]), axis
 
 
 def auto_batch_size(model: TorchModel, sample: Sample) -> int:

@@ -19,6 +19,8 @@ The tricks that let the loop vectorize, all exact for finite values:
   reassociation is allowed to the compiler ("reassoc"), so a NaN or inf still reaches the
   sum of |y|, where `fold` sees it and counts nothing: the caller then takes its exact
   road, which counts them.
+Short float32 rows (up to 256 positions, MobileNetV2's 7x7 and 14x14 maps) take
+short_rows.py's loop instead, which keeps the vector lanes full across rows.
 """
 
 from __future__ import annotations
@@ -28,28 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
+
+from . import short_rows
+from .numba_cache import compiled
 
 _FAST = {"reassoc"}
 _MIN_ENTRIES_PER_THREAD = 1 << 20  # below this a thread costs more than it saves
 _pool: ThreadPoolExecutor | None = None
-
-
-def _compiled(**options: Any) -> Any:
-    """numba.njit with the kernels cached on disk where numba finds a writable place (beside
-    this file, or the user's cache folder); without a cache where it finds none (a read-only
-    install in a container without a home), instead of numba's RuntimeError at import. Then
-    each process compiles them once (about 1.5 s)."""
-
-    def compile_(f: Any) -> Any:
-        try:
-            return njit(cache=True, **options)(f)
-        except RuntimeError as e:
-            if "no locator available" not in str(e):
-                raise
-            return njit(cache=False, **options)(f)
-
-    return compile_
 
 
 @dataclass
@@ -64,7 +51,7 @@ class RowStats:
     highs: np.ndarray
 
 
-@_compiled(nogil=True, fastmath=_FAST)
+@compiled(nogil=True, fastmath=_FAST)
 def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (rows, positions) -> one result per row. `sign` is the sign bit's position
     and `below_sign` 0x7fff..., both in the bits' own type (so the keys stay that wide).
@@ -102,7 +89,7 @@ def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, count
         highs[r] = hi
 
 
-@_compiled(nogil=True, fastmath=_FAST)
+@compiled(nogil=True, fastmath=_FAST)
 def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (samples, positions, neurons) -> results (samples, neurons); the inner loop
     runs along the neurons, contiguous in memory. Arguments as in _neurons_first."""
@@ -155,7 +142,10 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     results = [out.sums, out.abs_sums, out.counts, out.lows, out.highs]
     kernel: Any  # a numba dispatcher
     if red == 2:
-        kernel, values = _neurons_first, y3.reshape(n * c, y3.shape[2])
+        values = y3.reshape(n * c, y3.shape[2])
+        short = (values.dtype == np.float32 and values.shape[1] <= short_rows.MAX_POSITIONS
+                 and values.strides[1] == values.itemsize)
+        kernel = short_rows.neurons_first if short else _neurons_first
         results = [a.reshape(n * c) for a in results]
     else:
         kernel, values = _neurons_last, y3
@@ -184,7 +174,7 @@ def fold(rows: RowStats, dtype: np.dtype, fires: np.ndarray, sample_fires: np.nd
     return (total, top) if np.isfinite(total) else None
 
 
-@_compiled(nogil=True)
+@compiled(nogil=True)
 def _fold(sums, abs_sums, counts, lows, highs, fires, sample_fires, abs_sum, low, high):  # pragma: no cover - compiled
     magnitude = 0.0
     for n in range(sums.shape[0]):

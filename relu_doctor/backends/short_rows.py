@@ -1,10 +1,10 @@
-"""The one-pass reduction of fused_rows for short float32 rows: eight rows at once, one per
-vector lane.
+"""The one-pass reduction of fused_rows for short float32 rows (up to 1024 positions):
+eight rows at once, one per vector lane.
 
 fused_rows' loop vectorizes along a row, 32-64 entries per iteration, then folds its lanes
 into one result per row. Rows of 49 positions (MobileNetV2's 7x7 maps, NCHW) hardly enter
-that loop and cost 0.38 ns per entry, 196 positions 0.18-0.27, against 0.17 for long rows
-(one read from memory; benchmarks/README.md, "Issue 19").
+that loop and cost 0.38 ns per entry, 196 positions 0.19-0.20, against 0.16-0.17 for long
+rows (benchmarks/README.md, "Issue 19").
 
 Here a block of 8 rows is read 8 columns at a time (one 32-byte load per row), transposed
 in registers (three rounds of two-input shuffles), and each of the 8 vectors that come out
@@ -14,6 +14,8 @@ addition per entry, without fast-math flags: a row's sum is the plain sequential
 sum of its entries, bit for bit (the naive reference in tests/test_fused_rows.py), on every
 CPU. (fused_rows' long-row loop reassociates into as many partial sums as the CPU's vectors
 hold: a sum as exact, in other bits.) Counts, minima and maxima use fused_rows' integer keys.
+Measured (benchmarks/fused_pass.py): 0.20 ns per entry at 49 positions, 0.17-0.19 at 196
+to 784; signed kinds 0.23-0.27 against fused_rows' 0.30-0.56.
 
 numba cannot write shuffles, so a block's code is LLVM IR built here and inlined into a
 numba loop (numba.extending.intrinsic), cached on disk like fused_rows' kernels.
@@ -21,10 +23,11 @@ numba loop (numba.extending.intrinsic), cached on disk like fused_rows' kernels.
   columns not yet added are added (a masked load for rows shorter than 8).
 - The last block of an activation with fewer than 8 rows left reads its first row in the
   missing lanes and stores only its own rows.
-- A block reads 8 rows column by column, an order the hardware prefetchers follow poorly
-  when the activation comes from memory (0.40-0.60 ns per entry at 32 MB, against 0.38 for
-  fused_rows' loop), so on activations larger than the caches each block prefetches the
-  block two ahead (0.24-0.30).
+- A block reads its 8 rows side by side, an order the hardware prefetchers follow poorly
+  once the activation is larger than L2: at 14-32 MB, 0.2-0.5 ns per entry at 196-400
+  positions against fused_rows' 0.19. So there each step also prefetches, into L2, the
+  same columns of the block two ahead (0.16-0.17). Into L1, or a block's lines all at
+  once, was slower (0.3-0.8: it fills the queue of misses).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from numba.extending import intrinsic
 from .numba_cache import compiled
 
 ROWS = 8  # rows per block: one 256-bit vector of float32 or int32 keys, one 512-bit of float64 sums
-MAX_POSITIONS = 256  # longer rows keep fused_rows' loop
-PREFETCH_BYTES = 4 << 20  # activations (or a thread's share) from this size on: prefetch (above L2)
-_PREFETCH_BLOCKS = 2  # how far ahead, in blocks (best of 2, 4, 8, 16 at 32 MB)
+MAX_POSITIONS = 1024  # longer rows keep fused_rows' loop (as fast from about 3000 on, unsigned)
+PREFETCH_BYTES = 4 << 20  # activations (or a thread's share) from this size on prefetch: beyond L2
+_PREFETCH_BLOCKS = 2  # how far ahead (of 1, 2 and 4: 2 best at 14 and 32 MB, 4 about as good)
 
 _F32, _F64, _I32, _I64, _I8 = ir.FloatType(), ir.DoubleType(), ir.IntType(32), ir.IntType(64), ir.IntType(8)
 _FLOATS, _DOUBLES, _KEYS, _WIDE, _MASK = (ir.VectorType(t, ROWS) for t in (_F32, _F64, _I32, _I64, ir.IntType(1)))
@@ -132,12 +135,12 @@ class _Block:
             b.store(_splat(t, start), acc[name])
         whole = b.udiv(positions, _i64(ROWS))
         with cgutils.for_range(b, whole) as block:
-            column = b.mul(block.index, _i64(ROWS))
+            start = b.mul(block.index, _i64(ROWS))
             with b.if_then(b.icmp_unsigned("!=", ahead, _i64(0))):  # the same columns, `ahead` bytes on
-                for row in rows:  # (a prefetch never faults, even past the end)
-                    at = b.gep(b.bitcast(b.gep(row, [column]), _I8.as_pointer()), [ahead])
+                for row in rows:  # (read, into L2; a prefetch never faults, even past the end)
+                    at = b.gep(b.bitcast(b.gep(row, [start]), _I8.as_pointer()), [ahead])
                     b.call(self.prefetch, [at, ir.Constant(_I32, 0), ir.Constant(_I32, 2), ir.Constant(_I32, 1)])
-            for column in self.transpose(self.load(rows, column)):
+            for column in self.transpose(self.load(rows, start)):
                 self.add(acc, column)
         self.tail(acc, rows, positions, b.sub(positions, b.mul(whole, _i64(ROWS))))
         self.store(acc, outputs, first, rows_here)
@@ -157,8 +160,9 @@ class _Block:
                 with long_rows:
                     keep(self.transpose(self.load(rows, b.sub(positions, _i64(ROWS)))))
                 with short_rows:  # lanes ROWS - left .. ROWS - 1 hold the row's entries
-                    lefts = b.insert_element(ir.Constant(_KEYS, ir.Undefined), b.trunc(left, _I32), ir.Constant(_I32, 0))
-                    lefts = b.shuffle_vector(lefts, ir.Constant(_KEYS, ir.Undefined), _splat(_KEYS, 0))
+                    undefined = ir.Constant(_KEYS, ir.Undefined)
+                    lefts = b.insert_element(undefined, b.trunc(left, _I32), ir.Constant(_I32, 0))
+                    lefts = b.shuffle_vector(lefts, undefined, _splat(_KEYS, 0))
                     mask = b.icmp_signed(">=", b.add(ir.Constant(_KEYS, list(range(ROWS))), lefts), _splat(_KEYS, ROWS))
                     keep(self.transpose(self.load(rows, b.sub(left, _i64(ROWS)), mask)))
             with cgutils.for_range(b, left) as column:

@@ -131,7 +131,7 @@ def test_short_rows_give_the_sequential_sums_bit_for_bit(positions: int, signed:
         np.testing.assert_array_equal(got[2], (y > 0).sum(1))
         np.testing.assert_array_equal(got[3].view(np.float32), y.min(1))
         np.testing.assert_array_equal(got[4].view(np.float32), y.max(1))
-        if positions <= short_rows.MAX_POSITIONS and positions > 1:  # the road row_stats takes
+        if positions > 1 and short_rows.takes(y):  # the road row_stats takes
             check(y.reshape(1, n_rows, positions), 2)
             np.testing.assert_array_equal(row_stats(y.reshape(1, n_rows, positions), 2, signed).sums[0], sums)
 
@@ -145,6 +145,10 @@ def test_short_rows_of_strided_and_reversed_views() -> None:
     check(y[:, ::-1, 5:54], 2)
     check(y[::-1, 1:9, 3:52], 2)
     check(y[:, :, ::2], 2)  # positions 2 apart: fused_rows' loop
+    assert not short_rows.takes(y[:, :, ::2].reshape(-1, 30))
+    assert short_rows.takes(np.empty((200_000, 49), np.float32))  # 39 MB
+    assert not short_rows.takes(np.empty((30_000, 196), np.float32))  # 23 MB: rows of 128 or more from memory
+    assert not short_rows.takes(np.empty((9, 49)))  # float64
     rows = y[:, :, :49].reshape(-1, 49)
     np.testing.assert_array_equal(row_stats(y[:, :, :49], 2).sums.reshape(-1), sequential(rows)[0])
 

@@ -19,8 +19,8 @@ The tricks that let the loop vectorize, all exact for finite values:
   reassociation is allowed to the compiler ("reassoc"), so a NaN or inf still reaches the
   sum of |y|, where `fold` sees it and counts nothing: the caller then takes its exact
   road, which counts them.
-Short float32 rows (up to 256 positions, MobileNetV2's 7x7 and 14x14 maps) take
-short_rows.py's loop instead, which keeps the vector lanes full across rows.
+Short float32 rows (MobileNetV2's 7x7 to 28x28 maps, NCHW) take short_rows.py's loop
+instead, which keeps the vector lanes full across rows.
 """
 
 from __future__ import annotations
@@ -143,9 +143,7 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     kernel: Any  # a numba dispatcher
     if red == 2:
         values = y3.reshape(n * c, y3.shape[2])
-        short = (values.dtype == np.float32 and values.shape[1] <= short_rows.MAX_POSITIONS
-                 and values.strides[1] == values.itemsize)
-        kernel = short_rows.neurons_first if short else _neurons_first
+        kernel = short_rows.neurons_first if short_rows.takes(values) else _neurons_first
         results = [a.reshape(n * c) for a in results]
     else:
         kernel, values = _neurons_last, y3

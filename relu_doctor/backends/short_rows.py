@@ -27,13 +27,18 @@ numba loop (numba.extending.intrinsic), cached on disk like fused_rows' kernels.
   once the activation is larger than L2: at 14-32 MB, 0.2-0.5 ns per entry at 196-400
   positions against fused_rows' 0.19. So there each step also prefetches, into L2, the
   same columns of the block two ahead (0.16-0.17). Into L1, or a block's lines all at
-  once, was slower (0.3-0.8: it fills the queue of misses).
+  once, was slower (0.3-0.8: it fills the queue of misses). Far beyond the caches, in
+  torch's memory (4 KB pages; numpy's large arrays get 2 MB pages, where it stays ahead),
+  this loop still loses at 196 and 784 positions (147 MB: 0.30 and 0.20 against 0.25 and
+  0.18), so rows from 128 positions on take it only in activations of up to 16 MB
+  (MobileNetV2's at batch 32: 6-19 MB). At 49 positions it wins there too (0.50 against 0.57).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -44,6 +49,8 @@ from .numba_cache import compiled
 
 ROWS = 8  # rows per block: one 256-bit vector of float32 or int32 keys, one 512-bit of float64 sums
 MAX_POSITIONS = 1024  # longer rows keep fused_rows' loop (as fast from about 3000 on, unsigned)
+LONGISH = 128  # rows from this long on take this loop only in an activation of up to
+LONGISH_BYTES = 16 << 20  # this size: it lost to fused_rows' loop from memory (module docstring)
 PREFETCH_BYTES = 4 << 20  # activations (or a thread's share) from this size on prefetch: beyond L2
 _PREFETCH_BLOCKS = 2  # how far ahead (of 1, 2 and 4: 2 best at 14 and 32 MB, 4 about as good)
 
@@ -212,6 +219,13 @@ def _block_intrinsic(signed: bool) -> Any:
 
 
 _unsigned_block, _signed_block = _block_intrinsic(False), _block_intrinsic(True)
+
+
+def takes(values: Any) -> bool:
+    """Whether values (rows, positions) go through this loop rather than fused_rows'."""
+    positions = values.shape[1]
+    return (values.dtype == np.float32 and positions <= MAX_POSITIONS and values.strides[1] == 4
+            and (positions < LONGISH or values.nbytes <= LONGISH_BYTES))
 
 
 @compiled(nogil=True)

@@ -31,7 +31,8 @@ numba loop (numba.extending.intrinsic), cached on disk like fused_rows' kernels.
   torch's memory (4 KB pages; numpy's large arrays get 2 MB pages, where it stays ahead),
   this loop still loses at 196 and 784 positions (147 MB: 0.30 and 0.20 against 0.25 and
   0.18), so rows from 128 positions on take it only in activations of up to 16 MB
-  (MobileNetV2's at batch 32: 6-19 MB). At 49 positions it wins there too (0.50 against 0.57).
+  (MobileNetV2's 14x14 ones at batch 32: 2.4-14 MB; its 28x28 expansions, 19 MB, keep
+  fused_rows' loop). At 49 positions it wins there too (0.50 against 0.57).
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ caches), the best of 5 runs, in ns per entry:
 - relu-doctor's update of a ReLU6 site and of a leaky ReLU site on the compiled one-pass
   road (backends/fused_rows.py), and on the exact float64 road it falls back to;
 then the one-pass kernel alone on rows of 12544 down to 49 positions (the same number of
-entries: at 154 MB only rows under 128 positions take short_rows.py's loop, the rest
-fused_rows' own, whose vectorized loop short rows leave unused); then MobileNetV2's late
+entries), where short rows leave its vectorized loop unused; then MobileNetV2's late
 layers (rows of 196 and 49 positions, 2-32 MB: in the caches, as in the model, where the
 conv has just written them), per entry of the kernel alone and of relu-doctor's update,
 for ReLU6 (unsigned) and leaky ReLU (signed) values.
@@ -81,7 +80,6 @@ def long_rows(threads: int) -> None:
         rows = flat.reshape(SHAPE[0], -1, positions)
         cost = best_ns_per_entry(lambda r=rows: fused_rows.row_stats(r, 2, signed=False, threads=threads), n)
         print(f"| {positions} | {rows.shape[1]} | {cost:.3f} |")
-
 
 
 def short_rows(threads: int) -> None:

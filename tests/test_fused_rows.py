@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from relu_doctor.backends import short_rows
 from relu_doctor.backends.fused_rows import row_stats
 from relu_doctor.backends.torch_reduce import FusedRoad, TorchSiteAccumulator
 
@@ -97,74 +96,6 @@ def test_threads_split_the_rows_and_agree() -> None:
     np.testing.assert_array_equal(row_stats(last, 1, threads=4).counts, one.counts)
 
 
-def wide(shape: tuple[int, ...], seed: int, signed: bool) -> np.ndarray:
-    """float32 values over 100 binades, so that a row's float64 sum depends on the order
-    of its additions, with tricky()'s zeros, -0.0, denormals and clip bound among them."""
-    rng = np.random.default_rng(seed)
-    y = (rng.standard_normal(shape) * np.exp2(rng.integers(-60, 40, shape))).astype(np.float32)
-    y = y if signed else np.abs(y)
-    specials = tricky(shape, np.float32, seed, signed)
-    return np.where(rng.random(shape) < 0.2, specials, y)
-
-
-def sequential(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's float64 sums of y and |y|, added in the row's order (Python's sum)."""
-    return (np.array([sum(float(v) for v in row) for row in rows]),
-            np.array([sum(abs(float(v)) for v in row) for row in rows]))
-
-
-@pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize("positions", [1, 2, 7, 8, 9, 49, 63, 64, 65, 196, 200, 784, 1024, 1025])
-def test_short_rows_give_the_sequential_sums_bit_for_bit(positions: int, signed: bool) -> None:
-    """short_rows' loop (8 rows per vector, so every count of rows: 1, a part of a block,
-    several blocks and a part) adds each row in order: the sums equal the naive ones exactly,
-    on values whose float64 sums change with the order of the additions."""
-    for n_rows in (1, 7, 8, 9, 17, 40):
-        y = wide((n_rows, positions), seed=positions * 100 + n_rows, signed=signed)
-        got = [np.empty(n_rows), np.empty(n_rows), np.empty(n_rows, np.int64),
-               np.empty(n_rows, np.int32), np.empty(n_rows, np.int32)]
-        short_rows.neurons_first(y, y.view(np.int32), signed, np.int32(31), np.int32(2**31 - 1), *got)
-        sums, abs_sums = sequential(y)
-        np.testing.assert_array_equal(got[0], sums)
-        if signed:
-            np.testing.assert_array_equal(got[1], abs_sums)
-        np.testing.assert_array_equal(got[2], (y > 0).sum(1))
-        np.testing.assert_array_equal(got[3].view(np.float32), y.min(1))
-        np.testing.assert_array_equal(got[4].view(np.float32), y.max(1))
-        if positions > 1 and short_rows.takes(y):  # the road row_stats takes
-            check(y.reshape(1, n_rows, positions), 2)
-            np.testing.assert_array_equal(row_stats(y.reshape(1, n_rows, positions), 2, signed).sums[0], sums)
-
-
-def test_short_rows_of_strided_and_reversed_views() -> None:
-    """Rows apart in memory (the first 49 positions of longer rows), rows in reverse order
-    (a negative row stride): the loop follows the row stride; positions not one after the
-    other take fused_rows' loop."""
-    y = wide((3, 10, 60), seed=11, signed=True)
-    check(y[:, :, :49], 2)
-    check(y[:, ::-1, 5:54], 2)
-    check(y[::-1, 1:9, 3:52], 2)
-    check(y[:, :, ::2], 2)  # positions 2 apart: fused_rows' loop
-    assert not short_rows.takes(y[:, :, ::2].reshape(-1, 30))
-    assert short_rows.takes(np.empty((200_000, 49), np.float32))  # 39 MB
-    assert not short_rows.takes(np.empty((30_000, 196), np.float32))  # 23 MB: rows of 128 or more from memory
-    assert not short_rows.takes(np.empty((9, 49)))  # float64
-    rows = y[:, :, :49].reshape(-1, 49)
-    np.testing.assert_array_equal(row_stats(y[:, :, :49], 2).sums.reshape(-1), sequential(rows)[0])
-
-
-def test_short_rows_split_over_threads_agree_bit_for_bit() -> None:
-    """A large activation of short rows (9 MB: the loop prefetches) split over threads:
-    every row's results are those of one thread, and the naive ones."""
-    y = wide((8, 5714, 49), seed=12, signed=True)
-    one, four = row_stats(y, 2, threads=1), row_stats(y, 2, threads=4)
-    for field in ("sums", "abs_sums", "counts", "lows", "highs"):
-        np.testing.assert_array_equal(getattr(one, field), getattr(four, field))
-    some = y.reshape(-1, 49)[::997]
-    np.testing.assert_array_equal(one.sums.reshape(-1)[::997], sequential(some)[0])
-    np.testing.assert_array_equal(one.counts.reshape(-1)[::997], (some > 0).sum(1))
-
-
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nonfinite_values_reach_the_sum_of_magnitudes(bad: float, signed: bool) -> None:
@@ -172,12 +103,6 @@ def test_nonfinite_values_reach_the_sum_of_magnitudes(bad: float, signed: bool) 
     y[1, 2, 3] = bad
     magnitudes = row_stats(y, 2, signed=signed).abs_sums
     assert not np.isfinite(magnitudes[1, 2]) and np.isfinite(magnitudes[0]).all()
-    for where in ((0, 5, 0), (2, 9, 48), (2, 10, 20)):  # short rows: a first column, the last, a middle one
-        y = tricky((3, 11, 49), np.float32, 5, signed=True)
-        y[where] = bad
-        magnitudes = row_stats(y, 2, signed=signed).abs_sums
-        others = np.delete(magnitudes.reshape(-1), where[0] * 11 + where[1])
-        assert not np.isfinite(magnitudes[where[:2]]) and np.isfinite(others).all()
 
 
 def test_accumulator_counts_nonfinite_batches_on_the_exact_road() -> None:

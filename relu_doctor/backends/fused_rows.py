@@ -19,8 +19,6 @@ The tricks that let the loop vectorize, all exact for finite values:
   reassociation is allowed to the compiler ("reassoc"), so a NaN or inf still reaches the
   sum of |y|, where `fold` sees it and counts nothing: the caller then takes its exact
   road, which counts them.
-Short float32 rows (MobileNetV2's 7x7 to 28x28 maps, NCHW) take short_rows.py's loop
-instead, which keeps the vector lanes full across rows.
 """
 
 from __future__ import annotations
@@ -30,13 +28,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from . import short_rows
-from .numba_cache import compiled
+from numba import njit
 
 _FAST = {"reassoc"}
 _MIN_ENTRIES_PER_THREAD = 1 << 20  # below this a thread costs more than it saves
 _pool: ThreadPoolExecutor | None = None
+
+
+def _compiled(**options: Any) -> Any:
+    """numba.njit with the kernels cached on disk where numba finds a writable place (beside
+    this file, or the user's cache folder); without a cache where it finds none (a read-only
+    install in a container without a home), instead of numba's RuntimeError at import. Then
+    each process compiles them once (about 1.5 s)."""
+
+    def compile_(f: Any) -> Any:
+        try:
+            return njit(cache=True, **options)(f)
+        except RuntimeError as e:
+            if "no locator available" not in str(e):
+                raise
+            return njit(cache=False, **options)(f)
+
+    return compile_
 
 
 @dataclass
@@ -51,7 +64,7 @@ class RowStats:
     highs: np.ndarray
 
 
-@compiled(nogil=True, fastmath=_FAST)
+@_compiled(nogil=True, fastmath=_FAST)
 def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (rows, positions) -> one result per row. `sign` is the sign bit's position
     and `below_sign` 0x7fff..., both in the bits' own type (so the keys stay that wide).
@@ -89,7 +102,7 @@ def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, count
         highs[r] = hi
 
 
-@compiled(nogil=True, fastmath=_FAST)
+@_compiled(nogil=True, fastmath=_FAST)
 def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (samples, positions, neurons) -> results (samples, neurons); the inner loop
     runs along the neurons, contiguous in memory. Arguments as in _neurons_first."""
@@ -142,8 +155,7 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     results = [out.sums, out.abs_sums, out.counts, out.lows, out.highs]
     kernel: Any  # a numba dispatcher
     if red == 2:
-        values = y3.reshape(n * c, y3.shape[2])
-        kernel = short_rows.neurons_first if short_rows.takes(values) else _neurons_first
+        kernel, values = _neurons_first, y3.reshape(n * c, y3.shape[2])
         results = [a.reshape(n * c) for a in results]
     else:
         kernel, values = _neurons_last, y3
@@ -172,7 +184,7 @@ def fold(rows: RowStats, dtype: np.dtype, fires: np.ndarray, sample_fires: np.nd
     return (total, top) if np.isfinite(total) else None
 
 
-@compiled(nogil=True)
+@_compiled(nogil=True)
 def _fold(sums, abs_sums, counts, lows, highs, fires, sample_fires, abs_sum, low, high):  # pragma: no cover - compiled
     magnitude = 0.0
     for n in range(sums.shape[0]):

@@ -32,13 +32,7 @@ def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int] | None:
     """'2/3' (or the API's (2, 3)) -> (2, 3): shard 2 of 3, counted from 0."""
     if text is None:
         return None
-    try:
-        parts = text.split("/") if isinstance(text, str) else list(text)
-        index, count = (int(v) for v in parts)
-        if not isinstance(text, str) and any(isinstance(v, bool) or int(v) != v for v in parts):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise UserError(f"--shard {text!r} is not I/N", "Write it like 0/4 (shard 0 of 4, counted from 0).") from None
+    index, count = _pair(text, "/", int, "--shard", "I/N", "Write it like 0/4 (shard 0 of 4, counted from 0).")
     if not 0 <= index < count:
         raise UserError(f"--shard {text!r}: I must be in 0..N-1", "Shards are counted from 0: 0/4 ... 3/4.")
     return index, count
@@ -48,18 +42,26 @@ def parse_range(text: str | Sequence[float] | None) -> tuple[float, float] | Non
     """'0,1' (or the API's (0, 1)) -> (0.0, 1.0)."""
     if text is None:
         return None
-    try:
-        parts = text.split(",") if isinstance(text, str) else list(text)
-        lo, hi = (float(v) for v in parts)
-        if not isinstance(text, str) and any(isinstance(v, (bool, str)) for v in parts):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise UserError(f"--input-range {text!r} is not LO,HI", "Write it like 0,1.") from None
+    lo, hi = _pair(text, ",", float, "--input-range", "LO,HI", "Write it like 0,1.")
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise UserError(f"--input-range {text!r}: LO and HI must be finite numbers", "Write it like 0,1.")
     if not lo < hi:
         raise UserError(f"--input-range {text!r}: LO must be below HI")
     return lo, hi
+
+
+def _pair(text: str | Sequence[Any], sep: str, kind: type, flag: str, form: str, hint: str) -> tuple[Any, Any]:
+    """Two numbers of `kind` from 'A<sep>B', or from the API's pair of numbers (no strings or
+    bools there, and for int no fractions)."""
+    try:
+        parts = text.split(sep) if isinstance(text, str) else list(text)
+        if not isinstance(text, str) and any(isinstance(v, (bool, str)) or (kind is int and int(v) != v)
+                                             for v in parts):
+            raise ValueError
+        first, second = (kind(v) for v in parts)
+    except (ValueError, TypeError):
+        raise UserError(f"{flag} {text!r} is not {form}", hint) from None
+    return first, second
 
 
 def resolve_specs(

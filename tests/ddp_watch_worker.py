@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -31,3 +32,9 @@ def main(history: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    # torch 2.13's gloo aborts now and then while the interpreter finalizes ("terminate called
+    # without an active exception", SIGABRT): 4 of 12 runs of plain DDP training without
+    # relu-doctor did, 0 of 12 with this exit. The history is written and closed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

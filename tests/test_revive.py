@@ -243,3 +243,42 @@ def test_dormant_target_takes_the_nearly_silent_neurons_too() -> None:
     dormant = rd.revive(model, report, target="dormant", select=["1"])
     assert {r.site: r.neurons for r in dead_only.revived}["1"] == DEAD_1
     assert {r.site: r.neurons for r in dormant.revived} == {"1": sorted([*DEAD_1, 2])}
+
+
+class MaxPooled(nn.Module):
+    """A relu read through a max pool (1d, 2d, 3d; adaptive or not): aten returns values and
+    indices, and the values keep channel c on channel c."""
+
+    def __init__(self, pool: nn.Module, dims: int) -> None:
+        super().__init__()
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
+        self.conv, self.pool, self.dims = conv(3, 4, 1), pool, dims
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+@pytest.mark.parametrize(("pool", "dims"), [
+    (nn.AdaptiveMaxPool1d(1), 1), (nn.AdaptiveMaxPool2d(1), 2), (nn.AdaptiveMaxPool3d(1), 3),
+    (nn.MaxPool1d(4, return_indices=False), 1), (nn.MaxPool3d(4), 3),
+])
+def test_max_pools_of_every_rank_pass_the_neurons_to_the_consumer_on_an_export_graph(pool: nn.Module,
+                                                                                   dims: int) -> None:
+    model = MaxPooled(pool, dims).eval()
+    gm = torch.export.export(model, (torch.randn(2, 3, *[4] * dims),), strict=False).module()
+    (node,) = dict(graph_sites(gm.graph)).values()
+    assert [c.module for c in find_consumers(gm, node, 1).cuts] == ["head"]
+
+
+def test_max_pool_indices_that_are_used_still_stop_the_walk() -> None:
+    class UsesIndices(MaxPooled):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            values, indices = F.adaptive_max_pool2d(torch.relu(self.conv(x)), 1, return_indices=True)
+            return self.head(torch.flatten(values, 1)) + indices.sum()
+
+    model = UsesIndices(nn.Identity(), 2).eval()
+    gm = torch.export.export(model, (torch.randn(2, 3, 4, 4),), strict=False).module()
+    (node,) = dict(graph_sites(gm.graph)).values()
+    found = find_consumers(gm, node, 1)
+    assert not found.cuts and "indexing" in found.reason

@@ -27,11 +27,13 @@ from .fx_nodes import CONV_MODULES, conv_groups, node_rank, node_shape, op_name,
 from .ties import TIES
 
 # aten ops (packet names) that map channel c of their first input to channel c of the output
+# max pools that return (values, indices): the values keep channels apart (getitem 0), indices do not
+_PAIRED_POOLS = frozenset({"max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+                           "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d"})
 _CHANNEL_LOCAL = frozenset({
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d", "max_pool2d_with_indices", "dropout",
-    "feature_dropout", "clone", "contiguous", "detach", "alias", "_to_copy", "to", "upsample_nearest2d",
-    "upsample_bilinear2d", "constant_pad_nd",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "dropout", "feature_dropout", "clone", "contiguous", "detach",
+    "alias", "_to_copy", "to", "upsample_nearest2d", "upsample_bilinear2d", "constant_pad_nd", *_PAIRED_POOLS,
 })
 _ELEMENTWISE = frozenset({"dropout", "clone", "contiguous", "detach", "alias", "_to_copy", "to"})
 _CONV = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "_convolution"})
@@ -118,8 +120,8 @@ def _step(gm: fx.GraphModule, user: fx.Node, x: fx.Node, axis: int, block: int, 
     if op in _CHANNEL_LOCAL and axis == 1:
         return (user, axis, block, rank)
     if op == "getitem":  # of a (values, indices) pair: the values keep channels apart, indices do not
-        if op_name(x) in ("max_pool2d_with_indices", "max_pool1d_with_indices", "max_pool3d_with_indices") \
-                and len(user.args) > 1 and user.args[1] == 0:
+        # (indices that nothing reads, as export leaves them for an adaptive max pool, read nothing)
+        if op_name(x) in _PAIRED_POOLS and len(user.args) > 1 and (user.args[1] == 0 or not user.users):
             return (user, axis, block, rank)
         return "indexing reads them"
     if op in ("mean", "sum", "amax") and axis == 1 and rank is not None:

@@ -109,12 +109,18 @@ def _joined(batches: list[np.ndarray], what: str) -> np.ndarray:
                         "Give batches whose shapes agree after the first (samples) axis.") from None
 
 
+def tensor_to_numpy(t: Any) -> np.ndarray:
+    """A torch tensor as a numpy array on the host, bfloat16 as float32 (numpy has no
+    bfloat16; float32 holds every value). Does not import torch."""
+    t = t.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        t = t.float()
+    return t.numpy()
+
+
 def _to_numpy(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, without importing torch here
-        t = x.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds every value
-            t = t.float()
-        return t.numpy()
+        return tensor_to_numpy(x)
     try:
         array = np.asarray(x)
     except ValueError as e:  # ragged nested lists

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from .errors import UserError
+from .option_values import flag as option_flag
 from .option_values import globs, number
 from .report import Gates, Site, Violation, summarize
 
@@ -25,7 +26,7 @@ def check_threshold(flag: str, value: float | None) -> None:
     value = number(flag, value)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         hint = f"For {value:g}% pass {value / 100:g}." if 1 < value <= 100 else None
-        raise UserError(f"--{flag.replace('_', '-')} is a fraction between 0 and 1 (got {value:g})", hint)
+        raise UserError(f"{option_flag(flag)} is a fraction between 0 and 1 (got {value:g})", hint)
 
 
 def selected(sites: Iterable[Site], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[Site]:

@@ -18,6 +18,7 @@ from . import notices as codes
 from .errors import UserError
 from .gates import regate
 from .notices import Notice, code_of
+from .option_values import flag
 from .report import ModelInfo, Report, SampleInfo, Settings, Site
 from .stats import small_sample_warning
 
@@ -126,7 +127,7 @@ def _recorded_gates(reports: Sequence[Report], warnings: list[str]) -> dict[str,
         for gate, threshold in r.gates.checked.items():
             checked[gate] = min(threshold, checked.get(gate, threshold))
     if any(r.gates.checked != reports[0].gates.checked for r in reports):
-        chosen = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in checked.items())
+        chosen = ", ".join(f"{flag(k)} {v:g}" for k, v in checked.items())
         warnings.append(f"the parts recorded different gates; the whole is judged by the strictest of each "
                         f"({chosen}): pass merge's --fail-* options to choose")
     return checked

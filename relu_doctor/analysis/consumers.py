@@ -56,9 +56,6 @@ class WeightCut:
     def module(self) -> str:
         return self.param.rpartition(".")[0]
 
-    def input_columns(self, neuron: int) -> range:
-        return range(neuron * self.block, (neuron + 1) * self.block)
-
     def zero(self, weight: torch.Tensor, neurons: list[int]) -> None:
         """Zero the weights that read `neurons` (in place, under no_grad)."""
         with torch.no_grad():

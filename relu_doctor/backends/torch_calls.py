@@ -85,9 +85,6 @@ class ActivationCalls(TorchDispatchMode):
     def on_call(self, call: ActivationCall) -> None:
         raise NotImplementedError
 
-    def tag_of(self, t: torch.Tensor) -> int | None:
-        return self._tags.get(t)
-
     # ---- dispatch ------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:

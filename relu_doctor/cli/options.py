@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,9 +44,6 @@ class Opt:
         info = typer.Option(self.default, *self.flags, help=self.help, metavar=self.metavar,
                             callback=self.callback, **dict(self.extra))
         return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=self.type)
-
-    def with_default(self, default: Any) -> Opt:
-        return replace(self, default=default)
 
 
 Group = tuple[Opt, ...]

@@ -19,6 +19,7 @@ from ..files import atomic_path, check_output_path, write_error
 from ..formats import MODULE, ONNX, PT2, TORCHSCRIPT
 from ..guest import guarded, running
 from ..images import image_options
+from ..input_options import parse_range
 from ..inputs import DEFAULT_BATCH_SIZE, InputSpec, Sample, synthetic_sample
 from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
@@ -232,8 +233,8 @@ def scan_sample(loaded: LoadedModel, report: Report, opts: ScanOptions) -> tuple
     from .. import api
 
     specs, fixed_batch = _specs(loaded, opts.device)
-    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed, _range(opts.input_range),
-                              image_options(opts.image_size, opts.mean, opts.std))
+    sample = api.build_sample(opts.data, specs, opts.input_shape, opts.samples, opts.seed,
+                              parse_range(opts.input_range), image_options(opts.image_size, opts.mean, opts.std))
     chosen = opts.batch_size if isinstance(opts.batch_size, int) else report.sample.get("batch_size")
     return sample, fixed_batch or int(chosen or DEFAULT_BATCH_SIZE), fixed_batch
 
@@ -244,12 +245,6 @@ def _specs(loaded: LoadedModel, device: str) -> tuple[list[InputSpec], int | Non
     prepared = backend.prepare(loaded.obj, backend.resolve_device(device))
     getattr(prepared, "restore", lambda: None)()
     return [InputSpec(s.name, s.shape, s.dtype, s.dtype_known) for s in prepared.specs], prepared.fixed_batch
-
-
-def _range(value: Any) -> tuple[float, float] | None:
-    from ..input_options import parse_range
-
-    return parse_range(value)
 
 
 def _rewrite(loaded: LoadedModel, plan: PatchPlan, sample: Sample, fixed_batch: int | None, fmt: str,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data_sources import tensor_to_numpy
 from .verify import Verification, max_abs_change
 
 # Model outputs the original's scan keeps for the comparison; past this the comparison
@@ -38,17 +39,7 @@ def torch_outputs(y: Any, valid: int) -> list[np.ndarray]:
     from torch.utils._pytree import tree_flatten
 
     leaves = [t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)]
-    return [host(t[:valid] if t.dim() else t) for t in leaves]
-
-
-def host(t: Any) -> np.ndarray:
-    """A tensor as a numpy array on the host (bfloat16 as float32)."""
-    import torch
-
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.cpu().numpy()
+    return [tensor_to_numpy(t[:valid] if t.dim() else t) for t in leaves]
 
 
 def best_seconds(runs: list[tuple[int, float]]) -> tuple[float, int]:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from ..backends.torch_calls import ActivationCall, ActivationCalls
+from ..data_sources import tensor_to_numpy as _host
 from ..inputs import Sample
 from .plan import CHANNEL, PatchPlan
 from .verify import SiteCheck, Verification
 from .verify_pass import OutputRecorder, RescanObserver, torch_outputs
-from .verify_pass import host as _host
 
 
 def check_call(checks: dict[int, SiteCheck], index: int, call: ActivationCall) -> None:

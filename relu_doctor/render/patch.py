@@ -87,20 +87,16 @@ def _print_verification(v: Verification, plan: PatchPlan, console: Console) -> N
     if plan.mode in ("channel", "revive"):
         lines.append(f"  live neurons unchanged, bit for bit: {live} outputs checked")
     lines.append(f"  leaking neurons: non-zero on {v.leaking} of {v.negative_inputs} negative inputs")
-    if v.original_runtime is None:
-        lines.append(f"  max |change| of the model outputs on the sample: {v.max_abs_change:.3g}")
-        lines.append(
-            f"  inference per batch of {v.timed_batch}: {_ms(v.seconds_original)} original, "
-            f"{_ms(v.seconds_patched)} patched ({_percent(v.seconds_original, v.seconds_patched)})"
-        )
-    else:  # two runtimes: the change includes the conversion, the times are not the patch's cost alone
-        lines.append(f"  max |change| of the model outputs on the sample: {v.max_abs_change:.3g} "
-                     f"(the original in {v.original_runtime}, the patched file in {v.patched_runtime}: "
-                     "conversion rounding included)")
-        lines.append(
-            f"  inference per batch of {v.timed_batch}: {_ms(v.seconds_original)} original in {v.original_runtime}, "
-            f"{_ms(v.seconds_patched)} patched in {v.patched_runtime}"
-        )
+    # two runtimes (an eager model written as ONNX): the change includes the conversion, and
+    # the times compare runtimes as much as the patch, so no percentage
+    two = v.original_runtime is not None
+    conversion = (f" (the original in {v.original_runtime}, the patched file in {v.patched_runtime}: "
+                  "conversion rounding included)") if two else ""
+    lines.append(f"  max |change| of the model outputs on the sample: {v.max_abs_change:.3g}{conversion}")
+    before, after = (f" in {v.original_runtime}", f" in {v.patched_runtime}") if two else ("", "")
+    cost = "" if two else f" ({_percent(v.seconds_original, v.seconds_patched)})"
+    lines.append(f"  inference per batch of {v.timed_batch}: {_ms(v.seconds_original)} original{before}, "
+                 f"{_ms(v.seconds_patched)} patched{after}{cost}")
     if v.rescan is not None:
         left = v.rescan.summary.dead
         lines.append(

@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from relu_doctor.backends import openmp_team
 from relu_doctor.backends.fused_rows import row_stats
 from relu_doctor.backends.torch_reduce import FusedRoad, TorchSiteAccumulator
 
@@ -86,7 +88,20 @@ def test_one_position_per_row_and_strided_views() -> None:
     check(np.moveaxis(tricky((3, 4, 5), np.float32, 3), 1, 2), 2)
 
 
-def test_threads_split_the_rows_and_agree() -> None:
+@pytest.fixture(params=["torch's OpenMP team", "threads of its own"])
+def split_road(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a large activation is split over threads: on torch's OpenMP team (Linux),
+    and over threads of the pass's own (where no team is found)."""
+    if request.param == "threads of its own":
+        monkeypatch.setattr(openmp_team, "team", lambda: None)
+    elif openmp_team.team() is None:
+        if sys.platform == "linux":  # torch's libgomp is mapped: finding it must not fail quietly
+            pytest.fail("torch's OpenMP runtime was not found in /proc/self/maps")
+        pytest.skip("torch's OpenMP team is found on Linux only")
+    return str(request.param)
+
+
+def test_threads_split_the_rows_and_agree(split_road: str) -> None:
     y = tricky((8, 4, 70_000), np.float32, 4)  # 2.2 M entries: large enough to split
     check(y[:, :, :300], 2, threads=4)
     one, four = row_stats(y, 2, threads=1), row_stats(y, 2, threads=4)
@@ -94,6 +109,37 @@ def test_threads_split_the_rows_and_agree() -> None:
         np.testing.assert_array_equal(getattr(one, field), getattr(four, field))
     last = np.ascontiguousarray(np.swapaxes(y, 1, 2))
     np.testing.assert_array_equal(row_stats(last, 1, threads=4).counts, one.counts)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, red", [((3, 5, 300_001), 2), ((3, 300_001, 5), 1), ((7, 1, 1_000_000), 2)])
+def test_uneven_splits_match_one_thread(split_road: str, dtype: type, shape: tuple[int, ...], red: int) -> None:
+    """Rows that do not divide by the threads, fewer samples than threads (split by sample
+    when neurons are last), signed and unsigned, against the one-thread pass, every field."""
+    y = tricky(shape, dtype, seed=5, signed=True)
+    for signed, values in ((True, y), (False, np.maximum(y, 0))):
+        one = row_stats(values, red, signed=signed, threads=1)
+        for threads in (2, 3, 4):
+            split = row_stats(values, red, signed=signed, threads=threads)
+            for field in ("sums", "abs_sums", "counts", "lows", "highs"):
+                np.testing.assert_array_equal(getattr(split, field), getattr(one, field), err_msg=field)
+
+
+def test_a_strided_view_is_split_correctly(split_road: str) -> None:
+    """The team's C function reads dense memory; a strided activation takes the other road."""
+    wide = tricky((4, 6, 400_000), np.float32, 6)
+    view = wide[:, ::2, ::2]
+    want = row_stats(np.ascontiguousarray(view), 2, threads=1)
+    np.testing.assert_array_equal(row_stats(view, 2, threads=2).counts, want.counts)
+    np.testing.assert_array_equal(row_stats(view, 2, threads=2).highs, want.highs)
+
+
+def test_the_team_is_torchs_own_runtime() -> None:
+    """A second OpenMP runtime would bring a second team of threads, competing with torch's."""
+    if sys.platform != "linux":
+        pytest.skip("found through /proc/self/maps")
+    found = openmp_team._loaded_runtime()
+    assert found is not None and Path(torch.__file__).parent in found.parents
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -140,10 +186,11 @@ def test_accumulator_on_a_channels_last_activation_matches_numpy(signed: bool) -
 def test_kernels_compile_without_a_place_for_numbas_cache() -> None:
     """A read-only install in a container with no home: numba finds no cache folder and
     would raise at import; the kernels are compiled in memory instead."""
-    code = ("import numpy as np; from relu_doctor.backends.fused_rows import row_stats; "
-            "print(row_stats(np.ones((2, 3, 4), np.float32), 2).counts.sum())")
+    code = ("import numpy as np, torch; from relu_doctor.backends.fused_rows import row_stats; "
+            "print(row_stats(np.ones((2, 3, 4), np.float32), 2).counts.sum()); "
+            "print(row_stats(np.ones((4, 3, 300_000), np.float32), 2, threads=2).counts.sum())")  # the team's too
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"  # usable only with NUMBA_CACHE_DIR
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "24"
+    assert done.stdout.split() == ["24", str(4 * 3 * 300_000)]

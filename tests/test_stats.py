@@ -146,9 +146,17 @@ def test_detection_floor_is_rule_of_three() -> None:
     assert detection_floor(8) > 0.3
 
 
-def test_reduction_thread_choice_restores_torch_threads_and_counts_the_same() -> None:
+@pytest.mark.parametrize("team", [True, False])
+def test_reduction_thread_choice_restores_torch_threads_and_counts_the_same(team: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On torch's OpenMP team the reduction uses torch's threads like any op; without it,
+    the workspace tries torch's count and one thread and keeps the faster."""
+    from relu_doctor.backends import openmp_team
     from relu_doctor.backends.torch_reduce import Workspace
 
+    if not team:
+        monkeypatch.setattr(openmp_team, "team", lambda: None)
+    elif openmp_team.team() is None:
+        pytest.skip("no OpenMP team found (not Linux)")
     y = np.maximum(np.random.default_rng(3).standard_normal((6, 4, 50)), 0).astype(np.float32)
     before = torch.get_num_threads()
     workspace = Workspace()
@@ -159,7 +167,7 @@ def test_reduction_thread_choice_restores_torch_threads_and_counts_the_same() ->
         chosen.add(workspace.threads)
         acc.update(torch.from_numpy(part), 1)
         assert torch.get_num_threads() == before
-    assert chosen == ({before, 1} if before > 1 else {1})
+    assert chosen == ({before} if team or before == 1 else {before, 1})
     whole = stream(y, 1, [], True, True)
     np.testing.assert_array_equal(acc.counters().fires, whole.fires)
     np.testing.assert_array_equal(acc.counters().min, whole.min)

@@ -25,29 +25,40 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import openmp_team
 
 _FAST = {"reassoc"}
-_MIN_ENTRIES_PER_THREAD = 1 << 20  # below this a thread costs more than it saves
+# Below these a thread costs more than it saves: one of our own (started and joined per
+# call), or a worker of torch's OpenMP team (awake right after the op that produced the
+# activation). benchmarks/README.md, "The reduction on torch's OpenMP team".
+_MIN_ENTRIES_PER_THREAD = 1 << 20
+_MIN_ENTRIES_PER_TEAM_THREAD = 1 << 16
 _pool: ThreadPoolExecutor | None = None
 
 
-def _compiled(**options: Any) -> Any:
-    """numba.njit with the kernels cached on disk where numba finds a writable place (beside
-    this file, or the user's cache folder); without a cache where it finds none (a read-only
-    install in a container without a home), instead of numba's RuntimeError at import. Then
-    each process compiles them once (about 1.5 s)."""
+def _compiled(sig: Any = None, compile_with: Any = njit, **options: Any) -> Any:
+    """numba.njit (or cfunc, with its signature) with the code cached on disk where numba
+    finds a writable place (beside this file, or the user's cache folder); without a cache
+    where it finds none (a read-only install in a container without a home), instead of
+    numba's RuntimeError at import. Then each process compiles them once (about 1.5 s)."""
+    signature = () if sig is None else (sig,)
 
     def compile_(f: Any) -> Any:
         try:
-            return njit(cache=True, **options)(f)
+            return compile_with(*signature, cache=True, **options)(f)
         except RuntimeError as e:
             if "no locator available" not in str(e):
                 raise
-            return njit(cache=False, **options)(f)
+            return compile_with(*signature, cache=False, **options)(f)
 
     return compile_
 
@@ -160,9 +171,17 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     else:
         kernel, values = _neurons_last, y3
     bits = values.view(bits_type)
-    pieces = max(1, min(threads, values.size // _MIN_ENTRIES_PER_THREAD, len(values)))
+    team = openmp_team.team()
+    per_thread = _MIN_ENTRIES_PER_THREAD if team is None else _MIN_ENTRIES_PER_TEAM_THREAD
+    pieces = max(1, min(threads, values.size // per_thread, len(values)))
     if pieces == 1:
         kernel(values, bits, *key, *results)
+        return out
+    if team is not None and values.flags.c_contiguous:  # the C function reads the memory as a dense block
+        shape = (*values.shape, 1)[:3]
+        block = np.array([team.thread_number, team.team_size, values.ctypes.data, bits.ctypes.data, *shape,
+                          signed, *(r.ctypes.data for r in results)], np.int64)
+        team.run(_team_body(kernel, values.dtype).address, block.ctypes.data, pieces)
         return out
     bounds = np.linspace(0, len(values), pieces + 1).astype(int)
     spans = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -211,3 +230,64 @@ def _threads() -> ThreadPoolExecutor:
     if _pool is None:
         _pool = ThreadPoolExecutor(thread_name_prefix="relu-doctor-reduce")
     return _pool
+
+
+def _address_as_pointer(typingctx: Any, address: Any) -> Any:  # pragma: no cover - compiled
+    """_pointer(address): an int64 address as a void pointer (numba's carray takes
+    pointers, not numbers)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(types.int64), codegen
+
+
+def _call_at_address(typingctx: Any, address: Any) -> Any:  # pragma: no cover - compiled
+    """_call_int_function(address): call the C function `int f(void)` at an int64 address.
+    Through an address, not a ctypes global, so that the compiled code holds no address of
+    this process and numba caches it on disk."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        function = builder.inttoptr(args[0], ir.FunctionType(ir.IntType(32), []).as_pointer())
+        return builder.call(function, [])
+
+    return types.int32(types.int64), codegen
+
+
+_pointer: Any = intrinsic(_address_as_pointer)
+_call_int_function: Any = intrinsic(_call_at_address)
+
+
+@cache
+def _team_body(kernel: Any, dtype: np.dtype) -> Any:
+    """A C function `void body(int64 *block)` that runs `kernel` on its thread's share of
+    the rows (split along axis 0, as the thread pool splits). The block, written by
+    row_stats: the two thread-id functions, the values' and bits' addresses, their shape
+    as three numbers (a 2-d shape ends in 1), `signed`, and the five results' addresses.
+    Compiled once per kernel and float type, cached on disk like the kernels."""
+    value_type = dtype.type
+    bits_type = np.int32 if value_type is np.float32 else np.int64
+    sign, below_sign = bits_type(np.iinfo(bits_type).bits - 1), bits_type(np.iinfo(bits_type).max)
+    neurons_first = kernel is _neurons_first
+
+    def body(address):  # pragma: no cover - compiled
+        block = carray(address, 13, dtype=np.int64)
+        number, size = _call_int_function(block[0]), _call_int_function(block[1])
+        n, p, c = block[4], block[5], block[6]
+        first, last = n * number // size, n * (number + 1) // size
+        signed = block[7] != 0
+        shape = (n, p) if neurons_first else (n, p, c)  # a constant: numba compiles one branch
+        rows = (n,) if neurons_first else (n, c)
+        views = (carray(_pointer(block[2]), shape, dtype=value_type)[first:last],
+                 carray(_pointer(block[3]), shape, dtype=bits_type)[first:last], signed, sign, below_sign,
+                 carray(_pointer(block[8]), rows, dtype=np.float64)[first:last],
+                 carray(_pointer(block[9]), rows, dtype=np.float64)[first:last],
+                 carray(_pointer(block[10]), rows, dtype=np.int64)[first:last],
+                 carray(_pointer(block[11]), rows, dtype=bits_type)[first:last],
+                 carray(_pointer(block[12]), rows, dtype=bits_type)[first:last])
+        if neurons_first:  # the kernels by their global names: a dispatcher in the closure defeats the disk cache
+            _neurons_first(*views)
+        else:
+            _neurons_last(*views)
+
+    return _compiled(sig=types.void(types.voidptr), compile_with=cfunc)(body)

@@ -17,11 +17,14 @@ On CPU this reduction is most of what a scan costs on top of the model
 - Other dtypes (half, bfloat16) take the exact road, in chunks so that float64 temporaries stay
   small (a full-size temporary costs more than the passes themselves: its fresh pages
   fault in).
-- How many threads reduce: a scan reduces one batch with all of torch's threads and one
-  with a single thread, keeps whichever was faster, and tries the other again every few
-  batches (Workspace). On a busy machine a worker that is not scheduled makes every
-  fork/join wait for a time slice (measured on a shared 2-core VM: the scan cost 2-4x the
-  model with all threads).
+- How many threads reduce: as many as torch's ops use, on torch's own OpenMP team where
+  the process has one that can run our code (openmp_team.py: Linux). Elsewhere the pass
+  splits over threads of its own, which compete with torch's spinning workers, so a scan
+  reduces one batch with all of torch's threads and one with a single thread, keeps
+  whichever was faster, and tries the other again every few batches (Workspace). On a
+  busy machine a worker that is not scheduled makes every fork/join wait for a time slice
+  (measured on a shared 2-core VM: the scan cost 2-4x the model with all threads); on
+  torch's team the model's own ops wait the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 
 from ..stats import COUNTER_NAMES, COUNTERS, SiteCounters
+from . import openmp_team
 
 CHUNK_PER_THREAD = 1 << 19  # elements of the exact road's float64 chunks: 4 MiB each
 _FUSED_DTYPES = (torch.float32, torch.float64)
@@ -112,6 +116,9 @@ class Workspace:
             self._cost[self.threads] = self._seconds / self._elements
         self._seconds, self._elements = 0.0, 0
         available = torch.get_num_threads()
+        if openmp_team.team() is not None:  # the reduction is one more op on torch's team
+            self.threads = available
+            return
         choices = [available, 1] if available > 1 else [1]
         untried = [t for t in choices if t not in self._cost]
         if untried:

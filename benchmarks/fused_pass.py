@@ -14,6 +14,11 @@ conv has just written them), per entry of the kernel alone and of relu-doctor's 
 for ReLU6 (unsigned) and leaky ReLU (signed) values.
 
     .venv/bin/python benchmarks/fused_pass.py --only short   # just that last table
+
+With --only team (2 threads unless --threads says): the same activation reduced right
+after a torch op on those threads, as a scan reduces it, against torch's own one-read
+reductions on its OpenMP team: the pass on torch's team (backends/openmp_team.py), on
+threads of its own, and on one thread.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from relu_doctor.backends import fused_rows
+from relu_doctor.backends import fused_rows, openmp_team
 from relu_doctor.backends.torch_reduce import FusedRoad, TorchSiteAccumulator
 
 SHAPE = (32, 96, 112, 112)
@@ -56,8 +61,11 @@ def update(y: torch.Tensor, nonnegative: bool, road: str) -> Callable[[], None]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--only", choices=["short"], help="only the table of short rows")
+    p.add_argument("--only", choices=["short", "team"], help="only the table of short rows, or of the team")
     args = p.parse_args()
+    if args.only == "team":
+        on_the_team(args.threads if args.threads > 1 else 2)
+        return
     torch.set_num_threads(args.threads)
     if args.only != "short":
         long_rows(args.threads)
@@ -80,6 +88,53 @@ def long_rows(threads: int) -> None:
         rows = flat.reshape(SHAPE[0], -1, positions)
         cost = best_ns_per_entry(lambda r=rows: fused_rows.row_stats(r, 2, signed=False, threads=threads), n)
         print(f"| {positions} | {rows.shape[1]} | {cost:.3f} |")
+
+
+def on_the_team(threads: int) -> None:
+    torch.set_num_threads(threads)
+    y = torch.nn.functional.relu6(torch.randn(SHAPE))
+    rows = y.numpy().reshape(SHAPE[0], SHAPE[1], -1)
+    own_threads = openmp_team.team  # the pass's road where no team is found
+    spent = [0.0]  # seconds in the timed call, the torch op before it left out
+
+    def after_a_torch_op(f: Callable[[], object]) -> Callable[[], object]:
+        def run() -> None:
+            y.mul_(1.0)  # a two-thread op: torch's workers are spinning when f starts, as in a scan
+            start = time.perf_counter()
+            f()
+            spent[0] += time.perf_counter() - start
+        return run
+
+    def without_team(f: Callable[[], object]) -> Callable[[], object]:
+        def run() -> None:
+            openmp_team.team = lambda: None  # type: ignore[assignment]
+            try:
+                f()
+            finally:
+                openmp_team.team = own_threads
+        return run
+
+    ways = {"torch `y.sum()`": y.sum, "torch `y.amax()`": y.amax,
+            "the pass on torch's OpenMP team": lambda: fused_rows.row_stats(rows, 2, signed=False, threads=threads),
+            "the pass on threads of its own": without_team(
+                lambda: fused_rows.row_stats(rows, 2, signed=False, threads=threads)),
+            "the pass on one thread": lambda: fused_rows.row_stats(rows, 2, signed=False, threads=1)}
+    print(f"{threads} threads, {'x'.join(map(str, SHAPE))} ReLU6 float32, each right after a torch op on "
+          f"{threads} threads; ns per entry, best of 15, two rounds\n")
+    print("| what | round 1 | round 2 |\n|---|---:|---:|")
+    results: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(2):
+        for name, f in ways.items():
+            timed = after_a_torch_op(f)
+            timed()
+            best = []
+            for _ in range(15):
+                spent[0] = 0.0
+                timed()
+                best.append(spent[0])
+            results[name].append(min(best) / y.numel() * 1e9)
+    for name, costs in results.items():
+        print(f"| {name} | {' | '.join(f'{c:.3f}' for c in costs)} |")
 
 
 def short_rows(threads: int) -> None:

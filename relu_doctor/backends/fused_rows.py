@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, types
+from numba import carray, cfunc, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..compiled import compiled
 from . import openmp_team
 
 _FAST = {"reassoc"}
@@ -43,24 +44,6 @@ _FAST = {"reassoc"}
 _MIN_ENTRIES_PER_THREAD = 1 << 20
 _MIN_ENTRIES_PER_TEAM_THREAD = 1 << 16
 _pool: ThreadPoolExecutor | None = None
-
-
-def _compiled(sig: Any = None, compile_with: Any = njit, **options: Any) -> Any:
-    """numba.njit (or cfunc, with its signature) with the code cached on disk where numba
-    finds a writable place (beside this file, or the user's cache folder); without a cache
-    where it finds none (a read-only install in a container without a home), instead of
-    numba's RuntimeError at import. Then each process compiles them once (about 1.5 s)."""
-    signature = () if sig is None else (sig,)
-
-    def compile_(f: Any) -> Any:
-        try:
-            return compile_with(*signature, cache=True, **options)(f)
-        except RuntimeError as e:
-            if "no locator available" not in str(e):
-                raise
-            return compile_with(*signature, cache=False, **options)(f)
-
-    return compile_
 
 
 @dataclass
@@ -75,7 +58,7 @@ class RowStats:
     highs: np.ndarray
 
 
-@_compiled(nogil=True, fastmath=_FAST)
+@compiled(nogil=True, fastmath=_FAST)
 def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (rows, positions) -> one result per row. `sign` is the sign bit's position
     and `below_sign` 0x7fff..., both in the bits' own type (so the keys stay that wide).
@@ -113,7 +96,7 @@ def _neurons_first(values, bits, signed, sign, below_sign, sums, abs_sums, count
         highs[r] = hi
 
 
-@_compiled(nogil=True, fastmath=_FAST)
+@compiled(nogil=True, fastmath=_FAST)
 def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts, lows, highs):  # pragma: no cover
     """values (samples, positions, neurons) -> results (samples, neurons); the inner loop
     runs along the neurons, contiguous in memory. Arguments as in _neurons_first."""
@@ -203,7 +186,7 @@ def fold(rows: RowStats, dtype: np.dtype, fires: np.ndarray, sample_fires: np.nd
     return (total, top) if np.isfinite(total) else None
 
 
-@_compiled(nogil=True)
+@compiled(nogil=True)
 def _fold(sums, abs_sums, counts, lows, highs, fires, sample_fires, abs_sum, low, high):  # pragma: no cover - compiled
     magnitude = 0.0
     for n in range(sums.shape[0]):
@@ -290,4 +273,4 @@ def _team_body(kernel: Any, dtype: np.dtype) -> Any:
         else:
             _neurons_last(*views)
 
-    return _compiled(sig=types.void(types.voidptr), compile_with=cfunc)(body)
+    return compiled(sig=types.void(types.voidptr), compile_with=cfunc)(body)

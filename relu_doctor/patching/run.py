@@ -25,7 +25,7 @@ from ..loading import LoadedModel, load_model
 from ..report import ModelInfo, Report
 from .plan import REVIVE, PatchPlan, plan_patch
 from .report_match import check_report_matches
-from .verify import Verification, check_rescan, new_checks, pair_change, release_scratch
+from .verify import Verification, check_rescan, new_checks, pair_change
 from .verify_pass import OutputRecorder
 
 OUTPUT_FORMATS = formats.OUTPUT_FORMATS
@@ -190,7 +190,6 @@ def patch_file(
                 outcome.verification = _verify(loaded, tmp, fmt, plan, sample, example, opts, report, batch_size,
                                                recorder if report_path is None else None)
             finally:
-                release_scratch()
                 recorder.outputs = []
             problems = outcome.verification.all_problems()
             if problems:

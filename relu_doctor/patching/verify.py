@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .leak_check import leak_is_exact
 from .plan import CHANNEL, PatchPlan, SitePatch
 
 TIMING_RUNS = 3  # counted runs per model at least (PairTimer); the fastest counts
@@ -95,25 +96,15 @@ class SiteCheck:
         (a difference, a NaN or infinite input) takes them, entry by entry. At x = +-0 any
         zero passes them all, whatever its sign."""
         p = self.patch
-        if p.mode == CHANNEL:
-            shape = [1] * x.ndim
-            shape[axis] = p.neurons
-            # from the plan's facts, not SitePatch.slopes (what the writers use): -0.0 on live
-            # neurons, whose -0.0 * x is ReLU's +0.0 for x < 0
-            slopes = np.where(dead, np.asarray(p.slope, x.dtype), np.asarray(-0.0, x.dtype)).reshape(shape)
-            if not np.isfinite(x).all():
-                return False
-        else:
-            slopes = np.asarray(p.slope, x.dtype)
-        ref, positive, same = _scratch.get(x.shape, x.dtype)
-        np.multiply(x, slopes, out=ref)
-        np.greater(x, 0, out=positive)
-        np.copyto(ref, x, where=positive)
-        np.equal(_bits(ref), _bits(y), out=same)
-        if not same.all():  # zeros of either sign at x = +-0 pass every check (onnxruntime gives +0)
-            differ = np.logical_not(same, out=same)
-            if not (np.all(x[differ] == 0) and np.all(y[differ] == 0)):
-                return False
+        # from the plan's facts, not SitePatch.slopes (what the writers use): -0.0 on live
+        # neurons, whose -0.0 * x is ReLU's +0.0 for x < 0
+        live_slope = -0.0 if p.mode == CHANNEL else p.slope
+        slopes = np.where(dead, np.asarray(p.slope, x.dtype), np.asarray(live_slope, x.dtype))
+        exact = leak_is_exact(x, y, slopes, axis, require_finite=p.mode == CHANNEL)
+        if exact is None:  # float16
+            exact = _exact_in_numpy(x, y, slopes, axis, require_finite=p.mode == CHANNEL)
+        if not exact:
+            return False
         per_neuron = x.size // p.neurons
         dead_entries = int(dead.sum()) * per_neuron
         if p.mode == CHANNEL:
@@ -138,35 +129,15 @@ class SiteCheck:
         return out
 
 
-class _Scratch:
-    """Buffers for SiteCheck._exact, reused from call to call: fresh full-size temporaries
-    cost a page fault per 4 KiB (on ResNet-18 about a third of the check's time)."""
-
-    def __init__(self) -> None:
-        self.flat: dict[str, np.ndarray] = {}
-
-    def _take(self, key: str, size: int, dtype: Any) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        buf = self.flat.get(key)
-        if buf is None or buf.dtype != dtype or buf.size < size:
-            buf = self.flat[key] = np.empty(size, dtype)
-        return buf[:size]
-
-    def get(self, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        size = int(np.prod(shape))
-        return (self._take("ref", size, dtype).reshape(shape), self._take("positive", size, bool).reshape(shape),
-                self._take("same", size, bool).reshape(shape))
-
-    def release(self) -> None:
-        self.flat.clear()
-
-
-_scratch = _Scratch()
-
-
-def release_scratch() -> None:
-    """Give back the checks' buffers (the size of the largest activation checked)."""
-    _scratch.release()
+def _exact_in_numpy(x: np.ndarray, y: np.ndarray, slopes: np.ndarray, axis: int, require_finite: bool) -> bool:
+    """leak_check.leak_is_exact for the dtypes it does not compile (float16)."""
+    if require_finite and not np.isfinite(x).all():
+        return False
+    shape = [1] * x.ndim
+    shape[axis] = slopes.size
+    ref = np.where(x > 0, x, x * slopes.reshape(shape))
+    differ = _bits(ref) != _bits(y)
+    return bool(np.all(x[differ] == 0) and np.all(y[differ] == 0))
 
 
 def _neurons(a: np.ndarray, which: np.ndarray, axis: int) -> np.ndarray:

@@ -28,9 +28,9 @@ from .validate_values import (
     as_list,
     as_number,
     as_str,
+    check_derived,
     check_optional,
     fail,
-    is_int,
     short,
 )
 
@@ -165,14 +165,8 @@ def _check_summary(summary: Any, sites: list[tuple[SiteCounters, Any, bool]], sa
     if summary is None:
         return
     summary = as_dict(summary, "summary")
-    m = model_metrics(sites, samples)
-    for key in ("sites", "neurons", "dead", "dormant", "grad_blocked_neurons", "dead_all"):
-        if key in summary and not (is_int(summary[key]) and summary[key] == getattr(m, key)):
-            fail(f"summary.{key}", f"{short(summary[key])}, but the sites give {getattr(m, key)}")
-    for key in ("dead_ratio", "sparsity"):
-        if key in summary and not math.isclose(as_number(summary[key], f"summary.{key}"), getattr(m, key),
-                                               rel_tol=1e-9, abs_tol=1e-12):
-            fail(f"summary.{key}", f"{summary[key]}, but the sites give {getattr(m, key)}")
+    check_derived(summary, model_metrics(sites, samples),
+                  ("sites", "neurons", "dead", "dormant", "grad_blocked_neurons", "dead_all"), "summary", "the sites")
 
 
 def _check_gates(gates: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ equal to what the counters give.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from .validate_values import (
     as_numbers,
     as_str,
     at_most,
+    check_derived,
     fail,
     is_int,
     short,
@@ -160,17 +160,12 @@ def _check_extremes(c: SiteCounters, where: str, nonnegative: bool) -> None:
 
 def _check_derived(s: dict[str, Any], m: Any, where: str) -> None:
     """The metrics written beside the counters must be the counters' metrics."""
-    for key in ("neurons", "dead", "always_on", "saturated", "dormant", "rarely_active", "nonfinite"):
-        if key in s and not (is_int(s[key]) and s[key] == getattr(m, key)):
-            fail(f"{where}.{key}", f"{short(s[key])}, but the counters give {getattr(m, key)}")
+    check_derived(s, m, ("neurons", "dead", "always_on", "saturated", "dormant", "rarely_active", "nonfinite"), where,
+                  "the counters")
     if "dead_indices" in s:
         idx = as_list(s["dead_indices"], f"{where}.dead_indices")
         if not all(is_int(i) for i in idx) or idx != m.dead_indices:
             fail(f"{where}.dead_indices", "not the sorted, unique indices of the neurons whose fires are 0")
-    for key in ("dead_ratio", "sparsity"):
-        if key in s and not math.isclose(as_number(s[key], f"{where}.{key}"), getattr(m, key), rel_tol=1e-9,
-                                         abs_tol=1e-12):
-            fail(f"{where}.{key}", f"{s[key]}, but the counters give {getattr(m, key)}")
 
 
 def _check_proof(s: dict[str, Any], neurons: int, where: str) -> None:

@@ -101,3 +101,17 @@ def at_most(a: np.ndarray, bound: np.ndarray | int, where: str, what: str) -> No
 def short(v: Any) -> str:
     text = repr(v) if not isinstance(v, (dict, list)) else type(v).__name__
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_derived(written: dict[str, Any], computed: Any, counts: tuple[str, ...], where: str, source: str) -> None:
+    """Numbers a report writes beside what they are computed from must be what they compute
+    to: the `counts` exactly, dead_ratio and sparsity to rounding. `source` names what
+    computed them, for the message ("the counters", "the sites")."""
+    for key in counts:
+        if key in written and not (is_int(written[key]) and written[key] == getattr(computed, key)):
+            fail(f"{where}.{key}", f"{short(written[key])}, but {source} give {getattr(computed, key)}")
+    for key in ("dead_ratio", "sparsity"):
+        if key in written and not math.isclose(as_number(written[key], f"{where}.{key}"), getattr(computed, key),
+                                               rel_tol=1e-9, abs_tol=1e-12):
+            fail(f"{where}.{key}", f"{written[key]}, but {source} give {getattr(computed, key)}")
+

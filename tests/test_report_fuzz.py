@@ -118,6 +118,8 @@ def _targeted(report: dict[str, Any]) -> list[tuple[str, Any]]:
         ("sha256 not hex", ("model", "sha256"), "zz"),
         ("a kind that is a list", ("sites", 0, "kind"), []),  # found by the random test: was exit 3
         ("counters removed", ("sites", 1, "counters"), DELETE),
+        ("summary sparsity", ("summary", "sparsity"), 0.5),
+        ("a site's dead_ratio", ("sites", 0, "dead_ratio"), 0.0),
     ]
 
 
@@ -148,10 +150,10 @@ def _check_all_commands(model: Path, good: dict[str, Any], text: str, folder: Pa
     return codes
 
 
-QUICK = {0, 3, 6, 12, 14, 17, 19, 22, 28}  # one of each family; the slow tier runs every case
+QUICK = {0, 3, 6, 12, 14, 17, 19, 22, 28, 30}  # one of each family; the slow tier runs every case
 
 
-@pytest.mark.parametrize("index", [i if i in QUICK else pytest.param(i, marks=pytest.mark.slow) for i in range(30)])
+@pytest.mark.parametrize("index", [i if i in QUICK else pytest.param(i, marks=pytest.mark.slow) for i in range(32)])
 def test_each_targeted_tampering_is_refused_by_every_command(base: tuple[Path, dict], index: int,
                                                              tmp_path: Path) -> None:
     model, report = base

@@ -92,7 +92,8 @@ def test_any_neuron_axis_and_a_strided_input() -> None:
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=8, max_size=8),
        st.lists(st.sampled_from([0.0, -0.0, 1e-45, -1e-45, 1.0, np.nan, 3.0]), min_size=8, max_size=8),
        st.booleans())
-def test_random_values_and_outputs_against_the_rule(values: list[float], tweaks: list[float], require_finite: bool) -> None:
+def test_random_values_and_outputs_against_the_rule(values: list[float], tweaks: list[float],
+                                                    require_finite: bool) -> None:
     x = np.array(values, np.float32).reshape(2, 2, 2)
     slopes = np.array([0.01, -0.0], np.float32)
     y = faithful(x, slopes, 1)

@@ -147,7 +147,8 @@ def test_detection_floor_is_rule_of_three() -> None:
 
 
 @pytest.mark.parametrize("team", [True, False])
-def test_reduction_thread_choice_restores_torch_threads_and_counts_the_same(team: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reduction_thread_choice_restores_torch_threads_and_counts_the_same(team: bool,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """On torch's OpenMP team the reduction uses torch's threads like any op; without it,
     the workspace tries torch's count and one thread and keeps the faster."""
     from relu_doctor.backends import openmp_team

@@ -19,6 +19,11 @@ The tricks that let the loop vectorize, all exact for finite values:
   reassociation is allowed to the compiler ("reassoc"), so a NaN or inf still reaches the
   sum of |y|, where `fold` sees it and counts nothing: the caller then takes its exact
   road, which counts them.
+
+Large activations are split by rows over threads: on torch's own OpenMP team where the
+process has one we can run on (openmp_team.py), through a C function that runs the same
+kernel on each thread's share, else over a thread pool of our own. Either way each row is
+reduced by one thread in one pass, so the results do not depend on the split.
 """
 
 from __future__ import annotations

@@ -18,18 +18,31 @@ from ..compiled import compiled
 _COMPILED_DTYPES = (np.float32, np.float64)
 
 
-def leak_is_exact(x: np.ndarray, y: np.ndarray, slopes: np.ndarray, axis: int, require_finite: bool) -> bool | None:
+def leak_is_exact(x: np.ndarray, y: np.ndarray, slopes: np.ndarray, axis: int, require_finite: bool) -> bool:
     """True if every entry of y has the bits of where(x > 0, x, slopes * x), slopes along
     the neuron axis `axis` (computed in x's dtype), with one allowance: at x = +-0 a zero of
     either sign passes; and, with `require_finite`, every x is finite. False is no verdict
-    on the site: the entry-by-entry checks then say what differs. None for dtypes this
-    pass does not take (float16): the caller checks those with numpy."""
-    if x.dtype.type not in _COMPILED_DTYPES or y.dtype != x.dtype:
-        return None
+    on the site: the entry-by-entry checks then say what differs. Compiled for float32 and
+    float64; numpy for the rest (float16)."""
+    if y.dtype != x.dtype:  # not the same op's input and output: the entry-by-entry checks decide
+        return False
+    if x.dtype.type not in _COMPILED_DTYPES:
+        return _in_numpy(x, y, slopes, axis, require_finite)
     neurons = x.shape[axis]
     outer = int(np.prod(x.shape[:axis]))
     shape = (outer, neurons, x.size // max(1, outer * neurons))
     return bool(_exact(x.reshape(shape), y.reshape(shape), slopes.astype(x.dtype), require_finite))
+
+
+def _in_numpy(x: np.ndarray, y: np.ndarray, slopes: np.ndarray, axis: int, require_finite: bool) -> bool:
+    if require_finite and not np.isfinite(x).all():
+        return False
+    shape = [1] * x.ndim
+    shape[axis] = slopes.size
+    ref = np.where(x > 0, x, x * slopes.reshape(shape).astype(x.dtype))
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.dtype.itemsize]
+    differ = ref.view(bits) != y.view(bits)
+    return bool(np.all(x[differ] == 0) and np.all(y[differ] == 0))
 
 
 @compiled(nogil=True)

@@ -100,10 +100,7 @@ class SiteCheck:
         # neurons, whose -0.0 * x is ReLU's +0.0 for x < 0
         live_slope = -0.0 if p.mode == CHANNEL else p.slope
         slopes = np.where(dead, np.asarray(p.slope, x.dtype), np.asarray(live_slope, x.dtype))
-        exact = leak_is_exact(x, y, slopes, axis, require_finite=p.mode == CHANNEL)
-        if exact is None:  # float16
-            exact = _exact_in_numpy(x, y, slopes, axis, require_finite=p.mode == CHANNEL)
-        if not exact:
+        if not leak_is_exact(x, y, slopes, axis, require_finite=p.mode == CHANNEL):
             return False
         per_neuron = x.size // p.neurons
         dead_entries = int(dead.sum()) * per_neuron
@@ -127,17 +124,6 @@ class SiteCheck:
         if self.over_bound:
             out.append(f"{self.over_bound} inputs above the upper bound {self.patch.upper:g} reached the leak")
         return out
-
-
-def _exact_in_numpy(x: np.ndarray, y: np.ndarray, slopes: np.ndarray, axis: int, require_finite: bool) -> bool:
-    """leak_check.leak_is_exact for the dtypes it does not compile (float16)."""
-    if require_finite and not np.isfinite(x).all():
-        return False
-    shape = [1] * x.ndim
-    shape[axis] = slopes.size
-    ref = np.where(x > 0, x, x * slopes.reshape(shape))
-    differ = _bits(ref) != _bits(y)
-    return bool(np.all(x[differ] == 0) and np.all(y[differ] == 0))
 
 
 def _neurons(a: np.ndarray, which: np.ndarray, axis: int) -> np.ndarray:

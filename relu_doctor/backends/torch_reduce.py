@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,22 @@ class Workspace:
         self._elements += elements
 
 
+@dataclass
+class _FusedTotals:
+    """What the fused road adds up on the host: numpy views of the accumulator's per-neuron
+    count tensors (CPU: the same memory), and apart from them the extremes (float64, for
+    float64 activations), the batch totals and the largest value. Plain numbers and arrays:
+    a torch op per site and batch costs more than the fold itself (benchmarks/README.md)."""
+
+    fires: np.ndarray
+    sample_fires: np.ndarray
+    abs_sum: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    total: float = 0.0
+    top: float = -np.inf
+
+
 class TorchSiteAccumulator:
     """Device-side running sums for one site; `counters()` reads them out once.
 
@@ -168,7 +185,7 @@ class TorchSiteAccumulator:
             else:
                 shape = (neurons,) if f.per_neuron else ()
                 setattr(self, f.name, torch.full(shape, f.identity, dtype=getattr(torch, f.dtype), device=device))
-        self._fused: tuple[np.ndarray, np.ndarray] | None = None  # see _update_fused
+        self._fused: _FusedTotals | None = None  # see _update_fused
 
     def update(self, y: torch.Tensor, axis: int) -> None:
         y3, red = as_rows_positions_neurons(y, axis)
@@ -202,16 +219,17 @@ class TorchSiteAccumulator:
     def _update_fused(self, kernels: Any, y3: torch.Tensor, red: int, threads: int) -> bool:
         """Every result in one pass; False (nothing counted) if a value is not finite."""
         values = y3.detach().numpy()
-        if self._fused is None:  # per-neuron minima and maxima of the batches reduced here
-            self._fused = np.full(self.neurons, np.inf), np.full(self.neurons, -np.inf)
+        fused = self._fused
+        if fused is None:
+            fused = self._fused = _FusedTotals(self.fires.numpy(), self.sample_fires.numpy(), self.abs_sum.numpy(),
+                                               np.full(self.neurons, np.inf), np.full(self.neurons, -np.inf))
         rows = kernels.row_stats(values, red, signed=not self.nonnegative, threads=threads)
-        folded = kernels.fold(rows, values.dtype, self.fires.numpy(), self.sample_fires.numpy(),
-                                 self.abs_sum.numpy(), *self._fused)
+        folded = kernels.fold(rows, values.dtype, fused.fires, fused.sample_fires, fused.abs_sum, fused.low, fused.high)
         if folded is None:
             return False
         total, top = folded
-        self.total += total
-        self.max.clamp_(min=top)
+        fused.total += total
+        fused.top = max(fused.top, top)
         self.rows += y3.shape[0] * y3.shape[red]
         self.samples += y3.shape[0]
         return True
@@ -254,11 +272,13 @@ class TorchSiteAccumulator:
             return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
 
         values = {name: host(getattr(self, name)) for name in COUNTER_NAMES}
-        if self._fused is not None:  # the fused road keeps its extremes apart
-            low, high = self._fused
-            for name, fused, pick in (("min", low, np.minimum), ("neuron_min", low, np.minimum),
-                                      ("neuron_max", high, np.maximum)):
+        fused = self._fused
+        if fused is not None:  # the fused road keeps its extremes and totals apart
+            values["total"] = values["total"] + fused.total
+            values["max"] = np.maximum(values["max"], fused.top)
+            for name, extreme, pick in (("min", fused.low, np.minimum), ("neuron_min", fused.low, np.minimum),
+                                        ("neuron_max", fused.high, np.maximum)):
                 if values[name] is not None:
-                    values[name] = pick(values[name], fused)
+                    values[name] = pick(values[name], extreme)
         return SiteCounters.of(self.neurons, values)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,13 @@ SINGLE = World(0, 1)
 
 
 def current_world() -> World:
-    """The torchrun world, or a single process when not launched by torchrun."""
+    """The world a scan splits its sample over: torchrun's (RANK and WORLD_SIZE set), or a
+    single process. A process group that a training framework made without torchrun's
+    variables (Lightning's DDP sets WORLD_SIZE, not RANK) is not a scan's world: each rank
+    then scans alone, so a scan called on one rank (`if trainer.is_global_zero:`) never
+    waits for ranks that will not come."""
     size = _env_int("WORLD_SIZE", 1)
-    if size <= 1:
+    if size <= 1 or (not os.environ.get("RANK", "").strip() and _process_group() is not None):
         return SINGLE
     # Impossible settings would make init_process_group wait forever for ranks that never come
     rank = _env_int("RANK", -1)
@@ -56,6 +61,26 @@ def current_world() -> World:
         # called without an active exception", SIGABRT): 3 of 8 torchrun runs on a 2-core
         # machine. Python's atexit runs before that teardown.
         atexit.register(dist.destroy_process_group)
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def training_world() -> World:
+    """The world a training run's windows are summed over: the process group it trains in,
+    whoever made it (torchrun, Lightning, accelerate, the user's own DDP code), where one
+    exists; else torchrun's (current_world). Every rank runs the same steps, so every rank
+    reaches each window's all-reduce."""
+    group = _process_group()
+    return group if group is not None else current_world()
+
+
+def _process_group() -> World | None:
+    """The default process group, if this process has one (never imports torch)."""
+    if "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
     return World(dist.get_rank(), dist.get_world_size())
 
 

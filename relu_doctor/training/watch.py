@@ -63,7 +63,7 @@ class Watch:
 
         from ..api import _check_settings
         from ..backends.torch_live import LiveCapture
-        from ..distributed import current_world
+        from ..distributed import training_world
 
         if not isinstance(model, torch.nn.Module):
             raise UserError(f"watch() needs an nn.Module (got {type(model).__name__})")
@@ -81,7 +81,7 @@ class Watch:
         self.neuron_extremes = neuron_extremes  # per-neuron max/min in every report (timeline --neurons)
         self.select, self.ignore = globs("select", select), globs("ignore", ignore)
         self.fail_dead_ratio, self.fail_total_dead_ratio = fail_dead_ratio, fail_total_dead_ratio
-        self.world = current_world()
+        self.world = training_world()
         self.sinks = Sinks(history, writer, on_alert, self.world.is_writer, log_wandb)
         self.root_hooks = root_hooks  # False: the owner brackets passes (capture.enter_pass / exit_pass)
         self.capture = LiveCapture(model, neuron_axis, include_smooth, neuron_extremes=neuron_extremes)

@@ -238,7 +238,12 @@ def _load(model: Any, arch: str | None, arch_kwargs: Any, trust_pickle: bool) ->
         return load_model(model, arch, arch_kwargs, trust_pickle)
     if type(model).__name__ == "ModelProto":
         return LoadedModel(formats.ONNX, model)
-    return LoadedModel(_torch_format_of(model), model, site_names=site_names.of_object(model))
+    fmt = _torch_format_of(model)
+    if fmt == formats.MODULE:  # inside DDP and torch.compile wrappers: the model's own names and forward
+        from .backends.torch_live import unwrap
+
+        model = unwrap(model)
+    return LoadedModel(fmt, model, site_names=site_names.of_object(model))
 
 
 def _torch_format_of(obj: Any) -> str:

@@ -23,6 +23,7 @@ from ..kinds import KINDS
 from ..kinds.axis import neuron_axis
 from . import CapturedSite, CaptureResult
 from .torch_calls import ActivationCall, ActivationCalls
+from .torch_eager import compiled_code_runs_eagerly
 from .torch_naming import EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
 from .torch_reduce import TorchSiteAccumulator, Workspace
 
@@ -135,7 +136,7 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
     sync = torch.cuda.synchronize if model.device.type == "cuda" and observer is not None else None
     nonfinite_inputs = 0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), compiled_code_runs_eagerly():
             for number, batch in enumerate(sample.batches(batch_size, model.fixed_batch), 1):
                 running(f"the model's forward pass on batch {number}",
                         lambda: f"last site reached: {mode.last_site}" if mode.last_site else None)

@@ -18,15 +18,21 @@ import torch
 
 from . import CapturedSite
 from .torch import _CaptureMode
+from .torch_eager import force_eager, restore, uncompiled
 from .torch_naming import EagerModuleTracker
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper (its names are the model's)."""
-    inner = getattr(model, "module", None)
-    if isinstance(inner, torch.nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
-        return inner
-    return model
+    """The module inside DistributedDataParallel / DataParallel and torch.compile wrappers, in
+    any nesting (its names are the model's)."""
+    while True:
+        inner = getattr(model, "module", None)
+        if isinstance(inner, torch.nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+            model = inner
+        elif (inner := uncompiled(model)) is not model:
+            model = inner
+        else:
+            return model
 
 
 class LiveCapture:
@@ -47,6 +53,7 @@ class LiveCapture:
         self._tracker: EagerModuleTracker | None = None
         self._handles: list[Any] = []
         self._depth = 0  # a forward that calls the root forward again stays one pass
+        self._stance: Any = None  # torch_eager.force_eager's, while attached
         self.forward_passes = 0
         self.samples = 0
         self.batch_size = 0
@@ -63,6 +70,10 @@ class LiveCapture:
         submodules and never the LightningModule's own forward."""
         if self._mode is not None:
             return
+        # Compiled code dispatches no aten op for the mode to see, and a module compiled in
+        # place runs the hooks below inside its compiled call: while attached (a window),
+        # compiled code runs eagerly. Set here, between steps, before any compiled call starts.
+        self._stance = force_eager()
         self._tracker = EagerModuleTracker(self.named)
         self._mode = _CaptureMode(self._tracker, self.neuron_axis, self.include_smooth, self.neuron_extremes)
         self.forward_passes = self.samples = self.batch_size = 0
@@ -117,6 +128,8 @@ class LiveCapture:
             self._tracker.close()
         if self._mode is not None and self._depth:  # detached inside a forward: leave the mode
             self._mode.__exit__(None, None, None)
+        restore(self._stance)
+        self._stance = None
         self._depth = self._skipping = 0
         self._tracker = None
         self._mode = None

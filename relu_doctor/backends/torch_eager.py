@@ -24,9 +24,10 @@ import torch
 def force_eager() -> Any:
     """Make compiled code run eagerly from now on; returns what restores the previous stance
     (its __exit__), or None where nothing was compiled."""
-    if "torch._dynamo" not in sys.modules:
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    if "torch._dynamo" not in sys.modules or set_stance is None:
         return None
-    return torch.compiler.set_stance("force_eager")  # takes effect at once; __exit__ restores
+    return set_stance("force_eager")  # takes effect at once; __exit__ restores
 
 
 def restore(stance: Any) -> None:

@@ -111,12 +111,12 @@ def _token_data(n: int = 32):
     return [{"input_ids": ids[i], "labels": int(ids[i, 0] % 2)} for i in range(n)]
 
 
-def _hf_trainer(tmp_path, callback, max_steps=10):
+def _hf_trainer(tmp_path, callback, max_steps=10, **arguments):
     from transformers import Trainer, TrainingArguments
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", max_steps=max_steps,
                              per_device_train_batch_size=4, logging_steps=100, save_strategy="no",
-                             use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0)
+                             use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0, **arguments)
     return Trainer(model=_tiny_bert(), args=args, train_dataset=_token_data(), callbacks=[callback])
 
 
@@ -186,3 +186,33 @@ def test_transformers_callback_stops_training(tmp_path) -> None:
     trainer.train()
     assert trainer.state.global_step == 2
     assert callback.reports[0].sites[0].dead_indices == [3]
+
+
+@pytest.mark.parametrize("framework", ["lightning", "transformers"])
+def test_a_compiled_model_gives_the_plain_models_windows(tmp_path, framework: str) -> None:
+    """Both Trainers' own torch.compile route (dynamo's eager backend: no C++ build here)."""
+
+    def windows(compiled: bool) -> list:
+        if framework == "lightning":
+            import lightning.pytorch as pl
+
+            from relu_doctor.integrations.lightning import DeadReLUMonitor
+
+            monitor = DeadReLUMonitor(every=4, window=2)
+            module = _lightning_module()
+            trainer = pl.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
+            trainer.fit(torch.compile(module, backend="eager") if compiled else module, _loader())
+            reports = monitor.reports
+        else:
+            from relu_doctor.integrations.transformers import DeadReLUCallback
+
+            callback = DeadReLUCallback(every=4, window=2)
+            extra = dict(torch_compile=True, torch_compile_backend="eager") if compiled else {}
+            _hf_trainer(tmp_path / str(compiled), callback, max_steps=6, **extra).train()
+            reports = callback.reports
+        return [(r.sample["steps"], [(s.name, s.counters.fires.tolist()) for s in r.sites]) for r in reports]
+
+    plain = windows(False)
+    assert len(plain) == 2 and plain == windows(True)
+

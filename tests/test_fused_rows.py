@@ -139,7 +139,20 @@ def test_the_team_is_torchs_own_runtime() -> None:
     if sys.platform != "linux":
         pytest.skip("found through /proc/self/maps")
     found = openmp_team._loaded_runtime()
-    assert found is not None and Path(torch.__file__).parent in found.parents
+    assert found is not None and Path(torch.__file__).resolve().parent in found.parents
+
+
+def test_the_runtime_is_chosen_only_when_it_is_unambiguous() -> None:
+    torch_folder = Path("/venv/lib/torch")
+    own, system = torch_folder / "lib" / "libgomp.so.1", Path("/usr/lib/libgomp.so.1.0.0")
+    intel = Path("/opt/conda/lib/libiomp5.so")
+    other = {Path("/usr/lib/libc.so.6"), Path("/venv/lib/torch/lib/libtorch_cpu.so")}
+    choose = openmp_team.choose_runtime
+    assert choose({own, system, *other}, torch_folder) == own  # torch's, beside another
+    assert choose({system, *other}, torch_folder) == system  # a torch linked to the system's
+    assert choose({intel, *other}, None) == intel
+    assert choose({system, intel, *other}, torch_folder) is None  # two, neither torch's: a second team
+    assert choose(other, torch_folder) is None
 
 
 @pytest.mark.parametrize("signed", [False, True])

@@ -59,18 +59,24 @@ def team() -> Team | None:
 
 
 def _loaded_runtime() -> Path | None:
-    """The OpenMP runtime torch uses, if one is mapped into this process: the one in torch's
-    own folder when there are several, else the only one."""
+    """The OpenMP runtime torch uses, if one is mapped into this process."""
     try:
         with open("/proc/self/maps") as maps:
             fields = (line.split(maxsplit=5) for line in maps)  # address, mode, offset, device, inode, path
             paths = {Path(f[5].strip()) for f in fields if len(f) == 6 and f[5].startswith("/")}
     except OSError:  # no /proc: not Linux
         return None
-    runtimes = sorted(p for p in paths if p.name.startswith(_RUNTIMES) and ".so" in p.name)
     torch = sys.modules.get("torch")
-    folder = Path(torch.__file__).parent if torch is not None and torch.__file__ else None
-    own = [p for p in runtimes if folder is not None and folder in p.parents]
+    # the map names files by their real paths; torch's may be reached through a symlinked venv
+    folder = Path(torch.__file__).resolve().parent if torch is not None and torch.__file__ else None
+    return choose_runtime(paths, folder)
+
+
+def choose_runtime(mapped: set[Path], torch_folder: Path | None) -> Path | None:
+    """Among the files mapped into the process, torch's OpenMP runtime: the one under torch's
+    folder when there are several, else the only one; None when that is ambiguous."""
+    runtimes = sorted(p for p in mapped if p.name.startswith(_RUNTIMES) and ".so" in p.name)
+    own = [p for p in runtimes if torch_folder is not None and torch_folder in p.parents]
     if own:
         return own[0]
     return runtimes[0] if len(runtimes) == 1 else None

@@ -32,6 +32,7 @@ def test_windows_are_summed_over_lightnings_ranks(tmp_path: Path) -> None:
         assert report["sites"] == other["sites"]
         assert report["sample"]["ranks"] == 2
         assert report["sample"]["samples"] == 2 * WINDOW * BATCH
+        assert report["sample"]["forward_passes"] == 2 * WINDOW  # both ranks' passes, as the samples
         site = report["sites"][0]
         assert site["dead_indices"] == DEAD
         first, last = report["sample"]["steps"]

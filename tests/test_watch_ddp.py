@@ -50,6 +50,7 @@ def test_two_ranks_write_one_history_equal_to_one_process(tmp_path: Path) -> Non
     assert len(lines) == len(w.reports) == 2
     for got, want in zip(lines, w.reports):
         assert got["sample"]["samples"] == 20 and got["sample"]["ranks"] == 2
+        assert got["sample"]["forward_passes"] == 2 * want.sample["forward_passes"]  # both ranks' passes
         assert got["sample"]["steps"] == want.sample["steps"]
         site, ref = got["sites"][0], want.to_dict()["sites"][0]
         assert site["name"] == ref["name"] == "1"  # DDP's "module." prefix is not in the name

@@ -159,7 +159,8 @@ class Watch:
         samples = all_reduce_count(self.capture.samples, self.world)
         sample = {
             "source": "training", "samples": samples, "batch_size": self.capture.batch_size, "seed": None,
-            "inputs": [], "steps": [first, last], "forward_passes": self.capture.forward_passes,
+            "inputs": [], "steps": [first, last],
+            "forward_passes": all_reduce_count(self.capture.forward_passes, self.world),  # over the ranks, as samples
         }
         if self.world.size > 1:
             sample["ranks"] = self.world.size

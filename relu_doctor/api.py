@@ -92,13 +92,13 @@ def scan(
         running("reading the sample")
         sample = build_sample(data, backend.specs, input_shape, samples, seed, bounds,
                               image_options(image_size, mean, std))
-        whole = sample.count
+        all_samples = sample.count
         shard = parse_shard(shard)
         if shard is not None:
             sample = sample.shard(*shard)
             if sample.count == 0:
-                raise UserError(f"shard {shard[0]}/{shard[1]} of {whole} samples is empty",
-                                f"Use at most {whole} shards.")
+                raise UserError(f"shard {shard[0]}/{shard[1]} of {all_samples} samples is empty",
+                                f"Use at most {all_samples} shards.")
         world = current_world()
         if world.size > 1:  # torchrun: each rank its own part, then all-reduce
             sample = sample.shard(world.rank, world.size)
@@ -118,7 +118,7 @@ def scan(
         "source": sample.source, "samples": count, "batch_size": size,
         "seed": seed if sample.source == "synthetic" else None, "inputs": sample.describe_inputs(),
         **sample.details,
-        **({"shard": f"{shard[0]}/{shard[1]}", "of_samples": whole} if shard is not None else {}),
+        **({"shard": f"{shard[0]}/{shard[1]}", "of_samples": all_samples} if shard is not None else {}),
     })
     sites = [Site(i, s.name, s.kind, s.op, s.params, s.shape, s.axis, s.counters, tau)
              for i, s in enumerate(all_reduce_sites(result.sites, world))]

@@ -52,15 +52,17 @@ def current_world() -> World:
     if missing:
         raise UserError(f"WORLD_SIZE={size} but {' and '.join(missing)} not set",
                         "Launch with torchrun, which sets them, or unset WORLD_SIZE.")
+    group = _process_group()
+    if group is not None:
+        return group
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        backend = "nccl" if os.environ.get("RELU_DOCTOR_DIST_BACKEND") == "nccl" else "gloo"
-        dist.init_process_group(backend=backend)
-        # A process that exits with the group alive can abort in its C++ teardown ("terminate
-        # called without an active exception", SIGABRT): 3 of 8 torchrun runs on a 2-core
-        # machine. Python's atexit runs before that teardown.
-        atexit.register(dist.destroy_process_group)
+    backend = "nccl" if os.environ.get("RELU_DOCTOR_DIST_BACKEND") == "nccl" else "gloo"
+    dist.init_process_group(backend=backend)
+    # A process that exits with the group alive can abort in its C++ teardown ("terminate
+    # called without an active exception", SIGABRT): 3 of 8 torchrun runs on a 2-core
+    # machine. Python's atexit runs before that teardown.
+    atexit.register(dist.destroy_process_group)
     return World(dist.get_rank(), dist.get_world_size())
 
 

@@ -111,13 +111,17 @@ def _token_data(n: int = 32):
     return [{"input_ids": ids[i], "labels": int(ids[i, 0] % 2)} for i in range(n)]
 
 
-def _hf_trainer(tmp_path, callback, max_steps=10, **arguments):
+def _hf_trainer(tmp_path, callback, max_steps=10, callbacks=None, **arguments):
+    """The tiny BERT's Trainer; `arguments` override the TrainingArguments below, `callbacks`
+    replaces [callback]."""
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", max_steps=max_steps,
-                             per_device_train_batch_size=4, logging_steps=100, save_strategy="no",
-                             use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0, **arguments)
-    return Trainer(model=_tiny_bert(), args=args, train_dataset=_token_data(), callbacks=[callback])
+    defaults = dict(output_dir=str(tmp_path), report_to="none", max_steps=max_steps, per_device_train_batch_size=4,
+                    logging_steps=100, save_strategy="no", use_cpu=True, disable_tqdm=True,
+                    remove_unused_columns=False, seed=0)
+    args = TrainingArguments(**{**defaults, **arguments})
+    return Trainer(model=_tiny_bert(), args=args, train_dataset=_token_data(),
+                   callbacks=[callback] if callbacks is None else callbacks)
 
 
 ACT = "bert.encoder.layer.0.intermediate.intermediate_act_fn"
@@ -145,17 +149,12 @@ def test_transformers_callback_reaches_report_to_tensorboard_when_attached(tmp_p
     """report_to loggers come before the callbacks given to the Trainer: only an attached
     callback's scalars reach TensorBoard's event file (read back with TensorBoard's reader)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from transformers import Trainer, TrainingArguments
 
     from relu_doctor.integrations.transformers import DeadReLUCallback
 
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="tensorboard", max_steps=10,
-                             per_device_train_batch_size=4, logging_steps=100, save_strategy="no", use_cpu=True,
-                             disable_tqdm=True, remove_unused_columns=False, seed=0)
     callback = DeadReLUCallback(every=4, window=2)
-    trainer = Trainer(model=_tiny_bert(), args=args, train_dataset=_token_data(),
-                      callbacks=[] if attached else [callback])
+    trainer = _hf_trainer(tmp_path, callback, callbacks=[] if attached else None, report_to="tensorboard")
     if attached:
         assert callback.attach(trainer) is callback
         assert trainer.callback_handler.callbacks[0] is callback
@@ -194,14 +193,12 @@ def test_a_compiled_model_gives_the_plain_models_windows(tmp_path, framework: st
 
     def windows(compiled: bool) -> list:
         if framework == "lightning":
-            import lightning.pytorch as pl
 
             from relu_doctor.integrations.lightning import DeadReLUMonitor
 
             monitor = DeadReLUMonitor(every=4, window=2)
             module = _lightning_module()
-            trainer = pl.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                                 enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
+            trainer = _trainer(tmp_path / str(compiled), monitor, max_steps=8)
             trainer.fit(torch.compile(module, backend="eager") if compiled else module, _loader())
             reports = monitor.reports
         else:

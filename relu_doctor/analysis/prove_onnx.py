@@ -33,7 +33,8 @@ def prove_onnx(model: onnx.ModelProto, inputs: list[dict[str, Any]], sites: list
         if g is None or g.scope:
             result.warnings.append(f"site {site.name}: inside a subgraph (If branch), nothing proven")
             continue
-        if g.rnn_states:  # onnx_bounds has no rule for an RNN node: nothing to prove
+        if g.rnn_states:  # Y is (seq, dirs, batch, hidden), not the site's batch-first view: a box on it
+            # (onnx_bounds has no RNN rule today) would not line up with the site's neurons
             result.sites[site.name] = site_proof(None, None, None)
             continue
         s_hi = _upper(structural.values.get(g.output), site)

@@ -136,15 +136,23 @@ def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts
                     highs[n, c] = max(highs[n, c], b)
 
 
+@cache
+def _bit_key(dtype: np.dtype) -> tuple[Any, Any, Any]:
+    """The integer type of a float dtype's bits, the sign bit's place and the bits below it,
+    each in that type (so the keys stay that wide)."""
+    bits_type = np.int32 if dtype == np.float32 else np.int64
+    info = np.iinfo(bits_type)
+    return bits_type, bits_type(info.bits - 1), bits_type(info.max)
+
+
 def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -> RowStats:
     """Reduce y3 (float32 or float64, at least one entry) along axis `red`: 2 for
     (samples, neurons, positions), 1 for (samples, positions, neurons). Results are
     (samples, neurons). `signed=False` promises entries >= 0 (-0.0 and NaN allowed): the
     faster loop. Large activations are split by sample (or row) over up to `threads`
     threads; the kernels release the GIL."""
-    bits_type = np.int32 if y3.dtype == np.float32 else np.int64
-    info = np.iinfo(bits_type)
-    key = (signed, bits_type(info.bits - 1), bits_type(info.max))  # the sign bit's place, the bits below it
+    bits_type, sign, below_sign = _bit_key(y3.dtype)
+    key = (signed, sign, below_sign)
     n, c = y3.shape[0], y3.shape[1 if red == 2 else 2]
     if red == 2 and y3.shape[2] == 1:  # one position per row: vectorize along the neurons
         y3, red = y3.reshape(n, 1, c), 1
@@ -159,13 +167,13 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     else:
         kernel, values = _neurons_last, y3
     bits = values.view(bits_type)
-    team = openmp_team.team()
+    team = openmp_team.team() if values.flags.c_contiguous else None  # its C function reads a dense block
     per_thread = _MIN_ENTRIES_PER_THREAD if team is None else _MIN_ENTRIES_PER_TEAM_THREAD
     pieces = max(1, min(threads, values.size // per_thread, len(values)))
     if pieces == 1:
         kernel(values, bits, *key, *results)
         return out
-    if team is not None and values.flags.c_contiguous:  # the C function reads the memory as a dense block
+    if team is not None:
         shape = (*values.shape, 1)[:3]
         block = np.array([team.thread_number, team.team_size, values.ctypes.data, bits.ctypes.data, *shape,
                           signed, *(r.ctypes.data for r in results)], np.int64)
@@ -254,8 +262,7 @@ def _team_body(kernel: Any, dtype: np.dtype) -> Any:
     as three numbers (a 2-d shape ends in 1), `signed`, and the five results' addresses.
     Compiled once per kernel and float type, cached on disk like the kernels."""
     value_type = dtype.type
-    bits_type = np.int32 if value_type is np.float32 else np.int64
-    sign, below_sign = bits_type(np.iinfo(bits_type).bits - 1), bits_type(np.iinfo(bits_type).max)
+    bits_type, sign, below_sign = _bit_key(dtype)
     neurons_first = kernel is _neurons_first
 
     def body(address):  # pragma: no cover - compiled

@@ -197,9 +197,10 @@ def _walk(scope: _Scope, include_smooth: bool, search: SiteSearch, names: dict[s
             else:
                 child = scope.child(attr.g, None, label, True)
             _walk(child, include_smooth, search, names)
-        if node.op_type in FUSED_OP_TYPES and holds_activation(node.domain, node.op_type, _attributes(node)):
+        attrs = _attributes(node) if node.op_type in FUSED_OP_TYPES else {}
+        if attrs and holds_activation(node.domain, node.op_type, attrs):
             name = _unique(_base_name(scope, node, index), names)
-            if is_relu_rnn(node.domain, node.op_type, _attributes(node), node.output) and not scope.in_loop:
+            if is_relu_rnn(node.domain, node.op_type, attrs, node.output) and not scope.in_loop:
                 search.sites.append(GraphSite(name, "relu", node.op_type, {}, node.output[0], scope.path,
                                               neuron_axes.LAST, rnn_states=True))
                 continue

@@ -202,13 +202,12 @@ class ActivationCalls(TorchDispatchMode):
             source = args[0] if args and isinstance(args[0], torch.Tensor) else None
             tag = tags.get(source) if source is not None else None
             if tag is None or source is None or not isinstance(out, torch.Tensor):
-                if isinstance(out, torch.Tensor) and out in tags:
+                if isinstance(out, torch.Tensor):
                     del tags[out]  # an in-place layout op (transpose_) moved the axis away
                 return
             tag = neuron_axes.torch_layout(op, tag, args, tuple(source.shape), tuple(out.shape))
             if tag is None:
-                if out in tags:
-                    del tags[out]
+                del tags[out]
                 return
         if tag is None:
             return

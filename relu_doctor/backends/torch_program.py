@@ -42,8 +42,6 @@ class ProgramForward:
         self.direct = plan is not None  # False: every call goes through program.module()
         if plan is None:
             self._module_forward()
-            self._state: tuple[torch.Tensor, ...] = ()
-            self._dims: list[tuple[Any, ...]] = []
             return
         state, self._dims = plan
         self._ranges = program.range_constraints

@@ -113,13 +113,13 @@ class Workspace:
 
     def start_batch(self) -> None:
         """Close the measurement of the last batch and choose the threads for the next."""
+        available = torch.get_num_threads()
+        if openmp_team.team() is not None:  # the reduction is one more op on torch's team: nothing to choose
+            self.threads = available
+            return
         if self._elements:
             self._cost[self.threads] = self._seconds / self._elements
         self._seconds, self._elements = 0.0, 0
-        available = torch.get_num_threads()
-        if openmp_team.team() is not None:  # the reduction is one more op on torch's team
-            self.threads = available
-            return
         choices = [available, 1] if available > 1 else [1]
         untried = [t for t in choices if t not in self._cost]
         if untried:

@@ -14,14 +14,24 @@ from typing import Any
 _RELU_NAMES = frozenset({"Relu", "LeakyRelu", "ThresholdedRelu", "Clip", "HardSigmoid"})
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _key(domain: str, op_type: str) -> tuple[str, str]:
+    return ("" if domain == "ai.onnx" else domain, op_type)
+
+
+def _activations(attrs: Mapping[str, Any]) -> list[str]:
+    return [_text(n) for n in attrs.get("activations") or []]
+
+
 def _activations_attr(attrs: Mapping[str, Any]) -> bool:
-    names = attrs.get("activations") or []
-    return any((n.decode() if isinstance(n, bytes) else str(n)) in _RELU_NAMES for n in names)
+    return any(n in _RELU_NAMES for n in _activations(attrs))
 
 
 def _activation_attr(attrs: Mapping[str, Any]) -> bool:
-    name = attrs.get("activation")
-    return (name.decode() if isinstance(name, bytes) else str(name)) in _RELU_NAMES
+    return _text(attrs.get("activation")) in _RELU_NAMES
 
 
 # (domain, op type) -> does this node (by its attributes) hold a ReLU-family activation
@@ -36,13 +46,13 @@ FUSED_OP_TYPES = frozenset(op for _, op in ONNX_FUSED)
 
 
 def holds_activation(domain: str, op_type: str, attrs: Mapping[str, Any]) -> bool:
-    check = ONNX_FUSED.get(("" if domain == "ai.onnx" else domain, op_type))
+    check = ONNX_FUSED.get(_key(domain, op_type))
     return check is not None and check(attrs)
 
 
 def is_relu_rnn(domain: str, op_type: str, attrs: Mapping[str, Any], outputs: Sequence[str]) -> bool:
     """An RNN node whose every activation is Relu and whose Y (all hidden states) is computed."""
-    if ("" if domain == "ai.onnx" else domain, op_type) != ("", "RNN") or not outputs or not outputs[0]:
+    if _key(domain, op_type) != ("", "RNN") or not outputs or not outputs[0]:
         return False
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in attrs.get("activations") or []]
+    names = _activations(attrs)
     return bool(names) and all(n == "Relu" for n in names)  # the default is Tanh

@@ -21,6 +21,15 @@ from ..kinds import onnx_writer
 from .plan import CHANNEL, PatchPlan, SitePatch
 
 INSIDE_RNN = "its activation is applied inside an RNN node, which no rewrite of the graph can reach"
+
+
+def out_of_reach(site: GraphSite | None) -> str | None:
+    """Why a rewrite of the main graph cannot touch this site's neurons (revive, prune), or None."""
+    if site is None or site.scope:
+        return "it is inside an If branch"
+    if site.rnn_states:
+        return INSIDE_RNN
+    return None
 _PROTO_LIMIT = 2**31 - 2**27  # protobuf cannot write a message of 2 GiB or more (kept: room for the graph)
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 

@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..backends.onnx_graph import find_sites
-from .onnx import INSIDE_RNN
+from .onnx import out_of_reach
 from .plan import LeftAlone
 from .prune_plan import PruneGroup, PrunePlan
 from .revive_onnx import _consumers, _shapes
@@ -39,12 +39,11 @@ def plan_prune_onnx(model: onnx.ModelProto, targets: dict[str, tuple[list[int], 
     plan = PrunePlan(source)
     for name, (neurons, axis, total) in targets.items():
         site = sites.get(name)
-        if site is None or site.scope:
-            plan.left_alone.append(LeftAlone(name, len(neurons), "it is inside an If branch"))
+        reason = out_of_reach(site)
+        if reason is not None:
+            plan.left_alone.append(LeftAlone(name, len(neurons), reason))
             continue
-        if site.rnn_states:
-            plan.left_alone.append(LeftAlone(name, len(neurons), INSIDE_RNN))
-            continue
+        assert site is not None  # out_of_reach gives a reason for a missing one
         if len(neurons) >= total:
             plan.left_alone.append(LeftAlone(name, len(neurons), "every neuron of the site is dead: removing them "
                                              "all would leave an empty layer"))

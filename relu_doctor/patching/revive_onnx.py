@@ -19,7 +19,7 @@ from onnx import numpy_helper
 from ..analysis.ties import TIES
 from ..backends.onnx_graph import find_sites
 from ..errors import UserError
-from .onnx import INSIDE_RNN, patch_onnx
+from .onnx import out_of_reach, patch_onnx
 from .plan import LeftAlone, PatchPlan
 
 _LOCAL = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Dropout", "Identity", "Cast",
@@ -60,12 +60,8 @@ def revive_onnx(model: onnx.ModelProto, plan: PatchPlan, include_smooth: bool = 
     zeroed: dict[str, list[str]] = {}
     for p in plan.sites:
         site = sites[p.name]
-        if site.scope:
-            found: list[_Cut] | str = "it is inside an If branch"
-        elif site.rnn_states:
-            found = INSIDE_RNN
-        else:
-            found = _consumers(site.output, p.axis, readers, outputs, initializers, shapes, constants)
+        found: list[_Cut] | str = out_of_reach(site) or _consumers(site.output, p.axis, readers, outputs,
+                                                                   initializers, shapes, constants)
         if isinstance(found, str):
             left.append(LeftAlone(p.name, len(p.dead), found))
             continue

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .leak_check import leak_is_exact
+from .leak_check import bits, leak_is_exact
 from .plan import CHANNEL, PatchPlan, SitePatch
 
 TIMING_RUNS = 3  # counted runs per model at least (PairTimer); the fastest counts
@@ -79,7 +79,7 @@ class SiteCheck:
             self.live_entries += x_live.size
             self.live_changed += int(x_live.size - np.count_nonzero(_same(y_live, relu)))
             defined = np.isfinite(x_live) & (x_live != 0)
-            self.live_bits_changed += int(np.count_nonzero(defined & (_bits(y_live) != _bits(relu))))
+            self.live_bits_changed += int(np.count_nonzero(defined & (bits(y_live) != bits(relu))))
             x_leak, y_leak = x_dead, y_dead
         else:
             x_leak, y_leak = x, y
@@ -150,9 +150,6 @@ def _count_not_close(a: np.ndarray, b: np.ndarray, rtol: float | None = None) ->
         return 0
     return int(np.count_nonzero(~np.isclose(a[differ], b[differ], rtol=rtol, atol=0.0)))
 
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
 
 
 @dataclass

@@ -55,11 +55,11 @@ def _load_torch_data(path: Path) -> dict[str, np.ndarray] | list[np.ndarray]:
 
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, torch.Tensor):
-        return [obj.numpy()]
+        return [tensor_to_numpy(obj)]
     if isinstance(obj, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in obj):
-        return [t.numpy() for t in obj]
+        return [tensor_to_numpy(t) for t in obj]
     if isinstance(obj, dict) and all(isinstance(t, torch.Tensor) for t in obj.values()):
-        return {str(k): t.numpy() for k, t in obj.items()}
+        return {str(k): tensor_to_numpy(t) for k, t in obj.items()}
     raise UserError(f"{path} holds a {type(obj).__name__}, not a tensor, a list of tensors or a dict of tensors")
 
 

@@ -100,3 +100,20 @@ def test_data_for_an_optional_argument_is_said_to_be_unused(tmp_path: Path) -> N
     x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
     report = rd.scan(path, {"x": x, "mask": np.zeros((6, 24), np.float32)})
     assert [w for w in report.warnings if "'mask' is not among the inputs the model requires (x)" in w]
+
+
+@pytest.mark.parametrize("form", ["tensor", "list", "dict"])
+def test_a_pt_file_of_bfloat16_or_grad_tensors_reads_as_data_does(tmp_path: Path, form: str) -> None:
+    """A .pt file holds what data= takes: bfloat16 (read as float32, which holds every value)
+    and tensors that require grad. Both raised 'cannot read data file' before."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU())
+    x = torch.randn(12, 4).to(torch.bfloat16)
+    path = tmp_path / "x.pt"
+    saved = {"tensor": x, "list": [x], "dict": {"input": x}}[form]
+    torch.save(saved, path)
+    want = rd.scan(model, data=x.float().numpy(), warn=False)
+    got = rd.scan(model, data=str(path), warn=False)
+    assert got.sites[0].counters.fires.tolist() == want.sites[0].counters.fires.tolist()
+    torch.save(torch.randn(12, 4, requires_grad=True), path)
+    assert rd.scan(model, data=str(path), warn=False).sample["samples"] == 12

@@ -80,9 +80,12 @@ def scan(
     """
     select, ignore = globs("select", select), globs("ignore", ignore)
     auto_batch = batch_size == "auto"
-    _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau, neuron_axis, max_batches, seed)
+    samples, max_batches, seed, tau = _check_settings(samples, DEFAULT_BATCH_SIZE if auto_batch else batch_size, tau,
+                                                      neuron_axis, max_batches, seed)
     base = _baseline(baseline, fail_increase)
-    gating.check_threshold("fail_provably_dead", fail_provably_dead)
+    fail_dead_ratio = gating.check_threshold("fail_dead_ratio", fail_dead_ratio)  # before the scan, not after
+    fail_total_dead_ratio = gating.check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
+    fail_provably_dead = gating.check_threshold("fail_provably_dead", fail_provably_dead)
     bounds = parse_range(input_range)
     running("loading the model")
     loaded = _load(model, arch, arch_kwargs, trust_pickle)
@@ -217,16 +220,26 @@ def _sample_warnings(samples: int, nonfinite_inputs: int, any_site: bool) -> lis
 
 
 def _check_settings(samples: Any, batch_size: Any, tau: Any, neuron_axis: str, max_batches: Any,
-                    seed: Any) -> None:
-    if samples is not None:
-        whole("samples", samples)
+                    seed: Any) -> tuple[int | None, int | None, int, float]:
+    """Refuse impossible settings; return (samples, max_batches, seed, tau) as plain Python
+    numbers (a numpy number passed in is not JSON, and the sample checks Python ints)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, or auto (got {batch_size!r})")
-    if max_batches is not None:
-        whole("max_batches", max_batches)
-    whole("seed", seed, minimum=0)
-    if not 0 < number("tau", tau) < 1:
+    tau = check_tau(tau)
+    check_neuron_axis(neuron_axis)
+    return (None if samples is None else whole("samples", samples),
+            None if max_batches is None else whole("max_batches", max_batches), whole("seed", seed, minimum=0), tau)
+
+
+def check_tau(tau: Any) -> float:
+    """tau (the dormancy threshold) as a float strictly between 0 and 1 (scan, watch, revive)."""
+    tau = number("tau", tau)
+    if not 0 < tau < 1:
         raise UserError(f"--tau must be between 0 and 1 (got {tau})", "The ReDo paper uses 0.025 (default) to 0.1.")
+    return tau
+
+
+def check_neuron_axis(neuron_axis: Any) -> None:
     if neuron_axis not in NEURON_AXES:
         raise UserError(f"--neuron-axis must be one of {', '.join(NEURON_AXES)} (got {neuron_axis!r})")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
+from typing import Any
 
 from .errors import UserError
 from .option_values import flag as option_flag
@@ -19,14 +20,16 @@ from .report import Gates, Site, Violation, summarize
 RATIO_GATES = ("fail_dead_ratio", "fail_total_dead_ratio", "fail_provably_dead")
 
 
-def check_threshold(flag: str, value: float | None) -> None:
-    """Refuse a ratio outside [0, 1]: `--fail-dead-ratio 25` (meant as 25%) would never trip."""
+def check_threshold(flag: str, value: Any) -> float | None:
+    """The ratio as a float (a numpy number is not JSON); refuse one outside [0, 1]:
+    `--fail-dead-ratio 25` (meant as 25%) would never trip."""
     if value is None:
-        return
+        return None
     value = number(flag, value)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         hint = f"For {value:g}% pass {value / 100:g}." if 1 < value <= 100 else None
         raise UserError(f"{option_flag(flag)} is a fraction between 0 and 1 (got {value:g})", hint)
+    return value
 
 
 def selected(sites: Iterable[Site], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[Site]:
@@ -47,9 +50,9 @@ def unmatched(sites: Sequence[Site], patterns: Sequence[str]) -> list[str]:
 def evaluate(sites: list[Site], fail_dead_ratio: float | None = None,
              fail_total_dead_ratio: float | None = None, fail_provably_dead: float | None = None) -> Gates:
     """Gate the given (already selected) sites; only grad-blocked ones count."""
-    check_threshold("fail_dead_ratio", fail_dead_ratio)
-    check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
-    check_threshold("fail_provably_dead", fail_provably_dead)
+    fail_dead_ratio = check_threshold("fail_dead_ratio", fail_dead_ratio)
+    fail_total_dead_ratio = check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
+    fail_provably_dead = check_threshold("fail_provably_dead", fail_provably_dead)
     gates = Gates()
     blocked = [s for s in sites if s.grad_blocked]
     if fail_dead_ratio is not None:

@@ -3,6 +3,7 @@ is a UserError naming the flag, never a TypeError or ZeroDivisionError from deep
 
 from __future__ import annotations
 
+import json
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -106,3 +107,26 @@ def test_revive_checks_its_keywords(keyword: str, value: Any, message: str) -> N
     report = rd.scan(net, X, warn=False)
     with pytest.raises(UserError, match=re.escape(message)):
         rd.revive(net, report, **{keyword: value})
+
+
+def test_numpy_settings_leave_plain_numbers_in_the_report() -> None:
+    """numpy scalars (float32 is no float subclass, int64 no int) were stored as given: the
+    report's JSON failed, and the synthetic sample refused an np.int64 seed."""
+    want = rd.scan(_net(), warn=False, input_shape="3", samples=8, tau=0.25, seed=3, fail_dead_ratio=0.5,
+                   fail_total_dead_ratio=0.5, fail_provably_dead=0.5)
+    got = rd.scan(_net(), warn=False, input_shape="3", samples=np.int64(8), tau=np.float32(0.25), seed=np.int64(3),
+                  fail_dead_ratio=np.float32(0.5), fail_total_dead_ratio=np.float32(0.5),
+                  fail_provably_dead=np.float32(0.5))
+    assert json.loads(got.to_json())["settings"] == json.loads(want.to_json())["settings"]
+    assert json.loads(got.to_json())["gates"] == json.loads(want.to_json())["gates"]
+    net = _net()
+    with rd.watch(net, every=1, window=1, tau=np.float32(0.25), fail_dead_ratio=np.float32(0.5)) as w:
+        net(torch.from_numpy(X))
+        w.step()
+    assert json.loads(w.reports[0].to_json())["settings"]["tau"] == 0.25
+
+
+def test_revive_refuses_a_tau_outside_zero_to_one() -> None:
+    report = rd.scan(_net(), X, warn=False)
+    with pytest.raises(UserError, match="--tau must be between 0 and 1"):
+        rd.revive(_net(), report, tau=5)

@@ -30,7 +30,6 @@ from torch import nn
 
 from ..errors import UserError
 from ..gates import selected
-from ..option_values import number
 from ..patching.plan import CHANNEL, check_options
 from ..report import Report, Site
 from ..stats import dormant_mask
@@ -69,6 +68,7 @@ def revive(model: nn.Module, report: Report, optimizer: torch.optim.Optimizer | 
            *, target: str = "dead", select: Sequence[str] = (), ignore: Sequence[str] = (), slope: float = 0.01,
            tau: float | None = None) -> ReviveResult:
     """Revive the dead (target="dormant": dormant) neurons `report` found in `model`, in place."""
+    from ..api import check_tau
     from ..backends.torch_live import unwrap
 
     if method not in METHODS:
@@ -82,7 +82,7 @@ def revive(model: nn.Module, report: Report, optimizer: torch.optim.Optimizer | 
     check_options(slope, CHANNEL, 0.0)  # the leak's slope, as patch's
     report = Report.of(report)
     model = unwrap(model)
-    tau = float(report.settings.tau) if tau is None else number("tau", tau)
+    tau = float(report.settings.tau) if tau is None else check_tau(tau)
     chosen = {s.name: idx for s in selected(report.sites, select, ignore) if s.grad_blocked
               for idx in [_targets(s, target, tau)] if idx}
     result = ReviveResult()

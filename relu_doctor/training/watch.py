@@ -61,7 +61,7 @@ class Watch:
     ) -> None:
         import torch
 
-        from ..api import _check_settings
+        from ..api import check_neuron_axis, check_tau
         from ..backends.torch_live import LiveCapture
         from ..distributed import training_world
 
@@ -71,9 +71,10 @@ class Watch:
             raise UserError(f"every must be a positive number of steps (got {every!r})")
         if probe is None and (not isinstance(window, int) or not 1 <= window <= every):
             raise UserError(f"window must be between 1 and every={every} steps (got {window!r})")
-        _check_settings(None, 1, tau, neuron_axis, None, 0)
-        gating.check_threshold("fail_dead_ratio", fail_dead_ratio)
-        gating.check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
+        tau = check_tau(tau)
+        check_neuron_axis(neuron_axis)
+        fail_dead_ratio = gating.check_threshold("fail_dead_ratio", fail_dead_ratio)
+        fail_total_dead_ratio = gating.check_threshold("fail_total_dead_ratio", fail_total_dead_ratio)
         self.model = model
         self.every, self.window = every, window
         self.probe = probe

@@ -42,13 +42,16 @@ def sub_batch_rows(model: onnx.ModelProto, shapes: dict[str, tuple[int, list | N
                    plans: Sequence[SitePlan], rows: int) -> int | None:
     """Rows per sub-batch for a batch of `rows`, or None to run whole batches: only when
     every site is reduced in the graph with a static first axis of `rows` (so the site's
-    rows split with the batch), and the graph is memory-bound."""
+    rows split with the batch), and the graph is memory-bound. Never with a relu RNN site:
+    its output's first axis is the sequence, not the batch, and its gemms round differently
+    for another batch size, so a split would not count what a whole batch counts."""
     if not plans or rows < 2:
         return None
     elements, largest = 0, 0
     for plan in plans:
         dims = shapes.get(plan.site.output, (0, None))[1]
-        if plan.method not in (POOL, REDUCE) or plan.site.scope or not dims or dims[0] != rows:
+        if plan.method not in (POOL, REDUCE) or plan.site.scope or plan.site.rnn_states or not dims \
+                or dims[0] != rows:
             return None
         per_sample = int(np.prod(dims[1:], dtype=np.int64))
         elements += per_sample

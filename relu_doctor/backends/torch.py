@@ -26,6 +26,7 @@ from .torch_calls import ActivationCall, ActivationCalls
 from .torch_eager import compiled_code_runs_eagerly
 from .torch_naming import EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
 from .torch_reduce import TorchSiteAccumulator, Workspace
+from .torch_replay import PointSite, Recording, Replay, script_forward
 
 
 @dataclass
@@ -39,6 +40,9 @@ class TorchModel:
     dtype: torch.dtype = torch.float32
     fixed_batch: int | None = None
     restore: Callable[[], None] = lambda: None
+    # graph formats: the forward with an observe op after each candidate node, or None
+    # where that would not be exact (torch_replay.py)
+    instrumented: Callable[[], Callable[..., Any] | None] = lambda: None
 
 
 @dataclass
@@ -64,6 +68,7 @@ class _CaptureMode(ActivationCalls):
         super().__init__(include_smooth, origins, track_axes=neuron_axis == "auto")
         self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
         self.observer: Any = None  # a backends.CaptureObserver
+        self.recording: Recording | None = None  # while a first batch maps an instrumented graph's points
         self.start_batch(0, 0)
 
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
@@ -77,14 +82,27 @@ class _CaptureMode(ActivationCalls):
         if self.observer is not None:
             self.observer.on_call(call)
         y, kind = call.output, call.activation.kind
-        origin = call.origin
-        name = site_name(origin, kind, self._name_counts)
+        name = site_name(call.origin, kind, self._name_counts)
+        axis = neuron_axis(y.dim(), call.tag, self.neuron_axis)
+        self.measure(name, y, axis, call)
+        if self.recording is not None:
+            self.recording.measured(y, PointSite(name, axis))
+
+    def on_observe(self, y: torch.Tensor, point: int) -> None:
+        if self.recording is not None:
+            self.recording.observed(y, point)
+
+    def measure(self, name: str, y: torch.Tensor, axis: int, call: ActivationCall | None = None) -> None:
+        """Add one activation to site `name` (made from `call` when new); `axis` is y's neuron axis."""
         self.last_site = name
-        y, axis = self._sample_first(y, neuron_axis(y.dim(), call.tag, self.neuron_axis), name)
+        y, axis = self._sample_first(y, axis, name)
         state = self.sites.get(name)
         if state is None:
+            assert call is not None, "a replayed site was measured under the mode first"
+            origin = call.origin
             module_site = origin is not None and origin.is_activation_module and not call.fused
             neurons = y.shape[axis] if y.dim() > 1 else 1
+            kind = call.activation.kind
             state = self.sites[name] = _SiteState(
                 name=name, kind=kind, op=f"nn.{origin.module_type}" if module_site and origin else call.label,
                 params=dict(call.activation.params), shape=list(y.shape[1:]), axis=axis,
@@ -135,6 +153,10 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
     mode.observer = observer
     sync = torch.cuda.synchronize if model.device.type == "cuda" and observer is not None else None
     nonfinite_inputs = 0
+    # Graph formats run their first batch under the mode and the others without it (torch_replay.py).
+    several_batches = sample.count > (model.fixed_batch or batch_size)
+    instrumented = model.instrumented() if observer is None and several_batches else None
+    replay: Replay | None = None
     try:
         with torch.inference_mode(), compiled_code_runs_eagerly():
             for number, batch in enumerate(sample.batches(batch_size, model.fixed_batch), 1):
@@ -146,11 +168,16 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
                 mode.start_batch(batch.valid, rows)
                 if observer is not None:
                     observer.start_batch()
+                if instrumented is not None and replay is None:
+                    mode.recording = Recording()
                 try:
                     start = time.perf_counter()
-                    with mode:
-                        outputs = model.forward(*tensors)
-                    mode.finish_pass()
+                    if replay is not None:
+                        outputs = replay(*tensors)
+                    else:
+                        with mode:
+                            outputs = (instrumented or model.forward)(*tensors)
+                        mode.finish_pass()
                     if sync is not None:
                         sync()
                     seconds = time.perf_counter() - start
@@ -161,10 +188,16 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
                 if observer is not None:
                     observer.finish_batch(outputs, batch.valid, rows, seconds)
                 del outputs
-                if isinstance(origins, GraphOrigins):
-                    problem = origins.check_count(mode.candidates)
-                    if problem:
-                        warnings.append(problem)
+                problem = origins.check_count(mode.candidates) if isinstance(origins, GraphOrigins) and \
+                    replay is None else None
+                if problem:
+                    warnings.append(problem)
+                if mode.recording is not None:
+                    if instrumented is not None and mode.recording.finish() and not problem:
+                        replay = Replay(instrumented, mode.recording.points, mode.measure)
+                    else:
+                        instrumented = None  # the mode measures every batch
+                    mode.recording = None
                 if progress:
                     progress(batch.valid)
     finally:
@@ -300,16 +333,18 @@ def _prepare_script(module: torch.jit.ScriptModule, device: torch.device) -> Tor
         raise
     specs = [InputSpec(a.name) for a in args if not a.has_default_value()]
     return TorchModel(forward=module, specs=specs, device=device, dtype=_param_dtype(module),
-                      make_origins=lambda: torchscript_origins(module), restore=restore)
+                      make_origins=lambda: torchscript_origins(module), restore=restore,
+                      instrumented=lambda: script_forward(module))
 
 
 def _prepare_exported(program: torch.export.ExportedProgram, device: torch.device) -> TorchModel:
     from .torch_program import ProgramForward, program_dtype
 
     specs, fixed_batch = _exported_specs(program)
-    return TorchModel(forward=ProgramForward(program, device), specs=specs, device=device,
-                      dtype=program_dtype(program), fixed_batch=fixed_batch,
-                      make_origins=lambda: export_origins(program.graph))
+    forward = ProgramForward(program, device)
+    return TorchModel(forward=forward, specs=specs, device=device, dtype=program_dtype(program),
+                      fixed_batch=fixed_batch, make_origins=lambda: export_origins(program.graph),
+                      instrumented=forward.instrumented)
 
 
 def _exported_specs(program: torch.export.ExportedProgram) -> tuple[list[InputSpec], int | None]:

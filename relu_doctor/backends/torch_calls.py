@@ -42,7 +42,10 @@ class ActivationCall:
 
 
 # _facts flags
-_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE = 1, 2, 4, 8, 16
+_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE, _OBSERVE = 1, 2, 4, 8, 16, 32
+# The op an instrumented graph calls after each candidate node (torch_replay.py): the
+# mode hands it to `on_observe` and runs nothing.
+OBSERVE = ("relu_doctor", "observe")
 
 
 class ActivationCalls(TorchDispatchMode):
@@ -85,6 +88,9 @@ class ActivationCalls(TorchDispatchMode):
     def on_call(self, call: ActivationCall) -> None:
         raise NotImplementedError
 
+    def on_observe(self, y: torch.Tensor, point: int) -> None:
+        """An observe op of an instrumented graph (torch_replay.py) was reached."""
+
     # ---- dispatch ------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -93,9 +99,18 @@ class ActivationCalls(TorchDispatchMode):
         if facts is None:
             facts = self._facts[func] = _op_facts(func)
         op, qualified, flags, role, tag = facts
+        if flags & _OBSERVE:
+            self.on_observe(*args)
+            return None
         if self._pending and flags & _MUTABLE and not flags & _PRODUCT:
             self._settle_touched(args)  # an in-place op may change a waiting relu6's output
-        out = func(*args, **kwargs)
+        try:
+            out = func(*args, **kwargs)
+        except RuntimeError:
+            rewrapped = _numbers_as_tensors(func, args)
+            if rewrapped is None:
+                raise
+            out = func(*rewrapped, **kwargs)
         if self.track_axes:
             self._follow(op, role, tag, args, out)
         if flags & _SHIFT:
@@ -261,6 +276,8 @@ def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:
     op = packet.__name__
     namespace = getattr(func, "namespace", ATEN)
     qualified = f"{namespace}.{op}"
+    if (namespace, op) == OBSERVE:
+        return op, qualified, _OBSERVE, neuron_axes.FOLLOWER, None
     flags = 0
     if is_graph_candidate(namespace, op):
         flags |= _CANDIDATE
@@ -274,6 +291,21 @@ def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:
         flags |= _MUTABLE
     role, tag = neuron_axes.torch_role(op) if namespace == ATEN else (neuron_axes.FOLLOWER, None)
     return op, qualified, flags, role, tag
+
+
+def _numbers_as_tensors(func: Any, args: tuple) -> tuple | None:
+    """`args` with Python numbers that stand for tensor arguments made tensors again; None
+    when there are none. When TorchScript first optimizes a graph under the mode, it pools
+    equal tensor constants by calling aten::equal on them, and the mode receives a
+    one-element constant ({6}, from a trace of `x / 6`) as the number 6.0, which the op then
+    refuses. Rare, so only after a call failed: the hot path stays one call."""
+    numbers = {bool: torch.bool, int: torch.int64, float: torch.float64}
+    rewrapped, changed = list(args), False
+    for i, (value, argument) in enumerate(zip(args, func._schema.arguments)):
+        if type(value) in numbers and isinstance(argument.type, torch.TensorType):
+            rewrapped[i] = torch.tensor(value, dtype=numbers[type(value)])
+            changed = True
+    return tuple(rewrapped) if changed else None
 
 
 def _tensors_in(value: Any) -> Iterator[torch.Tensor]:

@@ -156,15 +156,15 @@ def _candidates(block: Any, root: torch.jit.ScriptModule, conditional: bool,
         if kind.startswith("aten::") or kind in _BLOCKLESS:
             continue
         for inner in node.blocks():
-            if kind != "prim::If" and _has_candidate(inner):
+            if kind != "prim::If" and has_candidate(inner):
                 return False  # a loop: its calls repeat a number of times known at run time
             if not _candidates(inner, root, True, found):
                 return False
     return True
 
 
-def _has_candidate(block: Any) -> bool:
-    return any(_is_candidate_kind(n.kind()) or any(_has_candidate(b) for b in n.blocks()) for n in block.nodes())
+def has_candidate(block: Any) -> bool:
+    return any(_is_candidate_kind(n.kind()) or any(has_candidate(b) for b in n.blocks()) for n in block.nodes())
 
 
 def _is_candidate_kind(kind: str) -> bool:

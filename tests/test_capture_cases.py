@@ -261,3 +261,50 @@ def test_pt2_sites_inside_a_fused_kernel_are_named_and_never_patched(tmp_path: o
     with pytest.raises(UserError, match="inside a fused kernel"):
         patch_file(folder / "rnn.pt2", folder / "out.pt2",
                    options=rd.patching.ScanOptions(data=str(folder / "data.npy")))
+
+
+class _Cond(torch.nn.Module):
+    """torch.cond: a relu on batches whose first column is positive on average, else none."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(x[:, 0].mean() > 0, lambda t: F.relu(t - 1), lambda t: t * 2, (x,))
+
+
+# .pt2 first: on torch 2.13, once torch.cond has run eagerly under any dispatch mode (torch's
+# own included), exporting a model with torch.cond fails in this process
+@pytest.mark.parametrize("fmt", ["pt2", "module"])
+def test_torch_cond_measures_the_branch_it_takes(fmt: str) -> None:
+    """It failed with a traceback: the capture mode had no rule for higher-order ops, and an
+    eager torch.cond compiles, which loads dynamo in the middle of the scan."""
+    x = np.random.default_rng(0).standard_normal((24, 6)).astype(np.float32)
+    x[:, 0] = np.abs(x[:, 0]) * np.repeat([-1, 1, -1], 8)  # batches of 8: only the second takes the relu
+    subject: object = _Cond()
+    if fmt == "pt2":
+        subject = torch.export.export(_Cond(), (torch.from_numpy(x[:8]),),
+                                      dynamic_shapes=({0: torch.export.Dim("b", min=2)},))
+    report = rd.scan(subject, data=x, batch_size=8)
+    taken = x[8:16] - 1  # the reference: the relu's input on the batch that takes it
+    dead = [int(i) for i in np.flatnonzero((taken <= 0).all(0))]
+    assert [(s.kind, s.dead_indices) for s in report.sites] == [("relu", dead)]
+    assert report.sites[0].to_dict()["counters"]["samples"] == 8
+
+
+@pytest.mark.slow
+def test_torch_cond_in_a_process_that_has_not_loaded_dynamo() -> None:
+    """The eager torch.cond loads dynamo during the first batch; the scan then starts over
+    with compiled code running eagerly (a fresh process: here dynamo is long loaded)."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys, numpy as np, relu_doctor as rd
+        from tests.test_capture_cases import _Cond
+        assert "torch._dynamo" not in sys.modules
+        x = np.random.default_rng(0).standard_normal((24, 6)).astype(np.float32)
+        x[:, 0] = np.abs(x[:, 0]) * np.repeat([-1, 1, -1], 8)
+        report = rd.scan(_Cond(), data=x, batch_size=8)
+        print([(s.kind, s.to_dict()["counters"]["samples"]) for s in report.sites])
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[('relu', 8)]"

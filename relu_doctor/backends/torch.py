@@ -23,7 +23,7 @@ from ..kinds import KINDS
 from ..kinds.axis import neuron_axis
 from . import CapturedSite, CaptureResult
 from .torch_calls import ActivationCall, ActivationCalls
-from .torch_eager import compiled_code_runs_eagerly
+from .torch_eager import compiled_code_runs_eagerly, dynamo_loaded
 from .torch_naming import EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
 from .torch_reduce import TorchSiteAccumulator, Workspace
 from .torch_replay import PointSite, Recording, Replay, script_forward
@@ -147,6 +147,22 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
             neuron_extremes: bool = False, observer: Any = None) -> CaptureResult:
     """Run the sample through the model and return the counters of every site (with
     `neuron_extremes`, also each neuron's max and min; `observer`: a backends.CaptureObserver)."""
+    arguments = (model, sample, batch_size, neuron_axis, include_smooth, progress, neuron_extremes, observer)
+    if dynamo_loaded():
+        return _capture(*arguments)
+    try:
+        return _capture(*arguments)
+    except Exception:
+        if not dynamo_loaded():
+            raise
+    # The model's first batch loaded dynamo under the capture mode: torch.cond in eager compiles
+    # its branches, and dynamo then traced the mode's own code and failed. Once more, with
+    # compiled code running eagerly from the start (torch_eager.py), as when dynamo was loaded.
+    return _capture(*arguments)
+
+
+def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
+             progress: Callable[[int], None] | None, neuron_extremes: bool, observer: Any) -> CaptureResult:
     warnings = _settle_input_dtypes(model, sample)
     origins = model.make_origins()
     mode = _CaptureMode(origins, neuron_axis, include_smooth, neuron_extremes)

@@ -15,11 +15,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any
 
 import torch
+from torch._ops import HigherOrderOperator, OpOverload
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..errors import UserError
 from ..kinds import ATEN, Activation, classify_aten, fused_kernel, is_graph_candidate, torch_op_label
 from ..kinds import axis as neuron_axes
 from ..kinds import torch_hard_swish as hard_swish
@@ -52,6 +55,10 @@ class ActivationCalls(TorchDispatchMode):
     """Base mode: subclasses implement `on_call` (and may read `unmeasured`)."""
 
     # Every aten call of the forward pass runs the Python below: keep it lean.
+
+    # Higher-order ops (torch.cond) reach __torch_dispatch__, which runs the branch they
+    # take under the mode, so its activations are measured like any others.
+    supports_higher_order_operators = True
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -95,6 +102,8 @@ class ActivationCalls(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        if type(func) is not OpOverload and isinstance(func, HigherOrderOperator):
+            return self._higher_order(func, args, kwargs)
         facts = self._facts.get(func)
         if facts is None:
             facts = self._facts[func] = _op_facts(func)
@@ -162,6 +171,19 @@ class ActivationCalls(TorchDispatchMode):
             if tag is None and first is not None:
                 tag = self._tags.get(first)
             self.on_call(ActivationCall(index, qualified, f"{qualified}", activation, y, None, tag, origin, True))
+
+    def _higher_order(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """torch.cond: the branch its predicate picks, run with this mode on. A higher-order op
+        without a subgraph (with_effects around a print) runs as it is; others (while_loop,
+        map, scan ...) hide calls in ways not measured yet: refused, never half measured."""
+        if func.name() == "cond" and not kwargs and len(args) == 4:
+            predicate, if_true, if_false, operands = args
+            with self:
+                return (if_true if bool(predicate) else if_false)(*operands)
+        if not any(isinstance(a, (torch.nn.Module, FunctionType)) for a in (*args, *kwargs.values())):
+            return func(*args, **kwargs)
+        raise UserError(f"the model calls torch's higher-order op {func.name()}, whose activations relu-doctor "
+                        "cannot measure yet", "Scan a version of the model without it (torch.cond is supported).")
 
     def _not_measured(self, qualified: str, holds: str, reason: str, origin: Any) -> None:
         where = getattr(origin, "path", "") or "the model"

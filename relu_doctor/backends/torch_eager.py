@@ -21,11 +21,15 @@ from typing import Any
 import torch
 
 
+def dynamo_loaded() -> bool:
+    return "torch._dynamo" in sys.modules
+
+
 def force_eager() -> Any:
     """Make compiled code run eagerly from now on; returns what restores the previous stance
     (its __exit__), or None where nothing was compiled."""
     set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
-    if "torch._dynamo" not in sys.modules or set_stance is None:
+    if not dynamo_loaded() or set_stance is None:
         return None
     return set_stance("force_eager")  # takes effect at once; __exit__ restores
 

@@ -1,7 +1,9 @@
 """The graph formats' fast road (backends/torch_replay.py): a TorchScript or .pt2 scan runs
 its first batch under the capture mode and the later ones without it.
 
-Each scan here runs three batches. The answer to match is known apart from the fast road:
+Each scan here runs three batches, on the exact road (FusedRoad), so that no activation is
+computed by the mode itself, which keeps the mode (test_computed_clamps_keep_the_mode). The
+answer to match is known apart from the fast road:
 the same scan with every batch under the mode (the road every scan took before), and, where
 a graph must keep the mode (a branch or a bound that changes between batches), the eager
 module's scan, which never replays. Each test also says whether the fast road ran, so a
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 import relu_doctor as rd
 from relu_doctor.backends import torch_replay
+from relu_doctor.backends.torch_reduce import FusedRoad
 from tests.models import CAPTURE_CASES, CASES, Case, sample_data
 from tests.test_capture_cases import _saved
 
@@ -35,6 +38,12 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _exact_road() -> Iterator[None]:
+    with FusedRoad.pinned("exact"):
+        yield
 
 
 def _scan(subject: Any, data: Any, monkeypatch: pytest.MonkeyPatch, fast: bool, **options: Any) -> tuple[Any, int]:
@@ -165,3 +174,19 @@ def test_a_trace_scanned_before_it_ever_ran(monkeypatch: pytest.MonkeyPatch) -> 
     got, _ = _scan(traced, data, monkeypatch, fast=True)
     want, _ = _scan(model, data, monkeypatch, fast=True)
     assert _sites(got) == _sites(want)
+
+
+@pytest.mark.parametrize("fmt", ["trace", "pt2"])
+def test_computed_clamps_keep_the_mode(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the fused road the mode computes relu / relu6 / clip itself and measures them in
+    the same pass, which costs less than the replay's re-read: such a scan never replays.
+    A model of leaky ReLUs (nothing computed) still does."""
+    for name, replays in (("relu6", 0), ("leaky", 2)):
+        c = next(c for c in CASES if c.name == name)
+        subject = _saved(c, fmt, c.build(), torch.from_numpy(sample_data(c, n=4, seed=9)))
+        data = sample_data(c, n=24, seed=3)
+        with FusedRoad.pinned("fused"):
+            fast, replayed = _scan(subject, data, monkeypatch, fast=True)
+            mode, _ = _scan(subject, data, monkeypatch, fast=False)
+        assert replayed == replays, name
+        assert _sites(fast) == _sites(mode)

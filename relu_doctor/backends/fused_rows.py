@@ -29,7 +29,7 @@ reduced by one thread in one pass, so the results do not depend on the split.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
@@ -61,6 +61,10 @@ class RowStats:
     counts: np.ndarray
     lows: np.ndarray
     highs: np.ndarray
+
+    def first(self, samples: int) -> RowStats:
+        """The results of the first `samples` samples."""
+        return RowStats(*(getattr(self, f.name)[:samples] for f in fields(self)))
 
 
 @compiled(nogil=True, fastmath=_FAST)
@@ -137,7 +141,7 @@ def _neurons_last(values, bits, signed, sign, below_sign, sums, abs_sums, counts
 
 
 @cache
-def _bit_key(dtype: np.dtype) -> tuple[Any, Any, Any]:
+def bit_key(dtype: np.dtype) -> tuple[Any, Any, Any]:
     """The integer type of a float dtype's bits, the sign bit's place and the bits below it,
     each in that type (so the keys stay that wide)."""
     bits_type = np.int32 if dtype == np.float32 else np.int64
@@ -151,7 +155,7 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     (samples, neurons). `signed=False` promises entries >= 0 (-0.0 and NaN allowed): the
     faster loop. Large activations are split by sample (or row) over up to `threads`
     threads; the kernels release the GIL."""
-    bits_type, sign, below_sign = _bit_key(y3.dtype)
+    bits_type, sign, below_sign = bit_key(y3.dtype)
     key = (signed, sign, below_sign)
     n, c = y3.shape[0], y3.shape[1 if red == 2 else 2]
     if red == 2 and y3.shape[2] == 1:  # one position per row: vectorize along the neurons
@@ -168,8 +172,7 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
         kernel, values = _neurons_last, y3
     bits = values.view(bits_type)
     team = openmp_team.team() if values.flags.c_contiguous else None  # its C function reads a dense block
-    per_thread = _MIN_ENTRIES_PER_THREAD if team is None else _MIN_ENTRIES_PER_TEAM_THREAD
-    pieces = max(1, min(threads, values.size // per_thread, len(values)))
+    pieces = split_count(values, threads, team)
     if pieces == 1:
         kernel(values, bits, *key, *results)
         return out
@@ -182,10 +185,17 @@ def row_stats(y3: np.ndarray, red: int, signed: bool = True, threads: int = 1) -
     bounds = np.linspace(0, len(values), pieces + 1).astype(int)
     spans = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     parts: list[tuple[Any, ...]] = [(values[s], bits[s], *key, *(r[s] for r in results)) for s in spans]
-    futures = [_threads().submit(kernel, *part) for part in parts]
+    futures = [thread_pool().submit(kernel, *part) for part in parts]
     for f in futures:
         f.result()
     return out
+
+
+def split_count(values: np.ndarray, threads: int, team: Any) -> int:
+    """Over how many threads (at most `threads`) to split `values` by its first axis: on
+    torch's team when `team` is not None, else on threads of our own."""
+    per_thread = _MIN_ENTRIES_PER_THREAD if team is None else _MIN_ENTRIES_PER_TEAM_THREAD
+    return max(1, min(threads, values.size // per_thread, len(values)))
 
 
 def fold(rows: RowStats, dtype: np.dtype, fires: np.ndarray, sample_fires: np.ndarray, abs_sum: np.ndarray,
@@ -221,7 +231,7 @@ def _fold(sums, abs_sums, counts, lows, highs, fires, sample_fires, abs_sum, low
     return total, top
 
 
-def _threads() -> ThreadPoolExecutor:
+def thread_pool() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(thread_name_prefix="relu-doctor-reduce")
@@ -229,7 +239,7 @@ def _threads() -> ThreadPoolExecutor:
 
 
 def _address_as_pointer(typingctx: Any, address: Any) -> Any:  # pragma: no cover - compiled
-    """_pointer(address): an int64 address as a void pointer (numba's carray takes
+    """pointer(address): an int64 address as a void pointer (numba's carray takes
     pointers, not numbers)."""
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -239,7 +249,7 @@ def _address_as_pointer(typingctx: Any, address: Any) -> Any:  # pragma: no cove
 
 
 def _call_at_address(typingctx: Any, address: Any) -> Any:  # pragma: no cover - compiled
-    """_call_int_function(address): call the C function `int f(void)` at an int64 address.
+    """call_int_function(address): call the C function `int f(void)` at an int64 address.
     Through an address, not a ctypes global, so that the compiled code holds no address of
     this process and numba caches it on disk."""
 
@@ -250,8 +260,8 @@ def _call_at_address(typingctx: Any, address: Any) -> Any:  # pragma: no cover -
     return types.int32(types.int64), codegen
 
 
-_pointer: Any = intrinsic(_address_as_pointer)
-_call_int_function: Any = intrinsic(_call_at_address)
+pointer: Any = intrinsic(_address_as_pointer)
+call_int_function: Any = intrinsic(_call_at_address)
 
 
 @cache
@@ -262,24 +272,24 @@ def _team_body(kernel: Any, dtype: np.dtype) -> Any:
     as three numbers (a 2-d shape ends in 1), `signed`, and the five results' addresses.
     Compiled once per kernel and float type, cached on disk like the kernels."""
     value_type = dtype.type
-    bits_type, sign, below_sign = _bit_key(dtype)
+    bits_type, sign, below_sign = bit_key(dtype)
     neurons_first = kernel is _neurons_first
 
     def body(address):  # pragma: no cover - compiled
         block = carray(address, 13, dtype=np.int64)
-        number, size = _call_int_function(block[0]), _call_int_function(block[1])
+        number, size = call_int_function(block[0]), call_int_function(block[1])
         n, p, c = block[4], block[5], block[6]
         first, last = n * number // size, n * (number + 1) // size
         signed = block[7] != 0
         shape = (n, p) if neurons_first else (n, p, c)  # a constant: numba compiles one branch
         rows = (n,) if neurons_first else (n, c)
-        views = (carray(_pointer(block[2]), shape, dtype=value_type)[first:last],
-                 carray(_pointer(block[3]), shape, dtype=bits_type)[first:last], signed, sign, below_sign,
-                 carray(_pointer(block[8]), rows, dtype=np.float64)[first:last],
-                 carray(_pointer(block[9]), rows, dtype=np.float64)[first:last],
-                 carray(_pointer(block[10]), rows, dtype=np.int64)[first:last],
-                 carray(_pointer(block[11]), rows, dtype=bits_type)[first:last],
-                 carray(_pointer(block[12]), rows, dtype=bits_type)[first:last])
+        views = (carray(pointer(block[2]), shape, dtype=value_type)[first:last],
+                 carray(pointer(block[3]), shape, dtype=bits_type)[first:last], signed, sign, below_sign,
+                 carray(pointer(block[8]), rows, dtype=np.float64)[first:last],
+                 carray(pointer(block[9]), rows, dtype=np.float64)[first:last],
+                 carray(pointer(block[10]), rows, dtype=np.int64)[first:last],
+                 carray(pointer(block[11]), rows, dtype=bits_type)[first:last],
+                 carray(pointer(block[12]), rows, dtype=bits_type)[first:last])
         if neurons_first:  # the kernels by their global names: a dispatcher in the closure defeats the disk cache
             _neurons_first(*views)
         else:

@@ -25,7 +25,7 @@ from . import CapturedSite, CaptureResult
 from .torch_calls import ActivationCall, ActivationCalls
 from .torch_eager import compiled_code_runs_eagerly, dynamo_loaded
 from .torch_naming import EagerModuleTracker, GraphOrigins, export_origins, site_name, torchscript_origins
-from .torch_reduce import TorchSiteAccumulator, Workspace
+from .torch_reduce import FusedRoad, TorchSiteAccumulator, Workspace, as_rows_positions_neurons
 from .torch_replay import PointSite, Recording, Replay, script_forward
 
 
@@ -69,6 +69,7 @@ class _CaptureMode(ActivationCalls):
         self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
         self.observer: Any = None  # a backends.CaptureObserver
         self.recording: Recording | None = None  # while a first batch maps an instrumented graph's points
+        self.clamps_computed = 0  # activations computed and measured in one pass (compute_clamp)
         self.start_batch(0, 0)
 
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
@@ -92,6 +93,26 @@ class _CaptureMode(ActivationCalls):
         if self.recording is not None:
             self.recording.observed(y, point)
 
+    def compute_clamp(self, x: torch.Tensor, top: float, in_place: bool) -> tuple[torch.Tensor, Any] | None:
+        """clamp(x, 0, top) computed and reduced in one pass (fused_clamp.py), where x is a CPU
+        activation that the per-row view reaches without a copy."""
+        if x.device.type != "cpu" or x.numel() == 0:
+            return None
+        kernels = FusedRoad.wanted(x.numel())
+        if kernels is None:
+            return None
+        axis = neuron_axis(x.dim(), self._tags.get(x), self.neuron_axis)
+        x3, red = as_rows_positions_neurons(*self._per_sample(x, axis))
+        y = x if in_place else torch.empty_like(x)  # torch's own output keeps x's memory format too
+        y3, _ = as_rows_positions_neurons(*self._per_sample(y, axis))
+        if not (_viewed_in_place(x3, x) and _viewed_in_place(y3, y)):
+            return None
+        from .fused_clamp import clamp_row_stats
+
+        rows = clamp_row_stats(x3.numpy(), y3.numpy(), red, top, self.workspace.threads or torch.get_num_threads())
+        self.clamps_computed += 1
+        return y, rows
+
     def measure(self, name: str, y: torch.Tensor, axis: int, call: ActivationCall | None = None) -> None:
         """Add one activation to site `name` (made from `call` when new); `axis` is y's neuron axis."""
         self.last_site = name
@@ -112,28 +133,42 @@ class _CaptureMode(ActivationCalls):
         elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
             raise UserError(f"site {name} changed its number of neurons between batches "
                             f"({state.acc.neurons} -> {y.shape[axis]})")
-        state.acc.update(y.detach(), axis)
+        measured = call.measured if call is not None else None
+        if measured is not None and len(measured.counts) != len(y):
+            measured = measured.first(len(y))  # the padding rows of a fixed batch are not the sample's
+        state.acc.update(y.detach(), axis, measured)
 
     def _sample_first(self, y: torch.Tensor, axis: int, name: str) -> tuple[torch.Tensor, int]:
         """y with the sample as its first axis and the padding rows dropped, and its neuron axis.
 
-        A model may flatten samples and positions, relu(x.reshape(B * T, F)): the rows are
-        then sample-major, so (B, T, F) is the per-sample view. An activation whose first
-        axis is not a multiple of the batch cannot be split by sample: it is kept whole."""
+        An activation whose first axis is not a multiple of the batch cannot be split by
+        sample: it is kept whole (see _per_sample)."""
         rows = self.batch_rows
         if y.dim() == 0 or rows == 0:
             return y, axis
-        if y.shape[0] != rows and y.shape[0] % rows == 0:
-            y = y.reshape(rows, y.shape[0] // rows, *y.shape[1:])
-            axis += 1
-        elif y.shape[0] != rows:
+        if y.shape[0] % rows != 0:
             if name not in self.unsplit:
                 self.unsplit.add(name)
                 self.warnings.append(f"site {name}: its first axis ({y.shape[0]}) is not the batch ({rows}), "
                                      "so its per-sample counts (sample_fires) count rows, not inputs")
             return y, axis
+        y, axis = self._per_sample(y, axis)
         # all rows valid (every batch but a padded last one): no view to make
         return (y if self.valid_rows == rows else y[: self.valid_rows]), axis
+
+    def _per_sample(self, y: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:
+        """y with the sample as its first axis, padding rows included. A model may flatten
+        samples and positions, relu(x.reshape(B * T, F)): the rows are then sample-major, so
+        (B, T, F) is the per-sample view."""
+        rows = self.batch_rows
+        if y.dim() == 0 or rows == 0 or y.shape[0] == rows or y.shape[0] % rows != 0:
+            return y, axis
+        return y.reshape(rows, y.shape[0] // rows, *y.shape[1:]), axis + 1
+
+
+def _viewed_in_place(view: torch.Tensor, base: torch.Tensor) -> bool:
+    """Whether `view` is a dense C-ordered view of all of `base`'s memory (no copy was made)."""
+    return view.is_contiguous() and view.data_ptr() == base.data_ptr() and view.numel() == base.numel()
 
 
 def auto_batch_size(model: TorchModel, sample: Sample) -> int:
@@ -167,6 +202,7 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
     origins = model.make_origins()
     mode = _CaptureMode(origins, neuron_axis, include_smooth, neuron_extremes)
     mode.observer = observer
+    mode.computes_clamps = True
     sync = torch.cuda.synchronize if model.device.type == "cuda" and observer is not None else None
     nonfinite_inputs = 0
     # Graph formats run their first batch under the mode and the others without it (torch_replay.py).
@@ -209,7 +245,9 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
                 if problem:
                     warnings.append(problem)
                 if mode.recording is not None:
-                    if instrumented is not None and mode.recording.finish() and not problem:
+                    # Where the mode computes activations itself, it costs less than their re-read by the replay
+                    if instrumented is not None and mode.recording.finish() and not problem and \
+                            not mode.clamps_computed:
                         replay = Replay(instrumented, mode.recording.points, mode.measure)
                     else:
                         instrumented = None  # the mode measures every batch

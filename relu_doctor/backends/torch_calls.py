@@ -42,10 +42,15 @@ class ActivationCall:
     tag: int | None  # its neuron-axis tag
     origin: Any  # what the mode's `origins` said at the call (the module that made it)
     fused: bool = False
+    measured: Any = None  # the output's results, when the mode computed it (`compute_clamp`)
 
 
 # _facts flags
-_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE, _OBSERVE = 1, 2, 4, 8, 16, 32
+_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE, _OBSERVE, _CLAMP = 1, 2, 4, 8, 16, 32, 64
+# The ops whose activations are a clamp of their input (relu, relu6, clip): a subclass
+# may compute them itself (`compute_clamp`). threshold is not one: it maps -0.0 to 0.0.
+_CLAMPS = frozenset({"relu", "relu_", "relu6", "relu6_", "clamp", "clamp_", "clamp_min", "clamp_min_", "hardtanh",
+                     "hardtanh_"})
 # The op an instrumented graph calls after each candidate node (torch_replay.py): the
 # mode hands it to `on_observe` and runs nothing.
 OBSERVE = ("relu_doctor", "observe")
@@ -75,6 +80,7 @@ class ActivationCalls(TorchDispatchMode):
         self._facts: dict[Any, tuple[str, str, int, str, int | None]] = {}
         self.unmeasured: list[str] = []  # warnings: activations that ran but were not measured
         self._unmeasured_seen: set[str] = set()
+        self.computes_clamps = False  # whether to ask compute_clamp (a scan under inference mode)
         self.start_pass()
 
     # ---- the pass --------------------------------------------------------------------------
@@ -98,6 +104,12 @@ class ActivationCalls(TorchDispatchMode):
     def on_observe(self, y: torch.Tensor, point: int) -> None:
         """An observe op of an instrumented graph (torch_replay.py) was reached."""
 
+    def compute_clamp(self, x: torch.Tensor, top: float, in_place: bool) -> tuple[torch.Tensor, Any] | None:
+        """Compute clamp(x, 0, top) (in place: into x) and measure it in the same pass:
+        (the output, its results for `ActivationCall.measured`), or None to let torch run
+        the op. Only for subclasses that set `computes_clamps`."""
+        return None
+
     # ---- dispatch ------------------------------------------------------------------------------
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -113,13 +125,17 @@ class ActivationCalls(TorchDispatchMode):
             return None
         if self._pending and flags & _MUTABLE and not flags & _PRODUCT:
             self._settle_touched(args)  # an in-place op may change a waiting relu6's output
-        try:
-            out = func(*args, **kwargs)
-        except RuntimeError:
-            rewrapped = _numbers_as_tensors(func, args)
-            if rewrapped is None:
-                raise
-            out = func(*rewrapped, **kwargs)
+        computed = self._clamp(op, args, kwargs) if flags & _CLAMP and self.computes_clamps else None
+        if computed is not None:
+            out = computed[0]
+        else:
+            try:
+                out = func(*args, **kwargs)
+            except RuntimeError:
+                rewrapped = _numbers_as_tensors(func, args)
+                if rewrapped is None:
+                    raise
+                out = func(*rewrapped, **kwargs)
         if self.track_axes:
             self._follow(op, role, tag, args, out)
         if flags & _SHIFT:
@@ -136,17 +152,34 @@ class ActivationCalls(TorchDispatchMode):
             self._settle()  # sites stay in execution order
             if flags & _FUSED:
                 self._fused(index, op, qualified, args, kwargs, out)
+            elif computed is not None:
+                self._activation(index, op, args, kwargs, out, *computed[1:])
             else:
                 self._activation(index, op, args, kwargs, out)
         return out
 
-    def _activation(self, index: int, op: str, args: tuple, kwargs: dict, out: Any) -> None:
+    def _clamp(self, op: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, Activation, Any] | None:
+        """(output, activation, results) where `compute_clamp` computes this call."""
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if x is None or x.dtype not in (torch.float32, torch.float64) or not torch.is_inference_mode_enabled():
+            return None
         activation = classify_aten(op, args, kwargs, self.include_smooth)
+        if activation is None or activation.kind not in ("relu", "relu6", "clip"):
+            return None  # (those kinds come from these ops only with a lower bound of 0)
+        if activation.kind == hard_swish.RELU6 and self._shifted.get(x) is not None:
+            return None  # a relu6 of x + 3, maybe a hard-swish's: measured (or not) when settled
+        top = {"relu": float("inf"), "relu6": 6.0}.get(activation.kind) or float(activation.params["max"])
+        computed = self.compute_clamp(x, top, in_place=op.endswith("_"))
+        return None if computed is None else (computed[0], activation, computed[1])
+
+    def _activation(self, index: int, op: str, args: tuple, kwargs: dict, out: Any,
+                    activation: Activation | None = None, measured: Any = None) -> None:
+        activation = activation or classify_aten(op, args, kwargs, self.include_smooth)
         if activation is None or not (isinstance(out, torch.Tensor) and out.is_floating_point()):
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         call = ActivationCall(index, op, torch_op_label(op), activation, out, x, self._tags.get(out),
-                              self._origin(index, qualified_name(op)))
+                              self._origin(index, qualified_name(op)), measured=measured)
         shifted = self._shifted.get(x) if activation.kind == hard_swish.RELU6 and x is not None else None
         if shifted is not None:
             self._pending.append((call, hard_swish.Pending(shifted, out)))
@@ -300,7 +333,7 @@ def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:
     qualified = f"{namespace}.{op}"
     if (namespace, op) == OBSERVE:
         return op, qualified, _OBSERVE, neuron_axes.FOLLOWER, None
-    flags = 0
+    flags = _CLAMP if namespace == ATEN and op in _CLAMPS else 0
     if is_graph_candidate(namespace, op):
         flags |= _CANDIDATE
         if fused_kernel(namespace, op) is not None:

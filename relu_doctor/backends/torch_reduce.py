@@ -187,8 +187,12 @@ class TorchSiteAccumulator:
                 setattr(self, f.name, torch.full(shape, f.identity, dtype=getattr(torch, f.dtype), device=device))
         self._fused: _FusedTotals | None = None  # see _update_fused
 
-    def update(self, y: torch.Tensor, axis: int) -> None:
+    def update(self, y: torch.Tensor, axis: int, measured: Any = None) -> None:
+        """Add y, whose neuron axis is `axis`; `measured`: y's row results, computed with it
+        (fused_clamp.py), so that only their fold remains."""
         y3, red = as_rows_positions_neurons(y, axis)
+        if measured is not None and self._fold(FusedRoad.kernels, measured, y3, red):
+            return
         if not self.on_cpu:
             self._update_exact(y3, red)
             return
@@ -218,13 +222,17 @@ class TorchSiteAccumulator:
 
     def _update_fused(self, kernels: Any, y3: torch.Tensor, red: int, threads: int) -> bool:
         """Every result in one pass; False (nothing counted) if a value is not finite."""
-        values = y3.detach().numpy()
+        rows = kernels.row_stats(y3.detach().numpy(), red, signed=not self.nonnegative, threads=threads)
+        return self._fold(kernels, rows, y3, red)
+
+    def _fold(self, kernels: Any, rows: Any, y3: torch.Tensor, red: int) -> bool:
+        """Add one batch's row results (of y3); False, with nothing added, if a value was not finite."""
         fused = self._fused
         if fused is None:
             fused = self._fused = _FusedTotals(self.fires.numpy(), self.sample_fires.numpy(), self.abs_sum.numpy(),
                                                np.full(self.neurons, np.inf), np.full(self.neurons, -np.inf))
-        rows = kernels.row_stats(values, red, signed=not self.nonnegative, threads=threads)
-        folded = kernels.fold(rows, values.dtype, fused.fires, fused.sample_fires, fused.abs_sum, fused.low, fused.high)
+        folded = kernels.fold(rows, y3.detach().numpy().dtype, fused.fires, fused.sample_fires, fused.abs_sum,
+                              fused.low, fused.high)
         if folded is None:
             return False
         total, top = folded

@@ -176,17 +176,29 @@ def test_a_trace_scanned_before_it_ever_ran(monkeypatch: pytest.MonkeyPatch) -> 
     assert _sites(got) == _sites(want)
 
 
-@pytest.mark.parametrize("fmt", ["trace", "pt2"])
-def test_computed_clamps_keep_the_mode(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the fused road the mode computes relu / relu6 / clip itself and measures them in
-    the same pass, which costs less than the replay's re-read: such a scan never replays.
-    A model of leaky ReLUs (nothing computed) still does."""
-    for name, replays in (("relu6", 0), ("leaky", 2)):
+@pytest.mark.parametrize("fmt", ["trace", "script", "pt2"])
+def test_the_replay_computes_clamps_as_the_mode_does(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the fused road the capture computes relu / relu6 / clip itself and measures them
+    in the same pass: under the mode in the first batch, through the graph's clamp ops in
+    the replayed ones. Leaky kinds are read after torch computed them, in both."""
+    from relu_doctor.backends.torch import _CaptureMode
+
+    computed = [0]
+    compute = _CaptureMode.compute_clamp
+
+    def counted(self: _CaptureMode, *args: Any, **kwargs: Any) -> Any:
+        done = compute(self, *args, **kwargs)
+        computed[0] += done is not None
+        return done
+
+    monkeypatch.setattr(_CaptureMode, "compute_clamp", counted)
+    for name, per_batch in (("relu6", 3), ("inplace", 3), ("leaky", 0)):
         c = next(c for c in CASES if c.name == name)
         subject = _saved(c, fmt, c.build(), torch.from_numpy(sample_data(c, n=4, seed=9)))
         data = sample_data(c, n=24, seed=3)
+        computed[0] = 0
         with FusedRoad.pinned("fused"):
             fast, replayed = _scan(subject, data, monkeypatch, fast=True)
             mode, _ = _scan(subject, data, monkeypatch, fast=False)
-        assert replayed == replays, name
+        assert replayed == 2 and computed[0] == 2 * 3 * per_batch, name  # two scans of three batches
         assert _sites(fast) == _sites(mode)

@@ -40,9 +40,9 @@ class TorchModel:
     dtype: torch.dtype = torch.float32
     fixed_batch: int | None = None
     restore: Callable[[], None] = lambda: None
-    # graph formats: the forward with an observe op after each candidate node, or None
-    # where that would not be exact (torch_replay.py)
-    instrumented: Callable[[], Callable[..., Any] | None] = lambda: None
+    # graph formats: the forward instrumented for the batches after the first, or None where
+    # that would not be exact (torch_replay.py)
+    instrumented: Callable[[], Any] = lambda: None  # -> torch_replay.Instrumented | None
 
 
 @dataclass
@@ -93,15 +93,24 @@ class _CaptureMode(ActivationCalls):
         if self.recording is not None:
             self.recording.observed(y, point)
 
-    def compute_clamp(self, x: torch.Tensor, top: float, in_place: bool) -> tuple[torch.Tensor, Any] | None:
+    def on_stand_in(self, in_place: bool, x: torch.Tensor, top: float, point: int) -> Any:
+        assert self.recording is not None, "an instrumented graph runs under the mode only while recording"
+        op, args, kwargs = self.recording.originals[point]
+        out = self.__torch_dispatch__(op, (), (x, *args), kwargs)  # measured as any call of the op
+        self.recording.observed(out, point)
+        return None if in_place else out
+
+    def compute_clamp(self, x: torch.Tensor, top: float, in_place: bool,
+                      axis: int | None = None) -> tuple[torch.Tensor, Any] | None:
         """clamp(x, 0, top) computed and reduced in one pass (fused_clamp.py), where x is a CPU
         activation that the per-row view reaches without a copy."""
-        if x.device.type != "cpu" or x.numel() == 0:
+        if x.device.type != "cpu" or x.numel() == 0 or x.dtype not in (torch.float32, torch.float64):
             return None
         kernels = FusedRoad.wanted(x.numel())
         if kernels is None:
             return None
-        axis = neuron_axis(x.dim(), self._tags.get(x), self.neuron_axis)
+        if axis is None:
+            axis = neuron_axis(x.dim(), self._tags.get(x), self.neuron_axis)
         x3, red = as_rows_positions_neurons(*self._per_sample(x, axis))
         y = x if in_place else torch.empty_like(x)  # torch's own output keeps x's memory format too
         y3, _ = as_rows_positions_neurons(*self._per_sample(y, axis))
@@ -113,8 +122,10 @@ class _CaptureMode(ActivationCalls):
         self.clamps_computed += 1
         return y, rows
 
-    def measure(self, name: str, y: torch.Tensor, axis: int, call: ActivationCall | None = None) -> None:
-        """Add one activation to site `name` (made from `call` when new); `axis` is y's neuron axis."""
+    def measure(self, name: str, y: torch.Tensor, axis: int, call: ActivationCall | None = None,
+                measured: Any = None) -> None:
+        """Add one activation to site `name` (made from `call` when new); `axis` is y's neuron
+        axis; `measured`: y's row results, computed with it (compute_clamp)."""
         self.last_site = name
         y, axis = self._sample_first(y, axis, name)
         state = self.sites.get(name)
@@ -133,7 +144,7 @@ class _CaptureMode(ActivationCalls):
         elif list(y.shape[1:]) != state.shape and y.shape[axis] != state.acc.neurons:
             raise UserError(f"site {name} changed its number of neurons between batches "
                             f"({state.acc.neurons} -> {y.shape[axis]})")
-        measured = call.measured if call is not None else None
+        measured = call.measured if call is not None else measured
         if measured is not None and len(measured.counts) != len(y):
             measured = measured.first(len(y))  # the padding rows of a fixed batch are not the sample's
         state.acc.update(y.detach(), axis, measured)
@@ -221,14 +232,14 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
                 if observer is not None:
                     observer.start_batch()
                 if instrumented is not None and replay is None:
-                    mode.recording = Recording()
+                    mode.recording = Recording(instrumented.originals)
                 try:
                     start = time.perf_counter()
                     if replay is not None:
                         outputs = replay(*tensors)
                     else:
                         with mode:
-                            outputs = (instrumented or model.forward)(*tensors)
+                            outputs = (instrumented.forward if instrumented else model.forward)(*tensors)
                         mode.finish_pass()
                     if sync is not None:
                         sync()
@@ -245,10 +256,8 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
                 if problem:
                     warnings.append(problem)
                 if mode.recording is not None:
-                    # Where the mode computes activations itself, it costs less than their re-read by the replay
-                    if instrumented is not None and mode.recording.finish() and not problem and \
-                            not mode.clamps_computed:
-                        replay = Replay(instrumented, mode.recording.points, mode.measure)
+                    if instrumented is not None and mode.recording.finish() and not problem:
+                        replay = Replay(instrumented.forward, mode.recording.points, mode.measure, mode.compute_clamp)
                     else:
                         instrumented = None  # the mode measures every batch
                     mode.recording = None

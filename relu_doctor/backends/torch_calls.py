@@ -46,14 +46,17 @@ class ActivationCall:
 
 
 # _facts flags
-_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE, _OBSERVE, _CLAMP = 1, 2, 4, 8, 16, 32, 64
+_CANDIDATE, _FUSED, _SHIFT, _PRODUCT, _MUTABLE, _OBSERVE, _CLAMP, _STANDS_IN = 1, 2, 4, 8, 16, 32, 64, 128
 # The ops whose activations are a clamp of their input (relu, relu6, clip): a subclass
 # may compute them itself (`compute_clamp`). threshold is not one: it maps -0.0 to 0.0.
-_CLAMPS = frozenset({"relu", "relu_", "relu6", "relu6_", "clamp", "clamp_", "clamp_min", "clamp_min_", "hardtanh",
+CLAMPS = frozenset({"relu", "relu_", "relu6", "relu6_", "clamp", "clamp_", "clamp_min", "clamp_min_", "hardtanh",
                      "hardtanh_"})
 # The op an instrumented graph calls after each candidate node (torch_replay.py): the
 # mode hands it to `on_observe` and runs nothing.
 OBSERVE = ("relu_doctor", "observe")
+# The ops an instrumented graph calls in the place of a clamp-kind activation (torch_replay.py):
+# the mode hands them to `on_stand_in`.
+CLAMP, CLAMP_IN_PLACE = ("relu_doctor", "clamp"), ("relu_doctor", "clamp_")
 
 
 class ActivationCalls(TorchDispatchMode):
@@ -104,10 +107,16 @@ class ActivationCalls(TorchDispatchMode):
     def on_observe(self, y: torch.Tensor, point: int) -> None:
         """An observe op of an instrumented graph (torch_replay.py) was reached."""
 
-    def compute_clamp(self, x: torch.Tensor, top: float, in_place: bool) -> tuple[torch.Tensor, Any] | None:
+    def on_stand_in(self, in_place: bool, x: torch.Tensor, top: float, point: int) -> Any:
+        """A clamp op of an instrumented graph (torch_replay.py) was reached: run what it stands for."""
+        raise NotImplementedError
+
+    def compute_clamp(self, x: torch.Tensor, top: float, in_place: bool,
+                      axis: int | None = None) -> tuple[torch.Tensor, Any] | None:
         """Compute clamp(x, 0, top) (in place: into x) and measure it in the same pass:
         (the output, its results for `ActivationCall.measured`), or None to let torch run
-        the op. Only for subclasses that set `computes_clamps`."""
+        the op. Only for subclasses that set `computes_clamps`. `axis`: x's neuron axis,
+        where the mode does not follow it."""
         return None
 
     # ---- dispatch ------------------------------------------------------------------------------
@@ -123,6 +132,8 @@ class ActivationCalls(TorchDispatchMode):
         if flags & _OBSERVE:
             self.on_observe(*args)
             return None
+        if flags & _STANDS_IN:
+            return self.on_stand_in(flags & _MUTABLE != 0, *args)
         if self._pending and flags & _MUTABLE and not flags & _PRODUCT:
             self._settle_touched(args)  # an in-place op may change a waiting relu6's output
         computed = self._clamp(op, args, kwargs) if flags & _CLAMP and self.computes_clamps else None
@@ -164,11 +175,11 @@ class ActivationCalls(TorchDispatchMode):
         if x is None or x.dtype not in (torch.float32, torch.float64) or not torch.is_inference_mode_enabled():
             return None
         activation = classify_aten(op, args, kwargs, self.include_smooth)
-        if activation is None or activation.kind not in ("relu", "relu6", "clip"):
-            return None  # (those kinds come from these ops only with a lower bound of 0)
+        top = clamp_top(activation)
+        if top is None or activation is None:
+            return None
         if activation.kind == hard_swish.RELU6 and self._shifted.get(x) is not None:
             return None  # a relu6 of x + 3, maybe a hard-swish's: measured (or not) when settled
-        top = {"relu": float("inf"), "relu6": 6.0}.get(activation.kind) or float(activation.params["max"])
         computed = self.compute_clamp(x, top, in_place=op.endswith("_"))
         return None if computed is None else (computed[0], activation, computed[1])
 
@@ -321,6 +332,14 @@ class TensorMap:
         return sum(1 for ref, _ in self._items.values() if ref() is not None)
 
 
+def clamp_top(activation: Activation | None) -> float | None:
+    """The top of clamp(x, 0, top) where a clamp op's activation is a relu, relu6 or clip
+    (from the ops in CLAMPS, those kinds come with a lower bound of 0 only); else None."""
+    if activation is None or activation.kind not in ("relu", "relu6", "clip"):
+        return None
+    return {"relu": float("inf"), "relu6": 6.0}.get(activation.kind) or float(activation.params["max"])
+
+
 def qualified_name(aten_op: str) -> str:
     return f"{ATEN}.{aten_op}"
 
@@ -333,7 +352,9 @@ def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:
     qualified = f"{namespace}.{op}"
     if (namespace, op) == OBSERVE:
         return op, qualified, _OBSERVE, neuron_axes.FOLLOWER, None
-    flags = _CLAMP if namespace == ATEN and op in _CLAMPS else 0
+    if (namespace, op) in (CLAMP, CLAMP_IN_PLACE):
+        return op, qualified, _STANDS_IN | (_MUTABLE if op.endswith("_") else 0), neuron_axes.FOLLOWER, None
+    flags = _CLAMP if namespace == ATEN and op in CLAMPS else 0
     if is_graph_candidate(namespace, op):
         flags |= _CANDIDATE
         if fused_kernel(namespace, op) is not None:

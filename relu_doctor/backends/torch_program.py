@@ -56,19 +56,19 @@ class ProgramForward:
         flat = self._graph_module(*self._state, *inputs)
         return pytree.tree_unflatten(list(flat), self._out_spec) if self._out_spec is not None else flat
 
-    def instrumented(self) -> ProgramForward | None:
-        """This forward on a copy of the graph with observe ops (torch_replay.py); None
-        where it runs through `program.module()` or the copy would not be exact. An input
-        that fails the guards runs the plain module, whose missing observe points the
-        replay reports."""
-        from .torch_replay import instrumented_graph_module
+    def instrumented(self) -> Any:
+        """This forward on an instrumented copy of the graph (a torch_replay.Instrumented);
+        None where it runs through `program.module()` or the copy would not be exact. An
+        input that fails the guards runs the plain module, whose missing points the replay
+        reports."""
+        from .torch_replay import Instrumented, instrumented_graph_module
 
-        graph_module = instrumented_graph_module(self._graph_module) if self.direct else None
-        if graph_module is None:
+        copied = instrumented_graph_module(self._graph_module) if self.direct else None
+        if copied is None:
             return None
-        observed = copy.copy(self)
-        observed._graph_module = graph_module
-        return observed
+        forward = copy.copy(self)
+        forward._graph_module, originals = copied
+        return Instrumented(forward, originals)
 
     def _fits(self, inputs: tuple[Any, ...]) -> bool:
         """The program's guards: as many tensors as it takes, each dim its number or, for a

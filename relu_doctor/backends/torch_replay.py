@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -34,8 +35,8 @@ from typing import Any
 
 import torch
 
-from ..kinds import is_graph_candidate, split_op_name
-from .torch_calls import OBSERVE
+from ..kinds import classify_aten, is_graph_candidate, split_op_name
+from .torch_calls import CLAMP, CLAMP_IN_PLACE, CLAMPS, OBSERVE, clamp_top
 from .torch_naming import has_candidate, is_export_candidate
 
 _NAMESPACE, _NAME = OBSERVE
@@ -43,8 +44,9 @@ _state = threading.local()  # .replay: the Replay running on this thread, if any
 
 
 @cache
-def _observe_op() -> Any:
-    """The observe op, registered on first use (an eager scan never needs it)."""
+def _ops() -> tuple[Any, Any, Any]:
+    """The observe op and the clamp ops (out of place, in place), registered on first use
+    (an eager scan never needs them)."""
 
     # It declares that it mutates y: TorchScript drops a call with no outputs and no effects.
     @torch.library.custom_op(f"{_NAMESPACE}::{_NAME}", mutates_args=("y",))
@@ -53,42 +55,138 @@ def _observe_op() -> Any:
         if replay is not None:
             replay.observed(y, point)
 
-    return getattr(getattr(torch.ops, _NAMESPACE), _NAME).default
+    @torch.library.custom_op(f"{_NAMESPACE}::{CLAMP[1]}", mutates_args=())
+    def clamp(x: torch.Tensor, top: float, point: int) -> torch.Tensor:
+        replay = getattr(_state, "replay", None)
+        return replay.clamp(x, top, point) if replay is not None else _clamp(x, top)
+
+    @torch.library.custom_op(f"{_NAMESPACE}::{CLAMP_IN_PLACE[1]}", mutates_args=("x",))
+    def clamp_(x: torch.Tensor, top: float, point: int) -> None:
+        replay = getattr(_state, "replay", None)
+        if replay is not None:
+            replay.clamp(x, top, point, in_place=True)
+        else:
+            _clamp(x, top, in_place=True)
+
+    namespace = getattr(torch.ops, _NAMESPACE)
+    return (getattr(namespace, _NAME).default, getattr(namespace, CLAMP[1]).default,
+            getattr(namespace, CLAMP_IN_PLACE[1]).default)
+
+
+def _clamp(x: torch.Tensor, top: float, in_place: bool = False) -> torch.Tensor:
+    """torch's clamp(x, 0, top): bit for bit the relu / relu6 / hardtanh / clamp it replaces
+    (tests/test_fused_clamp.py)."""
+    bound = None if top == float("inf") else top
+    return x.clamp_(0, bound) if in_place else x.clamp(0, bound)
 
 
 # ---- the instrumented copies -----------------------------------------------------------
 
 
-def script_forward(module: torch.jit.ScriptModule) -> Callable[..., Any] | None:
-    """`module`'s forward with an observe op after each candidate node; None when the
-    inlined graph cannot be instrumented exactly (see the module's docstring)."""
+@dataclass
+class Instrumented:
+    """A forward with observe and clamp ops (see the module's docstring), and for each
+    clamp op's point the call it stands for: the aten op and its arguments after x."""
+
+    forward: Callable[..., Any]
+    originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]]
+
+
+# Per module, the instrumented forward, made once: a fresh TorchScript function's first runs
+# profile and optimize it (about 10% of a MobileNetV2 batch), which repeated scans of one
+# model (a notebook, a benchmark) would pay every time. Weak keys: nothing kept alive.
+_made: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def script_forward(module: torch.jit.ScriptModule) -> Instrumented | None:
+    """`module`'s forward, instrumented; None when the inlined graph cannot be instrumented
+    exactly (see the module's docstring)."""
+    if module not in _made:
+        _made[module] = _script_forward(module)
+    return _made[module]
+
+
+def _script_forward(module: torch.jit.ScriptModule) -> Instrumented | None:
     graph = module.inlined_graph  # a copy, every call of a submodule inlined in call order
     torch._C._jit_pass_constant_propagation(graph)  # as torchscript_origins: the branches that run
     if any(node.kind() == "prim::SetAttr" for node in graph.nodes()):
         return None  # the forward changes the module's attributes, which bounds may read
-    _observe_op()
+    _ops()
+    originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]] = {}
     point = 0
     for node in list(graph.nodes()):
-        if any(has_candidate(block) for block in node.blocks()):
-            return None  # control flow decides how often its activations run
-        if not is_graph_candidate(*split_op_name(node.kind())):
-            continue
-        outputs = list(node.outputs())
-        if len(outputs) != 1 or not outputs[0].type().isSubtypeOf(torch._C.TensorType.get()):
+        candidate = _script_candidate(node)
+        if candidate is None:
             return None
-        if any(not _fixed_script_input(value) for value in list(node.inputs())[1:]):
-            return None
-        index = graph.insertConstant(point)  # type: ignore[attr-defined]
-        call = graph.create(f"{_NAMESPACE}::{_NAME}", [outputs[0], index], 0)
-        call.insertAfter(node)
-        index.node().moveBefore(call)
-        point += 1
+        if candidate:
+            clamp = _script_clamp(node)
+            if clamp is None:
+                _insert_after(graph, node, f"{_NAMESPACE}::{_NAME}", [node.output()], point)
+            else:
+                originals[point] = _replace_by_clamp(graph, node, point, *clamp)
+            point += 1
     arguments = module.forward.schema.arguments[1:]  # type: ignore[attr-defined]  # after self
     defaults = [a.default_value for a in arguments if a.has_default_value()]
     required = len(arguments) - len(defaults)  # a compiled function has no defaults: pass the rest
     function = torch._C._create_function_from_graph("relu_doctor_observed_forward", graph)
     state = module._c
-    return lambda *inputs: function(state, *inputs, *defaults[len(inputs) - required:])
+    return Instrumented(lambda *inputs: function(state, *inputs, *defaults[len(inputs) - required:]), originals)
+
+
+def _script_candidate(node: Any) -> bool | None:
+    """Whether to instrument the node; None where it is a candidate that cannot be (then
+    the whole graph cannot)."""
+    if any(has_candidate(block) for block in node.blocks()):
+        return None  # control flow decides how often its activations run
+    if not is_graph_candidate(*split_op_name(node.kind())):
+        return False
+    outputs = list(node.outputs())
+    if len(outputs) != 1 or not outputs[0].type().isSubtypeOf(torch._C.TensorType.get()):
+        return None
+    if any(not _fixed_script_input(value) for value in list(node.inputs())[1:]):
+        return None
+    return True
+
+
+def _script_clamp(node: Any) -> tuple[float, bool, Any, tuple[Any, ...]] | None:
+    """(top, in place, aten op, its arguments after x) for a node that computes an activation
+    clamp(x, 0, top) from constants; None for any other."""
+    namespace, name = split_op_name(node.kind())
+    inputs = list(node.inputs())
+    if namespace != "aten" or name not in CLAMPS or any(v.node().kind() != "prim::Constant" for v in inputs[1:]):
+        return None
+    constants = tuple(v.toIValue() for v in inputs[1:])
+    top = clamp_top(classify_aten(name, (None, *constants), {}))
+    if top is None:
+        return None
+    overload = torch._C.parse_schema(node.schema()).overload_name or "default"
+    return top, name.endswith("_"), getattr(getattr(torch.ops.aten, name), overload), constants
+
+
+def _insert_after(graph: Any, node: Any, kind: str, inputs: list[Any], point: int, outputs: int = 0) -> Any:
+    """A new node `kind(*inputs, point)` right after `node`, its constants just before it."""
+    constant = graph.insertConstant(point)
+    call = graph.create(kind, [*inputs, constant], outputs)
+    call.insertAfter(node)
+    constant.node().moveBefore(call)
+    return call
+
+
+def _replace_by_clamp(graph: Any, node: Any, point: int, top: float, in_place: bool, op: Any,
+                      constants: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """Put clamp(x, top, point) (or clamp_) in the place of `node`; return what it stands for."""
+    x = node.inputsAt(0)
+    bound = graph.insertConstant(top)
+    bound.node().moveBefore(node)
+    name = CLAMP_IN_PLACE if in_place else CLAMP
+    call = _insert_after(graph, node, f"{_NAMESPACE}::{name[1]}", [x, bound], point, 0 if in_place else 1)
+    if in_place:
+        node.output().replaceAllUsesWith(x)  # an in-place op returns its input
+    else:
+        call.output().setType(node.output().type())
+        node.output().replaceAllUsesWith(call.output())
+    node.destroy()
+    return op, constants, {}
 
 
 def _fixed_script_input(value: Any) -> bool:
@@ -99,13 +197,21 @@ def _fixed_script_input(value: Any) -> bool:
         value.type().isSubtypeOf(torch._C.TensorType.get())
 
 
-def instrumented_graph_module(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModule | None:
-    """A copy of an export graph module with an observe op after each candidate node
-    (the weights are the original's); None when that would not be exact."""
+def instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict] | None:
+    """A copy of an export graph module, instrumented (the weights are the original's), and
+    its `Instrumented.originals`; None when that would not be exact."""
+    if graph_module not in _made:
+        _made[graph_module] = _instrumented_graph_module(graph_module)
+    return _made[graph_module]
+
+
+def _instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict] | None:
     subgraphs = (m for m in graph_module.modules() if m is not graph_module and isinstance(m, torch.fx.GraphModule))
     if any(is_export_candidate(node) for sub in subgraphs for node in sub.graph.nodes):
         return None  # in a higher-order op's subgraph (cond, map): control flow
     graph = copy.deepcopy(graph_module.graph)  # node meta is copied shallowly: cheap
+    observe, clamp, clamp_in_place = _ops()
+    originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]] = {}
     point = 0
     for node in list(graph.nodes):
         if not is_export_candidate(node):
@@ -115,10 +221,20 @@ def instrumented_graph_module(graph_module: torch.fx.GraphModule) -> torch.fx.Gr
         values = [*node.args[1:], *node.kwargs.values()]
         if any(isinstance(v, torch.fx.Node) and not isinstance(v.meta.get("val"), torch.Tensor) for v in values):
             return None  # a bound computed at run time
-        with graph.inserting_after(node):
-            graph.call_function(_observe_op(), (node, point))
+        name = node.target._overloadpacket.__name__  # type: ignore[union-attr]
+        constant = name in CLAMPS and not any(isinstance(v, torch.fx.Node) for v in values)
+        top = clamp_top(classify_aten(name, node.args, dict(node.kwargs))) if constant else None
+        if top is None:
+            with graph.inserting_after(node):
+                graph.call_function(observe, (node, point))
+        else:
+            originals[point] = (node.target, tuple(node.args[1:]), dict(node.kwargs))
+            x, in_place = node.args[0], name.endswith("_")
+            if in_place:
+                node.replace_all_uses_with(x)  # type: ignore[arg-type]  # an in-place op returns its input
+            node.target, node.args, node.kwargs = clamp_in_place if in_place else clamp, (x, top, point), {}
         point += 1
-    return torch.fx.GraphModule(graph_module, graph)
+    return torch.fx.GraphModule(graph_module, graph), originals
 
 
 # ---- the first batch: which point measures which site --------------------------------------
@@ -135,9 +251,11 @@ class PointSite:
 
 class Recording:
     """Fed by the capture mode during the first batch: each measured activation
-    (`measured`) and each observe point reached (`observed`), in run order."""
+    (`measured`) and each point reached (`observed`), in run order. `originals`: what each
+    clamp op stands for (Instrumented), which the mode runs in its place."""
 
-    def __init__(self) -> None:
+    def __init__(self, originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]]) -> None:
+        self.originals = originals
         self.points: dict[int, PointSite | None] = {}
         self.exact = True
         self._since_last_point: list[tuple[torch.Tensor, PointSite]] = []
@@ -160,13 +278,15 @@ class Recording:
 
 
 class Replay:
-    """Runs the instrumented forward with no mode; `measure(site, y, axis)` is the capture's."""
+    """Runs the instrumented forward with no mode. `measure(site, y, axis, measured=None)`
+    and `compute_clamp(x, top, in_place, axis)` are the capture mode's."""
 
     def __init__(self, forward: Callable[..., Any], points: dict[int, PointSite | None],
-                 measure: Callable[[str, torch.Tensor, int], None]) -> None:
+                 measure: Callable[..., None], compute_clamp: Callable[..., Any]) -> None:
         self.forward = forward
         self._points = points
         self._measure = measure
+        self._compute_clamp = compute_clamp
         self._reached: set[int] = set()
 
     def __call__(self, *inputs: Any) -> Any:
@@ -178,13 +298,30 @@ class Replay:
             _state.replay = None
         if self._reached != self._points.keys():  # cannot happen without control flow: never count half a batch
             raise RuntimeError(f"the instrumented forward reached {len(self._reached)} of its "
-                               f"{len(self._points)} observe points")
+                               f"{len(self._points)} points")
         return outputs
 
     def observed(self, y: torch.Tensor, point: int) -> None:
-        if point in self._reached:
-            raise RuntimeError(f"observe point {point} reached twice in one forward pass")
-        self._reached.add(point)
-        site = self._points[point]
+        site = self._reach(point)
         if site is not None:
             self._measure(site.name, y, site.axis)
+
+    def clamp(self, x: torch.Tensor, top: float, point: int, in_place: bool = False) -> torch.Tensor:
+        """clamp(x, 0, top), measured at its site: computed and reduced in one pass where the
+        capture can (fused_clamp.py), else by torch and then read."""
+        site = self._reach(point)
+        computed = self._compute_clamp(x, top, in_place, site.axis) if site is not None else None
+        if computed is not None:
+            y, rows = computed
+            self._measure(site.name, y, site.axis, measured=rows)  # type: ignore[union-attr]
+            return y
+        y = _clamp(x, top, in_place)
+        if site is not None:
+            self._measure(site.name, y, site.axis)
+        return y
+
+    def _reach(self, point: int) -> PointSite | None:
+        if point in self._reached:
+            raise RuntimeError(f"point {point} reached twice in one forward pass")
+        self._reached.add(point)
+        return self._points[point]

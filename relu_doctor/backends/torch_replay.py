@@ -6,21 +6,24 @@ TorchScript 3.5% slower and eager 1.8% (benchmarks/README.md, "What bounds the t
 rows"). A graph format says where its activations are, so only those places need Python.
 
 How:
-- A copy of the graph gets an `observe(y, point)` op (a torch custom op whose kernel is
-  Python) right after each node that may apply an activation: for TorchScript the
-  forward's inlined graph, compiled into a function of its own (the module's weights are
-  shared, never copied), for torch.export a copy of the program's graph module.
-- The first batch runs that copy under the mode as always. The mode classifies, names
-  and measures every activation, and at each observe op learns which site the point
-  measures (`Recording`): the activation measured since the previous point, when that is
-  this point's tensor, or none (a clamp that is not an activation).
-- Later batches run the copy with no mode; each observe op measures its site through the
+- A copy of the graph, made once per model: for TorchScript the forward's inlined graph,
+  compiled into a function of its own (the module's weights are shared, never copied), for
+  torch.export a copy of the program's graph module. Each node that may apply an activation
+  gets a point, a number, in one of two ways (torch custom ops whose kernels are Python):
+  - a relu, relu6 or clip with constant bounds is replaced by `clamp(x, top, point)` (or
+    `clamp_`, in place), which computes and measures it in one pass (fused_clamp.py);
+  - any other is followed by `observe(y, point)`, which measures its output.
+- The first batch runs the copy under the mode. The mode runs the aten op each clamp op
+  stands for, classifies, names and measures every activation as always, and learns which
+  site each point measures (`Recording`): the activation measured since the previous point,
+  when that is this point's tensor, or none (a clamp that is not an activation).
+- Later batches run the copy with no mode; each point measures its site through the
   capture (`Replay`), with the neuron axis the mode found.
 - Anything the points do not account for exactly keeps the mode for the whole scan: a
-  site measured away from an observed tensor (a fused kernel measured from its
-  arguments, a hand-written hard-swish settled later), a candidate node in control flow
-  or in a function the copy does not reach, a bound computed at run time (which could
-  classify differently in another batch).
+  site measured away from a point's tensor (a fused kernel measured from its arguments, a
+  hand-written hard-swish settled later), a candidate node in control flow or in a function
+  the copy does not reach, a bound computed at run time (which could classify differently
+  in another batch).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,3 +203,25 @@ def test_the_replay_computes_clamps_as_the_mode_does(fmt: str, monkeypatch: pyte
             mode, _ = _scan(subject, data, monkeypatch, fast=False)
         assert replayed == 2 and computed[0] == 2 * 3 * per_batch, name  # two scans of three batches
         assert _sites(fast) == _sites(mode)
+
+
+def test_a_replayed_scan_does_not_load_dynamo() -> None:
+    """The CLI's cost over `import torch` (issue 19: under a second): the ops' first call
+    loaded dynamo (1.1 s) when they were torch.library.custom_op's."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys, torch, relu_doctor as rd
+        from relu_doctor.backends import torch_replay
+        model = torch.jit.load("sample_models/sample_cnn.pt")
+        calls = []
+        replay = torch_replay.Replay.__call__
+        torch_replay.Replay.__call__ = lambda self, *a: calls.append(1) or replay(self, *a)
+        rd.scan(model, data="sample_models/sample_batch.npy", batch_size=128)
+        print(len(calls), "torch._dynamo" in sys.modules)
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "False"]  # 512 samples: the last three batches replayed

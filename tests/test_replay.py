@@ -205,6 +205,7 @@ def test_the_replay_computes_clamps_as_the_mode_does(fmt: str, monkeypatch: pyte
         assert _sites(fast) == _sites(mode)
 
 
+@pytest.mark.slow
 def test_a_replayed_scan_does_not_load_dynamo() -> None:
     """The CLI's cost over `import torch` (issue 19: under a second): the ops' first call
     loaded dynamo (1.1 s) when they were torch.library.custom_op's."""

@@ -43,20 +43,22 @@ _bits: Any = intrinsic(_bits_of)
 
 
 @register_jitable(inline="always")
+def _clamped(v, zero, top):  # pragma: no cover - compiled
+    """clamp(v, 0, top) as torch computes it: NaN and -0.0 pass unchanged."""
+    v = zero if v < zero else v
+    return top if v > top else v
+
+
+@register_jitable(inline="always")
 def _neurons_first(x, y, zero, top, sums, counts, lows, highs):  # pragma: no cover - compiled
     """x, y (rows, positions): y = clamp(x, 0, top); one result per row."""
     for r in range(x.shape[0]):
-        v = x[r, 0]
-        v = zero if v < zero else v
-        v = top if v > top else v
-        lo = _bits(v)
+        lo = _bits(_clamped(x[r, 0], zero, top))
         hi = lo
         s = 0.0
         c = 0
         for p in range(x.shape[1]):
-            v = x[r, p]
-            v = zero if v < zero else v  # NaN and -0.0 pass unchanged, as in torch
-            v = top if v > top else v
+            v = _clamped(x[r, p], zero, top)
             y[r, p] = v
             k = _bits(v)  # v >= 0: the bits order as the values (-0.0 lowest), as in row_stats
             s += v
@@ -74,18 +76,13 @@ def _neurons_last(x, y, zero, top, sums, counts, lows, highs):  # pragma: no cov
     """x, y (samples, positions, neurons): results (samples, neurons)."""
     for n in range(x.shape[0]):
         for c in range(x.shape[2]):
-            v = x[n, 0, c]
-            v = zero if v < zero else v
-            v = top if v > top else v
-            lows[n, c] = _bits(v)
+            lows[n, c] = _bits(_clamped(x[n, 0, c], zero, top))
             highs[n, c] = lows[n, c]
             sums[n, c] = 0.0
             counts[n, c] = 0
         for p in range(x.shape[1]):
             for c in range(x.shape[2]):
-                v = x[n, p, c]
-                v = zero if v < zero else v
-                v = top if v > top else v
+                v = _clamped(x[n, p, c], zero, top)
                 y[n, p, c] = v
                 k = _bits(v)
                 sums[n, c] += v

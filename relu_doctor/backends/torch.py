@@ -2,7 +2,10 @@
 
 Every aten call of the forward pass reaches the mode (torch_calls.py); the ReLU-family
 ones are classified by the kinds registry and reduced on the spot into device counters
-(torch_reduce.py). The mode also follows where each tensor's neuron axis is.
+(torch_reduce.py); relu, relu6 and clip on CPU the mode computes itself, measuring them in
+the same pass (fused_clamp.py). The mode also follows where each tensor's neuron axis is.
+TorchScript and torch.export scans run their first batch under the mode and the others
+on an instrumented copy of the graph, without it (torch_replay.py).
 """
 
 from __future__ import annotations
@@ -69,7 +72,6 @@ class _CaptureMode(ActivationCalls):
         self.neuron_axis = neuron_axis  # "auto" | "channel" | "last"
         self.observer: Any = None  # a backends.CaptureObserver
         self.recording: Recording | None = None  # while a first batch maps an instrumented graph's points
-        self.clamps_computed = 0  # activations computed and measured in one pass (compute_clamp)
         self.start_batch(0, 0)
 
     def start_batch(self, valid_rows: int, batch_rows: int) -> None:
@@ -118,9 +120,7 @@ class _CaptureMode(ActivationCalls):
             return None
         from .fused_clamp import clamp_row_stats
 
-        rows = clamp_row_stats(x3.numpy(), y3.numpy(), red, top, self.workspace.threads or torch.get_num_threads())
-        self.clamps_computed += 1
-        return y, rows
+        return y, clamp_row_stats(x3.numpy(), y3.numpy(), red, top, self.workspace.threads or torch.get_num_threads())
 
     def measure(self, name: str, y: torch.Tensor, axis: int, call: ActivationCall | None = None,
                 measured: Any = None) -> None:

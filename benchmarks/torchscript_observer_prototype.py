@@ -1,5 +1,6 @@
 """A prototype, not relu-doctor's capture: what a TorchScript scan would cost without a
-dispatch mode.
+dispatch mode. The scan does this since the fifth session (backends/torch_replay.py); kept
+as the measurement that led there.
 
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 \\
         .venv/bin/python benchmarks/torchscript_observer_prototype.py [--threads 1]

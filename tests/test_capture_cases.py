@@ -292,19 +292,32 @@ def test_torch_cond_measures_the_branch_it_takes(fmt: str) -> None:
 @pytest.mark.slow
 def test_torch_cond_in_a_process_that_has_not_loaded_dynamo() -> None:
     """The eager torch.cond loads dynamo during the first batch; the scan then starts over
-    with compiled code running eagerly (a fresh process: here dynamo is long loaded)."""
+    with compiled code running eagerly (a fresh process: here dynamo is long loaded), still in
+    eval mode (the first try used to restore train mode before the second)."""
     import subprocess
     import sys
 
     code = """if True:
-        import sys, numpy as np, relu_doctor as rd
+        import sys, numpy as np, torch, relu_doctor as rd
         from tests.test_capture_cases import _Cond
         assert "torch._dynamo" not in sys.modules
+
+        class Normed(torch.nn.Module):  # built in train mode, as a user may pass it
+            def __init__(self):
+                super().__init__()
+                self.norm, self.cond = torch.nn.BatchNorm1d(6), _Cond()
+
+            def forward(self, x):
+                return self.cond(self.norm(x))
+
+        model = Normed()
         x = np.random.default_rng(0).standard_normal((24, 6)).astype(np.float32)
         x[:, 0] = np.abs(x[:, 0]) * np.repeat([-1, 1, -1], 8)
-        report = rd.scan(_Cond(), data=x, batch_size=8)
-        print([(s.kind, s.to_dict()["counters"]["samples"]) for s in report.sites])
+        report = rd.scan(model, data=x, batch_size=8)
+        untouched = torch.equal(model.norm.running_mean, torch.zeros(6)) and int(model.norm.num_batches_tracked) == 0
+        print([(s.kind, s.to_dict()["counters"]["samples"]) for s in report.sites], untouched, model.training)
     """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[('relu', 8)]"
+    # the second try ran in eval mode too (the model's statistics unchanged), then train mode came back
+    assert done.stdout.strip() == "[('relu', 8)] True True"

@@ -194,21 +194,25 @@ def capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str
     """Run the sample through the model and return the counters of every site (with
     `neuron_extremes`, also each neuron's max and min; `observer`: a backends.CaptureObserver)."""
     arguments = (model, sample, batch_size, neuron_axis, include_smooth, progress, neuron_extremes, observer)
-    if dynamo_loaded():
-        return _capture(*arguments)
     try:
-        return _capture(*arguments)
-    except Exception:
-        if not dynamo_loaded():
-            raise
-    # The model's first batch loaded dynamo under the capture mode: torch.cond in eager compiles
-    # its branches, and dynamo then traced the mode's own code and failed. Once more, with
-    # compiled code running eagerly from the start (torch_eager.py), as when dynamo was loaded.
-    return _capture(*arguments)
+        try:
+            return _capture(*arguments, dynamo_before=dynamo_loaded())
+        except _DynamoLoadedInTheFirstBatch:
+            # torch.cond in eager compiles its branches: dynamo, loaded under the capture mode,
+            # traced the mode's own code and failed. Once more, with compiled code running
+            # eagerly from the start (torch_eager.py), as when dynamo was loaded before.
+            return _capture(*arguments, dynamo_before=True)
+    finally:
+        model.restore()  # once, after the last try: a retry runs in eval mode too
+
+
+class _DynamoLoadedInTheFirstBatch(Exception):
+    pass
 
 
 def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: str, include_smooth: bool,
-             progress: Callable[[int], None] | None, neuron_extremes: bool, observer: Any) -> CaptureResult:
+             progress: Callable[[int], None] | None, neuron_extremes: bool, observer: Any,
+             dynamo_before: bool) -> CaptureResult:
     warnings = _settle_input_dtypes(model, sample)
     origins = model.make_origins()
     mode = _CaptureMode(origins, neuron_axis, include_smooth, neuron_extremes)
@@ -247,6 +251,8 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
                 except UserError:
                     raise
                 except Exception as e:
+                    if number == 1 and not dynamo_before and dynamo_loaded():
+                        raise _DynamoLoadedInTheFirstBatch from e
                     _blame(e, model, tensors, mode.last_site)
                 if observer is not None:
                     observer.finish_batch(outputs, batch.valid, rows, seconds)
@@ -265,7 +271,6 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
                     progress(batch.valid)
     finally:
         origins.close()
-        model.restore()
     if isinstance(origins, GraphOrigins) and origins.warning:
         warnings.append(origins.warning)
     sites = [CapturedSite(s.name, s.kind, s.op, s.params, s.shape, s.axis, s.acc.counters())

@@ -176,3 +176,26 @@ def test_the_model_computes_what_it_computes_without_the_scan(fused_road: None,
             tracker.close()
     assert sum(c is not None for c in computed) == 6 and len(computed) == 7
     np.testing.assert_array_equal(bits(captured), bits(plain))
+
+
+class _OutVariant(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        buffer = torch.empty_like(x).fill_(-5.0)
+        torch.clamp(x, 0, 6, out=buffer)
+        return torch.relu(buffer - 1)
+
+
+@pytest.mark.parametrize("script", [False, True])
+def test_an_out_variant_writes_its_buffer(script: bool) -> None:
+    """clamp(..., out=buffer) is left to torch: computed into a fresh tensor, the buffer kept
+    its old values and the relu after it read them (its total was 0)."""
+    data = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32) + 1
+    model = torch.jit.script(_OutVariant()) if script else _OutVariant()
+    totals = {}
+    for road in ("fused", "exact"):
+        with FusedRoad.pinned(road):
+            report = rd.scan(model, data=data, batch_size=8)
+        totals[road] = [s.to_dict()["counters"]["total"] for s in report.sites]
+    want = np.clip(data, 0, 6)  # the reference: the buffer after the clamp, then relu(buffer - 1)
+    assert totals["fused"] == pytest.approx(totals["exact"], rel=1e-12)
+    assert totals["fused"] == pytest.approx([want.sum(), np.maximum(want - 1, 0).sum()], rel=1e-6)

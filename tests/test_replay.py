@@ -226,3 +226,30 @@ def test_a_replayed_scan_does_not_load_dynamo() -> None:
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["3", "False"]  # 512 samples: the last three batches replayed
+
+
+class _IntegerClamp(torch.nn.Module):
+    """clamp(x.long(), 0, 6): a relu6 of integers, then an embedding that needs them whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.embedding(torch.clamp(x.long(), 0, 6)).sum(1))
+
+
+@pytest.mark.parametrize("fmt", ["script", "pt2"])
+def test_an_integer_clamp_stays_integer(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay ran a replaced clamp as a float clamp: batch 2 gave the embedding float
+    indices and failed. It now runs the op the clamp op stands for."""
+    torch.manual_seed(0)
+    eager = _IntegerClamp().eval()
+    data = np.random.default_rng(0).integers(-3, 10, (24, 5)).astype(np.float32)
+    subject: Any = torch.jit.script(eager)
+    if fmt == "pt2":
+        subject = torch.export.export(eager, (torch.from_numpy(data[:8]),),
+                                      dynamic_shapes=({0: torch.export.Dim("b", min=2)},))
+    want, _ = _scan(eager, data, monkeypatch, fast=True)
+    got, replayed = _scan(subject, data, monkeypatch, fast=True)
+    assert replayed == 2 and _sites(got) == _sites(want)

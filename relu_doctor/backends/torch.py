@@ -263,7 +263,7 @@ def _capture(model: TorchModel, sample: Sample, batch_size: int, neuron_axis: st
                     warnings.append(problem)
                 if mode.recording is not None:
                     if instrumented is not None and mode.recording.finish() and not problem:
-                        replay = Replay(instrumented.forward, mode.recording.points, mode.measure, mode.compute_clamp)
+                        replay = Replay(instrumented, mode.recording.points, mode.measure, mode.compute_clamp)
                     else:
                         instrumented = None  # the mode measures every batch
                     mode.recording = None

@@ -142,8 +142,8 @@ class ActivationCalls(TorchDispatchMode):
         else:
             try:
                 out = func(*args, **kwargs)
-            except RuntimeError:
-                rewrapped = _numbers_as_tensors(func, args)
+            except RuntimeError as refused:
+                rewrapped = _numbers_as_tensors(func, args) if "Expected a value of type" in str(refused) else None
                 if rewrapped is None:
                     raise
                 out = func(*rewrapped, **kwargs)
@@ -354,7 +354,8 @@ def _op_facts(func: Any) -> tuple[str, str, int, str, int | None]:
         return op, qualified, _OBSERVE, neuron_axes.FOLLOWER, None
     if (namespace, op) in (CLAMP, CLAMP_IN_PLACE):
         return op, qualified, _STANDS_IN | (_MUTABLE if op.endswith("_") else 0), neuron_axes.FOLLOWER, None
-    flags = _CLAMP if namespace == ATEN and op in CLAMPS else 0
+    # the default overloads only: an out= variant writes a buffer of the caller's
+    flags = _CLAMP if namespace == ATEN and op in CLAMPS and func._overloadname == "default" else 0
     if is_graph_candidate(namespace, op):
         flags |= _CANDIDATE
         if fused_kernel(namespace, op) is not None:
@@ -374,12 +375,13 @@ def _numbers_as_tensors(func: Any, args: tuple) -> tuple | None:
     when there are none. When TorchScript first optimizes a graph under the mode, it pools
     equal tensor constants by calling aten::equal on them, and the mode receives a
     one-element constant ({6}, from a trace of `x / 6`) as the number 6.0, which the op then
-    refuses. Rare, so only after a call failed: the hot path stays one call."""
+    refuses before it runs. Rare, so only after such a refusal: the hot path stays one call."""
     numbers = {bool: torch.bool, int: torch.int64, float: torch.float64}
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
     rewrapped, changed = list(args), False
     for i, (value, argument) in enumerate(zip(args, func._schema.arguments)):
         if type(value) in numbers and isinstance(argument.type, torch.TensorType):
-            rewrapped[i] = torch.tensor(value, dtype=numbers[type(value)])
+            rewrapped[i] = torch.tensor(value, dtype=numbers[type(value)], device=device)
             changed = True
     return tuple(rewrapped) if changed else None
 

@@ -46,8 +46,16 @@ _NAMESPACE, _NAME = OBSERVE
 _state = threading.local()  # .replay: the Replay running on this thread, if any
 
 
-@cache
+_registering = threading.Lock()  # two scans starting at once register the library once
+
+
 def _ops() -> tuple[Any, Any, Any]:
+    with _registering:
+        return _registered_ops()
+
+
+@cache
+def _registered_ops() -> tuple[Any, Any, Any]:
     """The observe op and the clamp ops (out of place, in place), registered on first use
     (an eager scan never needs them). Through torch.library.Library, not custom_op: the first
     call of a custom_op imports dynamo (1.1 s, measured), and each call pays its wrapper."""
@@ -94,13 +102,17 @@ def _clamp(x: torch.Tensor, top: float, in_place: bool = False) -> torch.Tensor:
 # ---- the instrumented copies -----------------------------------------------------------
 
 
+# point -> (the aten op a clamp op stands for, its arguments after x, its keyword arguments)
+Originals = dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]]
+
+
 @dataclass
 class Instrumented:
     """A forward with observe and clamp ops (see the module's docstring), and for each
     clamp op's point the call it stands for: the aten op and its arguments after x."""
 
     forward: Callable[..., Any]
-    originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]]
+    originals: Originals
 
 
 # Per module, the instrumented forward, made once: a fresh TorchScript function's first runs
@@ -123,7 +135,7 @@ def _script_forward(module: torch.jit.ScriptModule) -> Instrumented | None:
     if any(node.kind() == "prim::SetAttr" for node in graph.nodes()):
         return None  # the forward changes the module's attributes, which bounds may read
     _ops()
-    originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]] = {}
+    originals: Originals = {}
     point = 0
     for node in list(graph.nodes()):
         candidate = _script_candidate(node)
@@ -166,12 +178,14 @@ def _script_clamp(node: Any) -> tuple[float, bool, Any, tuple[Any, ...]] | None:
     inputs = list(node.inputs())
     if namespace != "aten" or name not in CLAMPS or any(v.node().kind() != "prim::Constant" for v in inputs[1:]):
         return None
+    overload = torch._C.parse_schema(node.schema()).overload_name
+    if overload:
+        return None  # an out= variant (writes a buffer of the caller's), or tensor bounds
     constants = tuple(v.toIValue() for v in inputs[1:])
     top = clamp_top(classify_aten(name, (None, *constants), {}))
     if top is None:
         return None
-    overload = torch._C.parse_schema(node.schema()).overload_name or "default"
-    return top, name.endswith("_"), getattr(getattr(torch.ops.aten, name), overload), constants
+    return top, name.endswith("_"), getattr(torch.ops.aten, name).default, constants
 
 
 def _insert_after(graph: Any, node: Any, kind: str, inputs: list[Any], point: int, outputs: int = 0) -> Any:
@@ -222,7 +236,7 @@ def _instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torc
         return None  # in a higher-order op's subgraph (cond, map): control flow
     graph = copy.deepcopy(graph_module.graph)  # node meta is copied shallowly: cheap
     observe, clamp, clamp_in_place = _ops()
-    originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]] = {}
+    originals: Originals = {}
     point = 0
     for node in list(graph.nodes):
         if not is_export_candidate(node):
@@ -233,7 +247,8 @@ def _instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torc
         if any(isinstance(v, torch.fx.Node) and not isinstance(v.meta.get("val"), torch.Tensor) for v in values):
             return None  # a bound computed at run time
         name = node.target._overloadpacket.__name__  # type: ignore[union-attr]
-        constant = name in CLAMPS and not any(isinstance(v, torch.fx.Node) for v in values)
+        constant = name in CLAMPS and node.target._overloadname == "default" and \
+            not any(isinstance(v, torch.fx.Node) for v in values)  # type: ignore[union-attr]
         top = clamp_top(classify_aten(name, node.args, dict(node.kwargs))) if constant else None
         if top is None:
             with graph.inserting_after(node):
@@ -265,7 +280,7 @@ class Recording:
     (`measured`) and each point reached (`observed`), in run order. `originals`: what each
     clamp op stands for (Instrumented), which the mode runs in its place."""
 
-    def __init__(self, originals: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]]) -> None:
+    def __init__(self, originals: Originals) -> None:
         self.originals = originals
         self.points: dict[int, PointSite | None] = {}
         self.exact = True
@@ -292,44 +307,59 @@ class Replay:
     """Runs the instrumented forward with no mode. `measure(site, y, axis, measured=None)`
     and `compute_clamp(x, top, in_place, axis)` are the capture mode's."""
 
-    def __init__(self, forward: Callable[..., Any], points: dict[int, PointSite | None],
+    def __init__(self, instrumented: Instrumented, points: dict[int, PointSite | None],
                  measure: Callable[..., None], compute_clamp: Callable[..., Any]) -> None:
-        self.forward = forward
+        self.forward = instrumented.forward
+        self._originals = instrumented.originals
         self._points = points
         self._measure = measure
         self._compute_clamp = compute_clamp
         self._reached: set[int] = set()
+        self._error: Exception | None = None
 
     def __call__(self, *inputs: Any) -> Any:
-        self._reached = set()
+        self._reached, self._error = set(), None
         _state.replay = self
         try:
             outputs = self.forward(*inputs)
+        except Exception:
+            if self._error is not None:  # ours, which TorchScript wrapped in its RuntimeError
+                raise self._error from None
+            raise
         finally:
             _state.replay = None
-        if self._reached != self._points.keys():  # cannot happen without control flow: never count half a batch
+        if self._reached != self._points.keys():  # cannot happen without control flow; the scan stops
             raise RuntimeError(f"the instrumented forward reached {len(self._reached)} of its "
                                f"{len(self._points)} points")
         return outputs
 
     def observed(self, y: torch.Tensor, point: int) -> None:
-        site = self._reach(point)
-        if site is not None:
-            self._measure(site.name, y, site.axis)
+        try:
+            site = self._reach(point)
+            if site is not None:
+                self._measure(site.name, y, site.axis)
+        except Exception as e:
+            self._error = e
+            raise
 
     def clamp(self, x: torch.Tensor, top: float, point: int, in_place: bool = False) -> torch.Tensor:
-        """clamp(x, 0, top), measured at its site: computed and reduced in one pass where the
-        capture can (fused_clamp.py), else by torch and then read."""
-        site = self._reach(point)
-        computed = self._compute_clamp(x, top, in_place, site.axis) if site is not None else None
-        if computed is not None:
-            y, rows = computed
-            self._measure(site.name, y, site.axis, measured=rows)  # type: ignore[union-attr]
+        """What the clamp op stands for, measured at its site: computed and reduced in one pass
+        where the capture can (fused_clamp.py), else the original op's output, read."""
+        try:
+            site = self._reach(point)
+            computed = self._compute_clamp(x, top, in_place, site.axis) if site is not None else None
+            if computed is not None:
+                y, rows = computed
+                self._measure(site.name, y, site.axis, measured=rows)  # type: ignore[union-attr]
+                return y
+            op, args, kwargs = self._originals[point]  # exact for any dtype (an integer clamp stays integer)
+            y = op(x, *args, **kwargs)
+            if site is not None:
+                self._measure(site.name, y, site.axis)
             return y
-        y = _clamp(x, top, in_place)
-        if site is not None:
-            self._measure(site.name, y, site.axis)
-        return y
+        except Exception as e:
+            self._error = e
+            raise
 
     def _reach(self, point: int) -> PointSite | None:
         if point in self._reached:

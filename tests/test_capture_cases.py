@@ -321,3 +321,30 @@ def test_torch_cond_in_a_process_that_has_not_loaded_dynamo() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     # the second try ran in eval mode too (the model's statistics unchanged), then train mode came back
     assert done.stdout.strip() == "[('relu', 8)] True True"
+
+
+class _ScalarRelu(torch.nn.Module):
+    """A relu of a scalar parameter beside a relu of the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * torch.relu(self.gain)
+
+
+@pytest.mark.parametrize("fmt", ["module", "script", "pt2"])
+def test_a_relu_of_a_scalar_is_one_neuron_per_forward_pass(fmt: str) -> None:
+    """It failed with an IndexError in every torch format (a 0-dim activation has no sample axis)."""
+    data = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    subject: object = _ScalarRelu()
+    if fmt == "script":
+        subject = torch.jit.script(subject)
+    elif fmt == "pt2":
+        subject = torch.export.export(_ScalarRelu(), (torch.from_numpy(data[:8]),),
+                                      dynamic_shapes=({0: torch.export.Dim("b", min=2)},))
+    report = rd.scan(subject, data=data, batch_size=8)
+    scalar = report.sites[1].to_dict()
+    assert (scalar["neurons"], scalar["counters"]["samples"], scalar["counters"]["fires"]) == (1, 2, [2])
+    assert any("one number per forward pass" in w for w in report.warnings)

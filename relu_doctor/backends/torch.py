@@ -106,7 +106,7 @@ class _CaptureMode(ActivationCalls):
                       axis: int | None = None) -> tuple[torch.Tensor, Any] | None:
         """clamp(x, 0, top) computed and reduced in one pass (fused_clamp.py), where x is a CPU
         activation that the per-row view reaches without a copy."""
-        if x.device.type != "cpu" or x.numel() == 0 or x.dtype not in (torch.float32, torch.float64):
+        if x.device.type != "cpu" or x.dim() == 0 or x.numel() == 0 or x.dtype not in (torch.float32, torch.float64):
             return None
         kernels = FusedRoad.wanted(x.numel())
         if kernels is None:
@@ -153,19 +153,27 @@ class _CaptureMode(ActivationCalls):
         """y with the sample as its first axis and the padding rows dropped, and its neuron axis.
 
         An activation whose first axis is not a multiple of the batch cannot be split by
-        sample: it is kept whole (see _per_sample)."""
+        sample: it is kept whole (see _per_sample), and a single number (relu of a scalar
+        parameter) is one row of one neuron per forward pass."""
+        if y.dim() == 0:
+            self._unsplit(name, f"site {name} is one number per forward pass, not one per input, so its "
+                                "per-sample counts (sample_fires) count forward passes")
+            return y.reshape(1, 1), 1
         rows = self.batch_rows
-        if y.dim() == 0 or rows == 0:
+        if rows == 0:
             return y, axis
         if y.shape[0] % rows != 0:
-            if name not in self.unsplit:
-                self.unsplit.add(name)
-                self.warnings.append(f"site {name}: its first axis ({y.shape[0]}) is not the batch ({rows}), "
-                                     "so its per-sample counts (sample_fires) count rows, not inputs")
+            self._unsplit(name, f"site {name}: its first axis ({y.shape[0]}) is not the batch ({rows}), so its "
+                                "per-sample counts (sample_fires) count rows, not inputs")
             return y, axis
         y, axis = self._per_sample(y, axis)
         # all rows valid (every batch but a padded last one): no view to make
         return (y if self.valid_rows == rows else y[: self.valid_rows]), axis
+
+    def _unsplit(self, name: str, warning: str) -> None:
+        if name not in self.unsplit:  # once per site
+            self.unsplit.add(name)
+            self.warnings.append(warning)
 
     def _per_sample(self, y: torch.Tensor, axis: int) -> tuple[torch.Tensor, int]:
         """y with the sample as its first axis, padding rows included. A model may flatten

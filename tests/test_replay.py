@@ -33,14 +33,6 @@ KEEP_THE_MODE = {("relu_rnn", "trace"), ("relu_rnn", "script"), ("relu_rnn", "pt
 QUICK_PT2 = {"reused_relu", "functional", "leaky", "hand_hardswish"}  # torch.export is slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _exact_road() -> Iterator[None]:
     with FusedRoad.pinned("exact"):

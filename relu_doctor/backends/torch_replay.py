@@ -50,17 +50,17 @@ _registering = threading.Lock()  # two scans starting at once register the libra
 
 
 def _ops() -> tuple[Any, Any, Any]:
+    """The observe op and the clamp ops (out of place, in place)."""
     with _registering:
-        return _registered_ops()
+        return _registered_ops()[1:]
 
 
 @cache
-def _registered_ops() -> tuple[Any, Any, Any]:
-    """The observe op and the clamp ops (out of place, in place), registered on first use
-    (an eager scan never needs them). Through torch.library.Library, not custom_op: the first
-    call of a custom_op imports dynamo (1.1 s, measured), and each call pays its wrapper."""
+def _registered_ops() -> tuple[Any, Any, Any, Any]:
+    """The library (the ops live as long as it does) and its three ops, registered on first
+    use (an eager scan never needs them). Through torch.library.Library, not custom_op: the
+    first call of a custom_op imports dynamo (1.1 s, measured), and each call pays its wrapper."""
     library = torch.library.Library(_NAMESPACE, "DEF")
-    _libraries.append(library)  # the ops live as long as the library object
     # observe declares that it mutates y: TorchScript drops a call with no outputs and no effects
     library.define(f"{_NAME}(Tensor(a!) y, int point) -> ()")
     library.define(f"{CLAMP[1]}(Tensor x, float top, int point) -> Tensor")
@@ -85,11 +85,8 @@ def _registered_ops() -> tuple[Any, Any, Any]:
     for name, kernel in ((_NAME, observe), (CLAMP[1], clamp), (CLAMP_IN_PLACE[1], clamp_)):
         library.impl(name, kernel, "CompositeExplicitAutograd")
     namespace = getattr(torch.ops, _NAMESPACE)
-    return (getattr(namespace, _NAME).default, getattr(namespace, CLAMP[1]).default,
+    return (library, getattr(namespace, _NAME).default, getattr(namespace, CLAMP[1]).default,
             getattr(namespace, CLAMP_IN_PLACE[1]).default)
-
-
-_libraries: list[Any] = []
 
 
 def _clamp(x: torch.Tensor, top: float, in_place: bool = False) -> torch.Tensor:
@@ -121,12 +118,16 @@ class Instrumented:
 _made: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
+def _once(key: Any, make: Callable[[Any], Any]) -> Any:
+    if key not in _made:
+        _made[key] = make(key)
+    return _made[key]
+
+
 def script_forward(module: torch.jit.ScriptModule) -> Instrumented | None:
     """`module`'s forward, instrumented; None when the inlined graph cannot be instrumented
     exactly (see the module's docstring)."""
-    if module not in _made:
-        _made[module] = _script_forward(module)
-    return _made[module]
+    return _once(module, _script_forward)
 
 
 def _script_forward(module: torch.jit.ScriptModule) -> Instrumented | None:
@@ -222,15 +223,13 @@ def _fixed_script_input(value: Any) -> bool:
         value.type().isSubtypeOf(torch._C.TensorType.get())
 
 
-def instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict] | None:
+def instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, Originals] | None:
     """A copy of an export graph module, instrumented (the weights are the original's), and
     its `Instrumented.originals`; None when that would not be exact."""
-    if graph_module not in _made:
-        _made[graph_module] = _instrumented_graph_module(graph_module)
-    return _made[graph_module]
+    return _once(graph_module, _instrumented_graph_module)
 
 
-def _instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict] | None:
+def _instrumented_graph_module(graph_module: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, Originals] | None:
     subgraphs = (m for m in graph_module.modules() if m is not graph_module and isinstance(m, torch.fx.GraphModule))
     if any(is_export_candidate(node) for sub in subgraphs for node in sub.graph.nodes):
         return None  # in a higher-order op's subgraph (cond, map): control flow
